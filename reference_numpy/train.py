@@ -1,0 +1,111 @@
+"""Truncated-BPTT training over parallel streams, exactly as SPEC.md's data pipeline describes.
+
+A split is cut into B contiguous streams of equal length; window k of every stream gives inputs
+``s[kT:(k+1)T]`` and targets ``s[kT+1:(k+1)T+1]``. The hidden state starts at zero at the start
+of each epoch and is carried from window k to window k+1 of the same stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from reference_numpy.rnn import (
+    PARAM_NAMES,
+    adagrad_step,
+    clip_grad_norm,
+    clip_grad_value,
+    cross_entropy,
+    forward,
+    global_norm,
+    loss_and_grads,
+)
+
+
+def build_vocab(text: str) -> str:
+    """The sorted distinct characters of ``text``: the same in every process, unlike set() order."""
+    return "".join(sorted(set(text)))
+
+
+def encode(text: str, vocab: str) -> np.ndarray:
+    index = {c: i for i, c in enumerate(vocab)}
+    return np.fromiter((index[c] for c in text), dtype=np.int64, count=len(text))
+
+
+def make_streams(data: np.ndarray, batch_size: int) -> np.ndarray:
+    """Cut ``data`` into ``batch_size`` contiguous streams of equal length, (B, L)."""
+    length = len(data) // batch_size
+    return data[: batch_size * length].reshape(batch_size, length)
+
+
+def num_windows(streams: np.ndarray, seq_len: int) -> int:
+    return (streams.shape[1] - 1) // seq_len
+
+
+def window(streams: np.ndarray, k: int, seq_len: int):
+    """Inputs and targets (B, T) of window ``k``: targets are the inputs shifted by one."""
+    T = seq_len
+    return streams[:, k * T : (k + 1) * T], streams[:, k * T + 1 : (k + 1) * T + 1]
+
+
+@dataclass
+class TrainLog:
+    loss: list[float] = field(default_factory=list)
+    grad_norm: list[float] = field(default_factory=list)
+    clipped: list[bool] = field(default_factory=list)
+
+
+def train(
+    params: dict[str, np.ndarray],
+    data: np.ndarray,
+    batch_size: int,
+    seq_len: int,
+    max_steps: int,
+    lr: float,
+    eps: float = 1e-10,
+    clip_val: float | None = 5.0,
+    clip_algorithm: str = "norm",
+) -> TrainLog:
+    """Train ``params`` in place for ``max_steps`` windows (epochs wrap around); returns the log.
+
+    Each step: forward and hand-written BPTT over one window, clip, Adagrad, carry h_last.
+    """
+    streams = make_streams(data, batch_size)
+    n = num_windows(streams, seq_len)
+    if n < 1:
+        raise ValueError(f"{streams.shape[1]} characters per stream is too short for a window of {seq_len}")
+    state = {k: np.zeros_like(params[k]) for k in PARAM_NAMES}
+    log = TrainLog()
+    h = None
+    for step in range(max_steps):
+        k = step % n
+        if k == 0:  # every epoch starts from a zero state
+            h = np.zeros((batch_size, params["W_hh"].shape[0]), dtype=params["W_hh"].dtype)
+        inputs, targets = window(streams, k, seq_len)
+        loss, grads, h = loss_and_grads(params, inputs, targets, h)
+        norm = global_norm(grads)
+        if clip_val is not None:
+            if clip_algorithm == "norm":
+                log.clipped.append(clip_val / (norm + 1e-6) < 1.0)
+                clip_grad_norm(grads, clip_val)
+            else:
+                log.clipped.append(any(np.abs(grads[k]).max() > clip_val for k in PARAM_NAMES))
+                clip_grad_value(grads, clip_val)
+        adagrad_step(params, grads, state, lr, eps)
+        log.loss.append(loss)
+        log.grad_norm.append(norm)
+    return log
+
+
+def evaluate(params: dict[str, np.ndarray], data: np.ndarray, batch_size: int, seq_len: int) -> float:
+    """Mean loss (nats) over every window of a split, the state carried from window to window."""
+    streams = make_streams(data, batch_size)
+    h = np.zeros((batch_size, params["W_hh"].shape[0]), dtype=params["W_hh"].dtype)
+    losses = []
+    for k in range(num_windows(streams, seq_len)):
+        inputs, targets = window(streams, k, seq_len)
+        logits, hs = forward(params, inputs, h)
+        losses.append(cross_entropy(logits, targets))
+        h = hs[:, -1]
+    return float(np.mean(losses))

@@ -1,0 +1,33 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+import reference_numpy as rn
+from torch_charrnn import CharRNN
+from torch_charrnn.data import builtin_text
+
+# Derandomized in CI so a red run is reproducible; deadline off because CPU timing varies.
+settings.register_profile(
+    "ci", derandomize=True, deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("dev", deadline=None, max_examples=30, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+@pytest.fixture
+def small_text() -> str:
+    """A few thousand characters of real English-like text with no download."""
+    return builtin_text()[:3000]
+
+
+def model_from_numpy(params: dict[str, np.ndarray], **kwargs) -> CharRNN:
+    """A float64 CharRNN holding exactly the NumPy parameters."""
+    V, H = params["W_xh"].shape
+    model = CharRNN(V, H, **kwargs).double()
+    with torch.no_grad():
+        for name in rn.PARAM_NAMES:
+            getattr(model, name).copy_(torch.from_numpy(params[name]))
+    return model

@@ -1,0 +1,90 @@
+"""Whole training runs: Lightning Trainer.fit against the NumPy training loop, step for step."""
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from conftest import model_from_numpy
+
+import reference_numpy as rn
+from torch_charrnn import CharDataModule
+
+# At lr 0.1 this small model is chaotic: Adagrad turns rounding-level gradient differences into
+# full-size steps and two correct implementations drift apart by 1e-4 within 50 steps (measured).
+# At lr 0.01 they stay within 1e-15, so any real difference shows.
+B, T, STEPS, LR, EPS = 4, 16, 50, 0.01, 1e-10
+
+
+class RecordClipping(L.Callback):
+    """Collects what CharRNN logged about clipping at every step."""
+
+    def __init__(self):
+        self.clipped, self.norms = [], []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.clipped.append(bool(trainer.callback_metrics["grad/clipped"]))
+        self.norms.append(float(trainer.callback_metrics["grad/norm"]))
+
+
+def fit_lightning(params, text, clip_val, clip_algorithm, **model_kwargs):
+    data = CharDataModule(text=text, batch_size=B, seq_len=T, val_fraction=0.0, test_fraction=0.0)
+    model = model_from_numpy(params, lr=LR, eps=EPS, vocab=data.vocab, **model_kwargs)
+    record = RecordClipping()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        precision="64-true",
+        max_steps=STEPS,
+        gradient_clip_val=clip_val,
+        gradient_clip_algorithm=clip_algorithm,
+        limit_val_batches=0,
+        callbacks=[record],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, data)
+    return model, record
+
+
+@pytest.mark.parametrize("clip_algorithm", ["norm", "value"])
+def test_training_trajectory_matches_numpy(small_text, clip_algorithm):
+    vocab = rn.build_vocab(small_text)
+    data = rn.encode(small_text, vocab)
+    init = rn.init_params(len(vocab), 32, np.random.default_rng(0), whh_scale=0.9, init_std=0.1)
+    assert STEPS > rn.num_windows(rn.make_streams(data, B), T), "the run must cross an epoch boundary"
+
+    # A clip value between the smallest and largest unclipped gradient so it fires on some steps only.
+    dry = rn.train({k: v.copy() for k, v in init.items()}, data, B, T, STEPS, LR, EPS, clip_val=None)
+    scale = np.array(dry.grad_norm) if clip_algorithm == "norm" else np.array(dry.grad_norm) / 8
+    clip_val = float(np.median(scale))
+
+    params = {k: v.copy() for k, v in init.items()}
+    log = rn.train(params, data, B, T, STEPS, LR, EPS, clip_val=clip_val, clip_algorithm=clip_algorithm)
+    model, record = fit_lightning(init, small_text, clip_val, clip_algorithm)
+
+    assert any(log.clipped) and not all(log.clipped), "clipping must fire on some steps and not on others"
+    assert record.clipped == log.clipped
+    np.testing.assert_allclose(record.norms, log.grad_norm, rtol=1e-9)
+    for name in rn.PARAM_NAMES:
+        torch.testing.assert_close(
+            getattr(model, name).detach(),
+            torch.from_numpy(params[name]),
+            rtol=1e-9,
+            atol=1e-12,
+            msg=lambda m, n=name: f"{n}: {m}",
+        )
+    assert not np.allclose(params["W_hh"], init["W_hh"]), "training must move the parameters"
+
+
+def test_clipping_changes_the_trajectory(small_text):
+    """Without clipping the NumPy run ends elsewhere, so the match above depends on Lightning clipping."""
+    vocab = rn.build_vocab(small_text)
+    data = rn.encode(small_text, vocab)
+    init = rn.init_params(len(vocab), 32, np.random.default_rng(0), whh_scale=0.9, init_std=0.1)
+    clipped = {k: v.copy() for k, v in init.items()}
+    free = {k: v.copy() for k, v in init.items()}
+    log = rn.train(clipped, data, B, T, STEPS, LR, EPS, clip_val=0.05)
+    rn.train(free, data, B, T, STEPS, LR, EPS, clip_val=None)
+    assert any(log.clipped)
+    assert np.abs(clipped["W_hy"] - free["W_hy"]).max() > 1e-6

@@ -1,0 +1,80 @@
+"""The ``charrnn`` command: Lightning's CLI for fit/validate/test/predict, plus sample and gradcheck."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lightning.pytorch.cli import LightningCLI
+
+from torch_charrnn.data import CharDataModule
+from torch_charrnn.model import CharRNN
+
+TRAINER_DEFAULTS = {"gradient_clip_val": 5.0, "gradient_clip_algorithm": "norm"}
+
+
+class CharRNNCLI(LightningCLI):
+    """LightningCLI with the vocabulary linked from the data into the model."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
+        parser.link_arguments("data.vocab", "model.vocab", apply_on="instantiate")
+
+
+def cli_main(args: list[str] | None = None, run: bool = True) -> CharRNNCLI:
+    """Run Lightning's CLI in-process (``args`` as on the command line, after ``charrnn``)."""
+    return CharRNNCLI(
+        CharRNN,
+        CharDataModule,
+        trainer_defaults=TRAINER_DEFAULTS,
+        seed_everything_default=0,
+        args=args,
+        run=run,
+    )
+
+
+def gradcheck_main(argv: list[str]) -> int:
+    from torch_charrnn.gradcheck import format_table, gradcheck
+
+    parser = argparse.ArgumentParser(
+        prog="charrnn gradcheck",
+        description="Check the NumPy hand-written BPTT against torch autograd and finite differences "
+        "(float64, unclipped). Exits 1 when any gradient disagrees beyond tolerance.",
+    )
+    parser.add_argument("--vocab_size", type=int, default=5, help="V (default: 5)")
+    parser.add_argument("--hidden_size", type=int, default=4, help="H (default: 4)")
+    parser.add_argument("--batch_size", type=int, default=2, help="B (default: 2)")
+    parser.add_argument("--seq_len", type=int, default=6, help="T (default: 6)")
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=0.5,
+        help="std of the random weights; 3 or more saturates tanh (default: 0.5)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--max_fd_checks",
+        type=int,
+        default=500,
+        help="finite-difference entries checked per tensor (default: 500)",
+    )
+    args = parser.parse_args(argv)
+    for name in ("vocab_size", "hidden_size", "batch_size", "seq_len", "max_fd_checks"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.scale < 0:
+        parser.error(f"--scale must be non-negative, got {args.scale}")
+    rows = gradcheck(**vars(args))
+    print(format_table(rows))
+    bad = [f"{r.oracle}:{r.name}" for r in rows if not r.ok]
+    summary = f"{len(rows) - len(bad)} of {len(rows)} gradients agree"
+    print(f"\n{summary}" + (f"; disagreeing: {', '.join(bad)}" if bad else ""))
+    return 1 if bad else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "gradcheck":
+        return gradcheck_main(argv[1:])
+    cli_main(argv)
+    return 0

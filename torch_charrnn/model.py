@@ -1,0 +1,122 @@
+"""``CharRNN``: the LightningModule around the equations in ``torch_charrnn.rnn``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from torch_charrnn.rnn import LN2, PARAM_NAMES, cross_entropy, rnn_forward
+
+
+class CharRNN(L.LightningModule):
+    """A character-level vanilla tanh RNN trained with truncated BPTT, clipping and Adagrad.
+
+    The hidden state of every stream is carried, detached, from one window to the next and reset
+    to zero at the first window of each epoch (and of each evaluation). Clipping is Lightning's
+    own (``Trainer(gradient_clip_val=..., gradient_clip_algorithm=...)``); this module logs the
+    gradient norm before clipping and whether clipping fired.
+
+    Args:
+        vocab_size: number of distinct characters (V).
+        hidden_size: number of hidden units (H).
+        lr: Adagrad learning rate.
+        eps: Adagrad epsilon (added outside the square root, as in torch.optim.Adagrad).
+        whh_scale: W_hh starts as ``whh_scale`` times the identity.
+        init_std: standard deviation of the Gaussian init of W_xh and W_hy.
+        bptt: ``autograd`` runs the recurrence through plain autograd.
+        vocab: the characters, index order; stored in checkpoints so sampling needs no corpus.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        hidden_size: int = 256,
+        lr: float = 0.01,
+        eps: float = 1e-10,
+        whh_scale: float = 0.01,
+        init_std: float = 0.01,
+        bptt: Literal["autograd"] = "autograd",
+        vocab: str | None = None,
+    ):
+        super().__init__()
+        if vocab is not None and len(vocab) != vocab_size:
+            raise ValueError(f"vocab has {len(vocab)} characters but vocab_size is {vocab_size}")
+        self.save_hyperparameters()
+        V, H = vocab_size, hidden_size
+        self.W_xh = nn.Parameter(torch.randn(V, H) * init_std)
+        self.W_hh = nn.Parameter(torch.eye(H) * whh_scale)
+        self.b_h = nn.Parameter(torch.zeros(H))
+        self.W_hy = nn.Parameter(torch.randn(H, V) * init_std)
+        self.b_y = nn.Parameter(torch.zeros(V))
+        self.val_loss = MeanMetric()
+        self.test_loss = MeanMetric()
+        self._h: dict[str, Tensor | None] = {"train": None, "val": None, "test": None}
+
+    def params(self) -> dict[str, Tensor]:
+        """The five parameters by name, in SPEC.md's order."""
+        return {name: getattr(self, name) for name in PARAM_NAMES}
+
+    def forward(self, inputs: Tensor, h0: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Logits (B, T, V) and the last hidden state (B, H) for a window of indices (B, T)."""
+        B, T = inputs.shape
+        if h0 is None:
+            h0 = self.W_hh.new_zeros(B, self.hparams.hidden_size)
+        logits, hs = rnn_forward(inputs, h0, *self.params().values())
+        return logits, hs[:, -1]
+
+    def _shared_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, stage: str) -> Tensor:
+        inputs, targets = batch
+        h0 = None if batch_idx == 0 else self._h[stage]  # each epoch starts from a zero state
+        logits, h_last = self(inputs, h0)
+        self._h[stage] = h_last.detach()
+        return cross_entropy(logits, targets)
+
+    def training_step(self, batch, batch_idx):
+        loss = self._shared_step(batch, batch_idx, "train")
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/bpc", loss / LN2)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        self.val_loss.update(self._shared_step(batch, batch_idx, "val"))
+
+    def test_step(self, batch, batch_idx):
+        self.test_loss.update(self._shared_step(batch, batch_idx, "test"))
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_loss.set_dtype(self.W_hh.dtype)  # metrics ignore .double(); keep float64 runs float64
+
+    def on_test_epoch_start(self) -> None:
+        self.test_loss.set_dtype(self.W_hh.dtype)
+
+    def _log_eval(self, stage: str, metric: MeanMetric) -> None:
+        loss = metric.compute()  # averaged over every process's windows
+        metric.reset()
+        self.log(f"{stage}/loss", loss, sync_dist=False)
+        self.log(f"{stage}/bpc", loss / LN2, prog_bar=True, sync_dist=False)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval("val", self.val_loss)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test", self.test_loss)
+
+    def configure_optimizers(self):
+        return torch.optim.Adagrad(self.parameters(), lr=self.hparams.lr, eps=self.hparams.eps)
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        """Log the gradient norm before clipping and whether clipping fires, then let Lightning clip."""
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads)
+        self.log("grad/norm", norm)
+        if gradient_clip_val:
+            if gradient_clip_algorithm in (None, "norm"):
+                fired = gradient_clip_val / (norm + 1e-6) < 1.0  # clip_grad_norm_'s own test
+            else:
+                fired = torch.stack([g.abs().max() for g in grads]).max() > gradient_clip_val
+            self.log("grad/clipped", fired.float())
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
