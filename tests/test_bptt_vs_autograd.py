@@ -1,6 +1,7 @@
 """The NumPy hand-written BPTT against torch autograd through CharRNN.forward, float64."""
 
 import numpy as np
+import pytest
 import torch
 from conftest import model_from_numpy
 from hypothesis import example, given
@@ -11,8 +12,8 @@ from torch_charrnn.gradcheck import random_problem
 from torch_charrnn.rnn import cross_entropy
 
 
-def autograd_through_model(params, inputs, targets, h0):
-    model = model_from_numpy(params)
+def autograd_through_model(params, inputs, targets, h0, bptt):
+    model = model_from_numpy(params, bptt=bptt)
     h0_t = torch.tensor(h0, requires_grad=True)
     logits, h_last = model(torch.from_numpy(inputs), h0_t)
     loss = cross_entropy(logits, torch.from_numpy(targets))
@@ -21,6 +22,7 @@ def autograd_through_model(params, inputs, targets, h0):
     return loss, logits, h_last, {**grads, "h0": h0_t.grad}
 
 
+@pytest.mark.parametrize("bptt", ["autograd", "manual"])
 @given(
     V=st.integers(2, 9),
     H=st.integers(1, 9),
@@ -32,12 +34,13 @@ def autograd_through_model(params, inputs, targets, h0):
 @example(V=2, H=1, B=1, T=1, scale=0.5, seed=0)
 @example(V=2, H=1, B=1, T=1, scale=6.0, seed=1)
 @example(V=2, H=9, B=4, T=12, scale=6.0, seed=2)
-def test_numpy_bptt_matches_autograd(V, H, B, T, scale, seed):
+def test_numpy_bptt_matches_autograd(V, H, B, T, scale, seed, bptt):
+    """``bptt="autograd"`` is plain autograd through CharRNN.forward; ``"manual"`` the torch BPTT."""
     params, h0, inputs, targets = random_problem(V, H, B, T, scale, seed)
     loss, grads, h_last = rn.loss_and_grads(params, inputs, targets, h0)
     logits, _ = rn.forward(params, inputs, h0)
 
-    t_loss, t_logits, t_h_last, t_grads = autograd_through_model(params, inputs, targets, h0)
+    t_loss, t_logits, t_h_last, t_grads = autograd_through_model(params, inputs, targets, h0, bptt)
 
     tol = {"rtol": 1e-10, "atol": 1e-12}
     torch.testing.assert_close(torch.tensor(loss, dtype=torch.float64), t_loss.detach(), **tol)

@@ -47,8 +47,9 @@ def fit_lightning(params, text, clip_val, clip_algorithm, **model_kwargs):
     return model, record
 
 
+@pytest.mark.parametrize("bptt", ["manual", "autograd"])
 @pytest.mark.parametrize("clip_algorithm", ["norm", "value"])
-def test_training_trajectory_matches_numpy(small_text, clip_algorithm):
+def test_training_trajectory_matches_numpy(small_text, clip_algorithm, bptt):
     vocab = rn.build_vocab(small_text)
     data = rn.encode(small_text, vocab)
     init = rn.init_params(len(vocab), 32, np.random.default_rng(0), whh_scale=0.9, init_std=0.1)
@@ -61,7 +62,7 @@ def test_training_trajectory_matches_numpy(small_text, clip_algorithm):
 
     params = {k: v.copy() for k, v in init.items()}
     log = rn.train(params, data, B, T, STEPS, LR, EPS, clip_val=clip_val, clip_algorithm=clip_algorithm)
-    model, record = fit_lightning(init, small_text, clip_val, clip_algorithm)
+    model, record = fit_lightning(init, small_text, clip_val, clip_algorithm, bptt=bptt)
 
     assert any(log.clipped) and not all(log.clipped), "clipping must fire on some steps and not on others"
     assert record.clipped == log.clipped

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Literal
 
 import lightning as L
@@ -9,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from torch_charrnn.rnn import LN2, PARAM_NAMES, cross_entropy, rnn_forward
+from torch_charrnn.rnn import LN2, PARAM_NAMES, cross_entropy, generate, rnn_forward, rnn_forward_manual
 
 
 class CharRNN(L.LightningModule):
@@ -27,7 +28,9 @@ class CharRNN(L.LightningModule):
         eps: Adagrad epsilon (added outside the square root, as in torch.optim.Adagrad).
         whh_scale: W_hh starts as ``whh_scale`` times the identity.
         init_std: standard deviation of the Gaussian init of W_xh and W_hy.
-        bptt: ``autograd`` runs the recurrence through plain autograd.
+        bptt: ``manual`` (the default, fast) runs the hand-written backward pass of
+            ``torch_charrnn.rnn.ManualBPTT``; ``autograd`` runs the recurrence through plain
+            autograd, the oracle the manual pass is tested against.
         vocab: the characters, index order; stored in checkpoints so sampling needs no corpus.
     """
 
@@ -39,7 +42,7 @@ class CharRNN(L.LightningModule):
         eps: float = 1e-10,
         whh_scale: float = 0.01,
         init_std: float = 0.01,
-        bptt: Literal["autograd"] = "autograd",
+        bptt: Literal["manual", "autograd"] = "manual",
         vocab: str | None = None,
     ):
         super().__init__()
@@ -54,7 +57,8 @@ class CharRNN(L.LightningModule):
         self.b_y = nn.Parameter(torch.zeros(V))
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
-        self._h: dict[str, Tensor | None] = {"train": None, "val": None, "test": None}
+        self._h: dict[str, Tensor | None] = {"train": None, "val": None, "test": None, "predict": None}
+        self.best_val_bpc = float("inf")
 
     def params(self) -> dict[str, Tensor]:
         """The five parameters by name, in SPEC.md's order."""
@@ -65,7 +69,8 @@ class CharRNN(L.LightningModule):
         B, T = inputs.shape
         if h0 is None:
             h0 = self.W_hh.new_zeros(B, self.hparams.hidden_size)
-        logits, hs = rnn_forward(inputs, h0, *self.params().values())
+        run = rnn_forward_manual if self.hparams.bptt == "manual" else rnn_forward
+        logits, hs = run(inputs, h0, *self.params().values())
         return logits, hs[:, -1]
 
     def _shared_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, stage: str) -> Tensor:
@@ -79,6 +84,7 @@ class CharRNN(L.LightningModule):
         loss = self._shared_step(batch, batch_idx, "train")
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/bpc", loss / LN2)
+        self.log("lr", self.optimizers().param_groups[0]["lr"])
         return loss
 
     def validation_step(self, batch, batch_idx):
@@ -93,17 +99,64 @@ class CharRNN(L.LightningModule):
     def on_test_epoch_start(self) -> None:
         self.test_loss.set_dtype(self.W_hh.dtype)
 
-    def _log_eval(self, stage: str, metric: MeanMetric) -> None:
+    def _log_eval(self, stage: str, metric: MeanMetric) -> float:
         loss = metric.compute()  # averaged over every process's windows
         metric.reset()
-        self.log(f"{stage}/loss", loss, sync_dist=False)
-        self.log(f"{stage}/bpc", loss / LN2, prog_bar=True, sync_dist=False)
+        self.log(f"{stage}/loss", loss)
+        self.log(f"{stage}/bpc", loss / LN2, prog_bar=True)
+        return (loss / LN2).item()
 
     def on_validation_epoch_end(self) -> None:
-        self._log_eval("val", self.val_loss)
+        bpc = self._log_eval("val", self.val_loss)
+        if not self.trainer.sanity_checking:
+            self.best_val_bpc = min(self.best_val_bpc, bpc)
+            self.log("hp_metric", self.best_val_bpc)
 
     def on_test_epoch_end(self) -> None:
         self._log_eval("test", self.test_loss)
+
+    def predict_step(self, batch, batch_idx) -> list[str]:
+        """The most likely next character at every position of a window, one string per stream."""
+        inputs, _ = batch
+        h0 = None if batch_idx == 0 else self._h["predict"]
+        logits, self._h["predict"] = self(inputs, h0)
+        return ["".join(self.hparams.vocab[i] for i in row) for row in logits.argmax(-1).tolist()]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["best_val_bpc"] = self.best_val_bpc
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.best_val_bpc = checkpoint.get("best_val_bpc", float("inf"))
+
+    @torch.no_grad()
+    def sample(
+        self,
+        length: int,
+        prime: str = "",
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+        num_streams: int = 1,
+    ) -> Iterator[list[str]]:
+        """Generate ``length`` characters after ``prime``, yielding text a chunk at a time per stream.
+
+        The hidden state is warmed up on the prime; with no prime, generation starts from a
+        newline (or the first character of the vocabulary if it has no newline).
+        """
+        vocab = self.hparams.vocab
+        if vocab is None:
+            raise ValueError("this model has no vocabulary: build it with CharRNN(..., vocab=...)")
+        index = {c: i for i, c in enumerate(vocab)}
+        unknown = sorted({c for c in prime if c not in index})
+        if unknown:
+            raise ValueError(f"prime characters not in the vocabulary: {unknown!r}")
+        prime = prime or ("\n" if "\n" in index else vocab[0])
+        ids = torch.tensor([[index[c] for c in prime]] * num_streams, device=self.device)  # (B, P)
+        h = self.W_hh.new_zeros(num_streams, self.hparams.hidden_size)
+        if ids.shape[1] > 1:
+            h = rnn_forward(ids[:, :-1], h, *self.params().values())[1][:, -1]  # warm up on the prime
+        for chunk in generate(self.params(), h, ids[:, -1], length, generator, temperature, top_k):
+            yield ["".join(vocab[i] for i in row) for row in chunk.tolist()]
 
     def configure_optimizers(self):
         return torch.optim.Adagrad(self.parameters(), lr=self.hparams.lr, eps=self.hparams.eps)
