@@ -31,3 +31,13 @@ def model_from_numpy(params: dict[str, np.ndarray], **kwargs) -> CharRNN:
         for name in rn.PARAM_NAMES:
             getattr(model, name).copy_(torch.from_numpy(params[name]))
     return model
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked gpu run only where CUDA is available."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

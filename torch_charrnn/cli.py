@@ -4,21 +4,75 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
+from pathlib import Path
 
+import torch
+from jsonargparse import DefaultHelpFormatter
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities import rank_zero_only
 
+from torch_charrnn.callbacks import TrainingMonitor
 from torch_charrnn.data import CharDataModule
 from torch_charrnn.model import CharRNN
 
-TRAINER_DEFAULTS = {"gradient_clip_val": 5.0, "gradient_clip_algorithm": "norm"}
+TRAINER_DEFAULTS = {
+    "gradient_clip_val": 5.0,
+    "gradient_clip_algorithm": "norm",
+    "max_epochs": 20,
+    "log_every_n_steps": 10,
+}
+
+DESCRIPTION = """A character-level vanilla tanh RNN, trained with Lightning.
+
+  charrnn fit [--config configs/X.yaml] [--model.hidden_size 512 ...]   train
+  charrnn validate|test|predict --ckpt_path P                          evaluate
+  charrnn sample --ckpt_path P [--prime TEXT] ...                       generate text
+  charrnn gradcheck [--hidden_size 64 ...]                              check the BPTT
+
+`charrnn fit --help` lists every option; `charrnn sample --help` and `charrnn gradcheck --help` theirs."""
+
+# The windows are slices of one in-memory tensor: worker processes would only add overhead.
+warnings.filterwarnings("ignore", ".*does not have many workers.*")
+warnings.filterwarnings("ignore", "Your `IterableDataset` has `__len__` defined")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
+    """jsonargparse's help, with the description's line breaks kept."""
 
 
 class CharRNNCLI(LightningCLI):
-    """LightningCLI with the vocabulary linked from the data into the model."""
+    """LightningCLI with the vocabulary linked from the data into the model, checkpoints kept
+    (``last.ckpt`` and the best by ``val/bpc``) and the TensorBoard monitor always on."""
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
         parser.link_arguments("data.vocab", "model.vocab", apply_on="instantiate")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/bpc",
+                "checkpoint.mode": "min",
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "best-{step}",
+            }
+        )
+        parser.add_lightning_class_args(TrainingMonitor, "monitor")
+
+    @rank_zero_only
+    def after_fit(self) -> None:
+        model, trainer = self.model, self.trainer
+        generator = torch.Generator(model.device).manual_seed(0)
+        text = "".join(chunk[0] for chunk in model.sample(300, temperature=0.8, generator=generator))
+        print(f"\n--- sample (300 characters, temperature 0.8) ---\n{text}\n---")
+        ckpt = trainer.checkpoint_callback
+        print(f"logs:        {trainer.log_dir}   (tensorboard --logdir {Path(trainer.log_dir).parent})")
+        if ckpt is not None:
+            print(f"checkpoints: {ckpt.dirpath}")
+            print(f"  best:      {ckpt.best_model_path or '(none yet: no validation ran)'}")
+            print(f"  last:      {ckpt.last_model_path}")
+            print(f"sample more: charrnn sample --ckpt_path {ckpt.last_model_path}")
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> CharRNNCLI:
@@ -28,6 +82,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> CharRNNCLI:
         CharDataModule,
         trainer_defaults=TRAINER_DEFAULTS,
         seed_everything_default=0,
+        parser_kwargs={"description": DESCRIPTION, "formatter_class": HelpFormatter},
         args=args,
         run=run,
     )
@@ -72,9 +127,51 @@ def gradcheck_main(argv: list[str]) -> int:
     return 1 if bad else 0
 
 
+def sample_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="charrnn sample",
+        description="Generate text from a checkpoint, streamed to stdout as it is generated. The hidden "
+        "state is warmed up on --prime; without one, generation starts after a newline (or after the "
+        "first character of the vocabulary if it has no newline). The vocabulary comes from the "
+        "checkpoint: no corpus is needed.",
+    )
+    parser.add_argument("--ckpt_path", type=Path, required=True, help="a checkpoint written by charrnn fit")
+    parser.add_argument("--prime", default="", help="text to start from (printed first)")
+    parser.add_argument("--length", type=int, default=500, help="characters to generate (default: 500)")
+    parser.add_argument(
+        "--temperature", type=float, default=1.0, help="softmax temperature; 0 is greedy (default: 1.0)"
+    )
+    parser.add_argument(
+        "--top_k", type=int, default=None, help="sample only among the k most likely characters"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="the same seed gives the same text (default: 0)")
+    parser.add_argument("--num_samples", type=int, default=1, help="samples to generate, one after another")
+    parser.add_argument("--device", default="cpu", help="torch device to sample on (default: cpu)")
+    args = parser.parse_args(argv)
+
+    if args.device == "cpu":
+        torch.set_num_threads(1)  # one character at a time: threads only add synchronisation (measured)
+    model = CharRNN.load_from_checkpoint(args.ckpt_path, map_location=args.device)
+    model.eval()
+    generator = torch.Generator(model.device).manual_seed(args.seed)
+    out = sys.stdout
+    for i in range(args.num_samples):
+        if args.num_samples > 1:
+            out.write(f"--- sample {i + 1} of {args.num_samples} ---\n")
+        out.write(args.prime)
+        for chunk in model.sample(args.length, args.prime, args.temperature, args.top_k, generator):
+            out.write(chunk[0])
+            out.flush()
+        out.write("\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "gradcheck":
-        return gradcheck_main(argv[1:])
+    """The ``charrnn`` console script; ``argv`` defaults to the command line."""
+    words = sys.argv[1:] if argv is None else argv
+    if words and words[0] == "gradcheck":
+        return gradcheck_main(words[1:])
+    if words and words[0] == "sample":
+        return sample_main(words[1:])
     cli_main(argv)
     return 0

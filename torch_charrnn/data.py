@@ -45,30 +45,29 @@ def builtin_text() -> str:
 
 def fetch_tinyshakespeare(url: str = TINYSHAKESPEARE_URL, directory: Path | None = None) -> Path:
     """Download tinyshakespeare once (sha256-verified) into the cache and return its path."""
+    return fetch(url, TINYSHAKESPEARE_SHA256, TINYSHAKESPEARE_FILE, directory)
+
+
+def fetch(url: str, sha256: str, fname: str, directory: Path | None = None) -> Path:
+    """Download ``url`` to ``directory/fname`` unless a file with that sha256 is already there."""
     import pooch
     import requests
 
     directory = Path(directory or cache_dir())
     try:
         return Path(
-            pooch.retrieve(
-                url,
-                known_hash=f"sha256:{TINYSHAKESPEARE_SHA256}",
-                fname=TINYSHAKESPEARE_FILE,
-                path=directory,
-                progressbar=False,
-            )
+            pooch.retrieve(url, known_hash=f"sha256:{sha256}", fname=fname, path=directory, progressbar=False)
         )
     except (requests.RequestException, OSError) as err:
         raise CorpusError(
-            f"could not download tinyshakespeare from {url} ({err}). With no network, download "
-            f"that file by hand on another machine and put it at {directory / TINYSHAKESPEARE_FILE} "
-            "(or set $CHARRNN_CACHE to the folder that holds it), or pass its path as --data.corpus."
+            f"could not download {url} ({err}). With no network, download that file by hand on another "
+            f"machine and put it at {directory / fname} (or set $CHARRNN_CACHE to the folder that holds "
+            "it), or pass the path of any text file as --data.corpus."
         ) from err
     except ValueError as err:  # pooch's hash mismatch
         raise CorpusError(
-            f"the file downloaded from {url} is not tinyshakespeare: {err} Nothing was cached; "
-            f"put the right file at {directory / TINYSHAKESPEARE_FILE} or pass a path as --data.corpus."
+            f"the file downloaded from {url} is not the expected one: {err} Nothing was cached; put the "
+            f"right file at {directory / fname} or pass the path of a text file as --data.corpus."
         ) from err
 
 
@@ -224,4 +223,7 @@ class CharDataModule(L.LightningDataModule):
         return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
         return self._loader("test")

@@ -117,30 +117,25 @@ class ManualBPTT(torch.autograd.Function):
 
 
 def rnn_forward_manual(inputs: Tensor, h0: Tensor, W_xh, W_hh, b_h, W_hy, b_y) -> tuple[Tensor, Tensor]:
-    """Same as ``rnn_forward``, through ``ManualBPTT``; returns logits (B, T, V) and states (B, T, H)."""
-    logits, hs = ManualBPTT.apply(inputs, h0, W_xh, W_hh, b_h, W_hy, b_y)
+    """Same as ``rnn_forward``, through ``ManualBPTT``; returns logits (B, T, V) and states (B, T, H).
+
+    Under autocast the whole recurrence runs in the autocast dtype (as cuDNN's RNN does): the
+    weights are cast once per window, and autograd casts their gradients back.
+    """
+    weights = (h0, W_xh, W_hh, b_h, W_hy, b_y)
+    device = inputs.device.type
+    if torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+        with torch.autocast(device, enabled=False):
+            logits, hs = ManualBPTT.apply(inputs, *(w.to(dtype) for w in weights))
+    else:
+        logits, hs = ManualBPTT.apply(inputs, *weights)
     return logits, hs.transpose(0, 1)
 
 
 def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     """Mean negative log-likelihood in nats over every (stream, step) position."""
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
-
-
-def pick(logits: Tensor, u: Tensor, temperature: float = 1.0, top_k: int | None = None) -> Tensor:
-    """Draw one index per row from softmax(logits / temperature) by inverse CDF of ``u`` (B,) in [0, 1).
-
-    ``temperature=0`` is greedy; ``top_k`` keeps only the k most likely characters.
-    """
-    if temperature == 0:
-        return logits.argmax(dim=-1)
-    logits = logits / temperature
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    cdf = torch.exp(logits - logits.amax(dim=-1, keepdim=True)).cumsum_(dim=-1)  # (B, V)
-    idx = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(-1), right=True).squeeze(-1)
-    return idx.clamp_(max=logits.shape[-1] - 1)
 
 
 @torch.no_grad()
@@ -152,23 +147,42 @@ def generate(
     generator: torch.Generator | None = None,
     temperature: float = 1.0,
     top_k: int | None = None,
-    chunk: int = 64,
+    chunk: int = 256,
 ):
     """Sample ``length`` characters after ``x`` (B,) from state ``h`` (B, H), carrying the state.
 
-    Yields (B, n) index tensors, ``chunk`` steps at a time, so a caller can stream them without a
-    host sync per character. Uniforms are drawn a chunk at a time from ``generator``.
+    Yields (B, n) index tensors ``chunk`` steps at a time, so a caller can stream text without a
+    host sync per character. Draws use the Gumbel-max trick, ``argmax(logits / temperature + G)``
+    with G = -log(-log(U)), an exact sample of softmax(logits / temperature) whose noise for a
+    whole chunk comes from one vectorised draw. One matmul per step, ``h_t @ [W_hh | W_hy]``, gives
+    both h_t's share of the next pre-activation and the logits of the next character, with the
+    noise as its bias. ``temperature=0`` is greedy; ``top_k`` keeps the k most likely characters.
     """
     W_xh, W_hh, b_h, W_hy, b_y = (params[k] for k in PARAM_NAMES)
-    xb = W_xh + b_h  # (V, H): the input projection and its bias, looked up once per step
-    B = x.shape[0]
+    if temperature > 0:
+        W_hy, b_y = W_hy / temperature, b_y / temperature  # fold the temperature into the weights
+    B, H = h.shape
+    V = W_hy.shape[1]
+    xb = W_xh + b_h  # (V, H): the input projection and its bias, gathered once per step
+    W = torch.cat([W_hh, W_hy], dim=1)  # (H, H + V)
+    z = torch.zeros(B, H + V, dtype=h.dtype, device=h.device)
+    z_rec, z_out = z[:, :H], z[:, H:]  # views: h_t @ W_hh and the logits (+ noise) of x_{t+1}
+    torch.mm(h, W_hh, out=z_rec)
+    noise_device = generator.device if generator is not None else h.device
     for start in range(0, length, chunk):
         n = min(chunk, length - start)
-        u = torch.rand(B, n, generator=generator, device=generator.device if generator else None).to(h)
-        out = torch.empty(B, n, dtype=torch.long, device=h.device)
-        for i in range(n):
-            h = torch.tanh(torch.addmm(xb[x], h, W_hh))  # (B, H)
-            logits = torch.addmm(b_y, h, W_hy)  # (B, V)
-            x = pick(logits, u[:, i], temperature, top_k)
-            out[:, i] = x
-        yield out
+        bias = torch.zeros(n, B, H + V, dtype=h.dtype, device=h.device)
+        if temperature > 0:
+            u = torch.rand(n, B, V, generator=generator, device=noise_device, dtype=h.dtype).to(h.device)
+            bias[:, :, H:] = u.log_().neg_().log_().neg_()  # Gumbel noise
+        bias[:, :, H:] += b_y
+        out = torch.empty(n, B, dtype=torch.long, device=h.device)
+        for bias_t, out_t in zip(bias.unbind(0), out.unbind(0), strict=True):
+            h = torch.index_select(xb, 0, x).add_(z_rec).tanh_()  # (B, H)
+            torch.addmm(bias_t, h, W, out=z)  # (B, H + V)
+            if top_k is not None and top_k < V:
+                clean = z_out - bias_t[:, H:] + b_y
+                z_out.masked_fill_(clean < torch.topk(clean, top_k, dim=-1).values[:, -1:], float("-inf"))
+            torch.argmax(z_out, dim=-1, out=out_t)
+            x = out_t
+        yield out.t()

@@ -1,0 +1,310 @@
+"""Training throughput, side by side in one process: this project's step (hand-written BPTT and
+plain autograd), the same through Lightning ``fit``, ``nn.RNN`` + ``nn.Linear`` with the same
+clipping and Adagrad, and the NumPy reference.
+
+Variants alternate round by round and each figure is the median over rounds, so drift in the
+machine's speed hits every variant alike. GFLOP/s counts the model's own arithmetic
+(6·B·T·H² + 6·B·T·H·V per step, forward and backward) and is set against a matrix-product
+ceiling (a 2048³ float32 matmul, GPU: 8192³) measured in the same run. Peak memory is the extra
+resident memory of one training step, measured in a fresh process per variant (CPU), or
+``torch.cuda.max_memory_allocated`` (GPU).
+
+    python benchmarks/bench_train.py                      # the three configs, CPU
+    python benchmarks/bench_train.py --device cuda        # add --dtype bf16 for autocast
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import statistics
+import time
+import warnings
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import reference_numpy as rn
+from torch_charrnn import CharRNN
+from torch_charrnn.rnn import cross_entropy
+
+CONFIGS = {"B1 T20 H75": (1, 20, 75), "B64 T100 H256": (64, 100, 256), "B128 T100 H512": (128, 100, 512)}
+V = 65  # tinyshakespeare's vocabulary
+LR, CLIP = 0.01, 5.0
+
+
+def model_flops(B, T, H):
+    return 6 * B * T * H * H + 6 * B * T * H * V
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+class Step:
+    """One training step of a variant: forward, backward, clip, Adagrad, hidden state carried."""
+
+    def __init__(self, kind, B, T, H, device, dtype):
+        self.kind, self.B, self.T, self.device = kind, B, T, device
+        self.autocast = dtype == "bf16"
+        g = torch.Generator().manual_seed(0)
+        self.batches = [
+            (
+                torch.randint(0, V, (B, T), generator=g).to(device),
+                torch.randint(0, V, (B, T), generator=g).to(device),
+            )
+            for _ in range(8)
+        ]
+        self.k = 0
+        if kind == "numpy":
+            self.params = rn.init_params(V, H, np.random.default_rng(0), whh_scale=0.01, dtype=np.float32)
+            self.state = {k: np.zeros_like(v) for k, v in self.params.items()}
+            self.h = np.zeros((B, H), np.float32)
+            self.batches = [(x.cpu().numpy(), y.cpu().numpy()) for x, y in self.batches]
+            return
+        if kind == "nn.RNN":
+            self.rnn = nn.RNN(V, H, nonlinearity="tanh", batch_first=True).to(device)
+            self.out = nn.Linear(H, V).to(device)
+            self.module = nn.ModuleList([self.rnn, self.out])
+        else:
+            self.module = CharRNN(V, H, bptt=kind).to(device)
+        self.opt = torch.optim.Adagrad(self.module.parameters(), lr=LR)
+        self.h = torch.zeros(B, H, device=device) if kind != "nn.RNN" else torch.zeros(1, B, H, device=device)
+
+    def __call__(self):
+        x, y = self.batches[self.k % len(self.batches)]
+        self.k += 1
+        if self.kind == "numpy":
+            _, grads, self.h = rn.loss_and_grads(self.params, x, y, self.h)
+            rn.clip_grad_norm(grads, CLIP)
+            rn.adagrad_step(self.params, grads, self.state, LR)
+            return
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            if self.kind == "nn.RNN":
+                hs, h = self.rnn(F.one_hot(x, V).float(), self.h)
+                logits = self.out(hs)
+            else:
+                logits, h = self.module(x, self.h)
+            loss = cross_entropy(logits.float(), y)
+        self.h = h.detach()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.module.parameters(), CLIP)
+        self.opt.step()
+
+
+class GraphStep(Step):
+    """The manual step with forward, backward and clipping captured once in a CUDA graph and
+    replayed (Adagrad runs eagerly: torch.optim.Adagrad cannot be captured)."""
+
+    def __init__(self, B, T, H, device, dtype):
+        super().__init__("manual", B, T, H, device, dtype)
+        self.x, self.y = (t.clone() for t in self.batches[0])
+        self.h_in = self.h.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):  # warm up outside the graph, as CUDA graph capture requires
+                self._body()
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        self.opt.zero_grad(set_to_none=True)
+        with torch.cuda.graph(self.graph):
+            self.h_out = self._body()
+
+    def _body(self):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
+            logits, h = self.module(self.x, self.h_in)
+            loss = cross_entropy(logits.float(), self.y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.module.parameters(), CLIP)
+        return h.detach()
+
+    def __call__(self):
+        x, y = self.batches[self.k % len(self.batches)]
+        self.k += 1
+        self.x.copy_(x)
+        self.y.copy_(y)
+        self.graph.replay()
+        self.opt.step()
+        self.h_in.copy_(self.h_out)
+
+
+def time_step(step, n, device):
+    step()  # warm-up
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(n):
+        step()
+    sync(device)
+    return (time.perf_counter() - start) / n
+
+
+class RandomWindows(L.LightningDataModule):
+    def __init__(self, B, T, n):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.windows = [
+            (torch.randint(0, V, (B, T), generator=g), torch.randint(0, V, (B, T), generator=g))
+            for _ in range(n)
+        ]
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(self.windows, batch_size=None)
+
+
+class StepTimer(L.Callback):
+    def __init__(self, skip):
+        self.skip, self.start, self.end = skip, None, None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == self.skip:
+            sync(pl_module.device)
+            self.start = time.perf_counter()
+
+    def on_train_end(self, trainer, pl_module):
+        sync(pl_module.device)
+        self.end = time.perf_counter()
+
+
+def time_lightning(B, T, H, n, device, dtype):
+    """Seconds per step of Trainer.fit, excluding set-up and the first two steps."""
+    skip = 2
+    timer = StepTimer(skip)
+    trainer = L.Trainer(
+        accelerator=device.type,
+        devices=1,
+        precision="bf16-mixed" if dtype == "bf16" else "32-true",
+        max_steps=n + skip,
+        gradient_clip_val=CLIP,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+    )
+    trainer.fit(CharRNN(V, H, lr=LR), RandomWindows(B, T, n + skip))
+    return (timer.end - timer.start) / n
+
+
+def matmul_ceiling(device, n):
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    sync(device)
+    start = time.perf_counter()
+    reps = 3 if device.type == "cpu" else 20
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
+
+
+def _peak_child(kind, B, T, H, device, dtype, queue):
+    torch.set_num_threads(torch.get_num_threads())
+    step = Step(kind, B, T, H, torch.device(device), dtype)
+    step()  # the optimizer state and every buffer exist from here on
+    base = _rss_kib()
+    for _ in range(2):
+        step()
+    queue.put((_hwm_kib() - base) / 1024)
+
+
+def _status(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field))
+
+
+def _rss_kib():
+    return _status("VmRSS:")
+
+
+def _hwm_kib():
+    return _status("VmHWM:")
+
+
+def peak_memory_mib(kind, B, T, H, device, dtype):
+    """Extra memory one step needs at its peak beyond what stays allocated between steps (MiB)."""
+    if device.type == "cuda":
+        step = Step(kind, B, T, H, device, dtype)
+        step()
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_peak_child, args=(kind, B, T, H, "cpu", dtype, queue))
+    proc.start()
+    value = queue.get()
+    proc.join()
+    return value
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--configs", nargs="*", default=list(CONFIGS))
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--no-numpy", action="store_true")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    device = torch.device(args.device)
+    where = torch.cuda.get_device_name() if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    kinds = ["manual", "autograd", "lightning", "nn.RNN"]
+    kinds += ["manual+graph"] if device.type == "cuda" else []
+    kinds += [] if args.no_numpy or args.dtype == "bf16" else ["numpy"]
+    print(
+        f"torch {torch.__version__}, device {device} ({where}), {args.dtype}, {args.rounds} rounds, medians\n"
+    )
+    print(
+        "| config | variant | chars/s | GFLOP/s | % of matmul ceiling | vs nn.RNN | peak step memory (MiB) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for name in args.configs:
+        B, T, H = CONFIGS[name]
+        budget = 2.0 if device.type == "cpu" else 0.5  # seconds per variant per round
+        steps = {
+            k: Step(k, B, T, H, device, args.dtype) for k in kinds if k not in ("lightning", "manual+graph")
+        }
+        if "manual+graph" in kinds:
+            steps["manual+graph"] = GraphStep(B, T, H, device, args.dtype)
+        per_step = {k: time_step(s, 1, device) for k, s in steps.items()}
+        n = {k: max(2, int(budget / max(t, 1e-6))) for k, t in per_step.items()}
+        n["lightning"] = n["manual"]
+        times = {k: [] for k in kinds}
+        ceiling = []
+        for _ in range(args.rounds):
+            ceiling.append(matmul_ceiling(device, 2048 if device.type == "cpu" else 8192))
+            for k in kinds:
+                if k == "lightning":
+                    times[k].append(time_lightning(B, T, H, n[k], device, args.dtype))
+                else:
+                    times[k].append(time_step(steps[k], n[k], device))
+        top = statistics.median(ceiling)
+        rnn = statistics.median(times["nn.RNN"])
+        for k in kinds:
+            t = statistics.median(times[k])
+            gflops = model_flops(B, T, H) / t / 1e9
+            mem = (
+                ""
+                if args.no_memory or k in ("lightning", "manual+graph")
+                else f"{peak_memory_mib(k, B, T, H, device, args.dtype):.0f}"
+            )
+            print(
+                f"| {name} | {k} | {B * T / t:,.0f} | {gflops:.1f} | {100 * gflops / top:.0f}% "
+                f"| {rnn / t:.2f}x | {mem} |",
+                flush=True,
+            )
+        print(f"| {name} | matmul ceiling | | {top:.0f} | 100% | | |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""A small hyperparameter sweep on tinyshakespeare: which whh_scale, lr, hidden size, batch and
+window learn fastest for this model?
+
+Every run trains on the same number of characters through Lightning ``fit`` (the product's own
+path, float32, clipping 5, Adagrad) and then reports the validation loss, so runs compare by how
+much they learn per character; the wall time and chars/s are reported too, because a larger model
+that learns more per character can still lose on a fixed time budget.
+
+    python benchmarks/sweep.py --chars 5000000 > sweep.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+import warnings
+
+import lightning as L
+import torch
+
+from torch_charrnn import CharDataModule, CharRNN
+
+BASE = {"hidden_size": 256, "batch_size": 64, "seq_len": 100, "lr": 0.01, "whh_scale": 0.01}
+VARIANTS = [
+    {},
+    {"whh_scale": 0.5},
+    {"whh_scale": 1.0},
+    {"lr": 0.003},
+    {"lr": 0.03},
+    {"lr": 0.1},
+    {"hidden_size": 512},
+    {"batch_size": 32},
+    {"seq_len": 50},
+    {"seq_len": 200},
+    # more updates per character won above: the second round
+    {"batch_size": 32, "seq_len": 50},
+    {"batch_size": 16, "seq_len": 50},
+    {"batch_size": 32, "seq_len": 50, "whh_scale": 0.5},
+    {"batch_size": 32, "seq_len": 50, "hidden_size": 512},
+]
+
+
+def run(corpus: str, chars: int, seed: int, **cfg) -> dict:
+    L.seed_everything(seed, verbose=False)
+    data = CharDataModule(corpus=corpus, batch_size=cfg["batch_size"], seq_len=cfg["seq_len"])
+    model = CharRNN(
+        data.vocab_size, cfg["hidden_size"], lr=cfg["lr"], whh_scale=cfg["whh_scale"], vocab=data.vocab
+    )
+    steps = max(1, chars // (cfg["batch_size"] * cfg["seq_len"]))
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=steps,
+        gradient_clip_val=5.0,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    start = time.perf_counter()
+    trainer.fit(model, data)
+    seconds = time.perf_counter() - start
+    evaluator = L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    val = evaluator.validate(model, data, verbose=False)[0]["val/loss"]
+    return {
+        **cfg,
+        "steps": steps,
+        "seconds": seconds,
+        "chars_per_s": steps * cfg["batch_size"] * cfg["seq_len"] / seconds,
+        "val_loss": val,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", default="tinyshakespeare")
+    parser.add_argument("--chars", type=int, default=5_000_000, help="training characters per run")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", type=int, nargs="*", help="run only these rows of VARIANTS (0-based)")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    torch.set_float32_matmul_precision("high")
+    print(f"training characters per run: {args.chars:,}; base: {BASE}\n")
+    print("| H | B | T | lr | whh_scale | val loss (nats) | val bpc | time (s) | chars/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for i, variant in enumerate(VARIANTS):
+        if args.only is not None and i not in args.only:
+            continue
+        r = run(args.corpus, args.chars, args.seed, **{**BASE, **variant})
+        print(
+            f"| {r['hidden_size']} | {r['batch_size']} | {r['seq_len']} | {r['lr']} | {r['whh_scale']} "
+            f"| {r['val_loss']:.3f} | {r['val_loss'] / math.log(2):.3f} "
+            f"| {r['seconds']:.0f} | {r['chars_per_s']:,.0f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

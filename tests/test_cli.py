@@ -1,0 +1,162 @@
+"""The charrnn command in-process: fit, validate, test, predict, every config, and TensorBoard."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from torch_charrnn import CharRNN
+from torch_charrnn.cli import cli_main
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+
+TINY = [
+    "--data.max_chars=20000",
+    "--data.batch_size=4",
+    "--data.seq_len=20",
+    "--model.hidden_size=16",
+    "--trainer.accelerator=cpu",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+]
+
+
+def fit(tmp_path, *extra):
+    args = ["fit", *TINY, f"--trainer.default_root_dir={tmp_path}", *extra]
+    return cli_main(args)
+
+
+def events(log_dir: Path) -> EventAccumulator:
+    acc = EventAccumulator(
+        str(log_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0, "histograms": 0}
+    )
+    acc.Reload()
+    return acc
+
+
+def test_fit_on_builtin_corpus_writes_checkpoints_config_and_tensorboard(tmp_path, capsys):
+    cli = fit(
+        tmp_path,
+        "--trainer.max_steps=12",
+        "--trainer.val_check_interval=6",
+        "--trainer.log_every_n_steps=2",
+        "--monitor.every_n_steps=4",
+        "--monitor.sample_length=50",
+    )
+    log_dir = Path(cli.trainer.log_dir)
+    ckpts = sorted(p.name for p in (log_dir / "checkpoints").iterdir())
+    assert "last.ckpt" in ckpts and any(name.startswith("best-") for name in ckpts)
+    config = yaml.safe_load((log_dir / "config.yaml").read_text())
+    assert config["model"]["hidden_size"] == 16 and config["data"]["corpus"] == "builtin"
+
+    acc = events(log_dir)
+    scalars = set(acc.Tags()["scalars"])
+    for tag in [
+        "train/loss",
+        "train/bpc",
+        "val/loss",
+        "val/bpc",
+        "grad/norm",
+        "grad/clipped",
+        "lr",
+        "throughput/chars_per_s",
+        "hidden/saturation",
+        "grad/dh_first",
+        "grad/dh_last",
+        "hp_metric",
+    ]:
+        assert tag in scalars, f"{tag} missing from {sorted(scalars)}"
+    assert {"params/W_hh", "grads/W_hh", "hidden/h"} <= set(acc.Tags()["histograms"])
+    assert "grad/dh_through_time" in acc.Tags()["images"]
+    assert "samples/text_summary" in acc.Tags()["tensors"]
+    assert all(0 <= e.value <= 1 for e in acc.Scalars("hidden/saturation"))
+    assert acc.Scalars("hp_metric")[-1].value == pytest.approx(min(e.value for e in acc.Scalars("val/bpc")))
+    assert all(e.value > 0 for e in acc.Scalars("throughput/chars_per_s"))
+
+    out = capsys.readouterr().out
+    assert "--- sample (300 characters" in out and "last.ckpt" in out and str(log_dir) in out
+
+
+def test_validate_test_and_predict_from_a_checkpoint(tmp_path):
+    cli = fit(tmp_path, "--trainer.max_steps=3", "--trainer.limit_val_batches=1")
+    ckpt = Path(cli.trainer.checkpoint_callback.last_model_path)
+    base = [*TINY, f"--trainer.default_root_dir={tmp_path}", f"--ckpt_path={ckpt}"]
+    val = cli_main(["validate", *base])
+    assert "val/bpc" in val.trainer.callback_metrics
+    test = cli_main(["test", *base])
+    assert "test/bpc" in test.trainer.callback_metrics
+    acc = events(Path(test.trainer.log_dir))
+    assert "test/bpc" in acc.Tags()["scalars"]
+    predict = cli_main(["predict", *base, "--trainer.limit_predict_batches=2"])
+    assert predict.trainer.predict_loop.predictions  # strings of predicted next characters
+
+
+def test_fit_on_a_text_file(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("To be, or not to be, that is the question:\n" * 200, encoding="utf-8")
+    cli = fit(tmp_path, f"--data.corpus={corpus}", "--trainer.max_steps=4")
+    assert cli.model.hparams.vocab == "".join(sorted(set(corpus.read_text())))
+    assert cli.model.hparams.vocab_size == len(cli.model.hparams.vocab)
+
+
+def config_paths():
+    return sorted((ROOT / "configs").glob("*.yaml"))
+
+
+def test_the_configs_we_document_exist():
+    assert {p.name for p in config_paths()} >= {
+        "default.yaml",
+        "seed.yaml",
+        "tinyshakespeare.yaml",
+        "gpu.yaml",
+        "ddp_cpu.yaml",
+    }
+
+
+@pytest.mark.parametrize(
+    "config", [p for p in config_paths() if p.name != "ddp_cpu.yaml"], ids=lambda p: p.name
+)
+def test_every_config_trains_a_few_steps(tmp_path, monkeypatch, config):
+    if "tinyshakespeare" in config.read_text():
+        if not SHARED_SHAKESPEARE.exists():
+            pytest.skip("tinyshakespeare is not available offline here")
+        shutil.copy(SHARED_SHAKESPEARE, tmp_path / "tinyshakespeare.txt")  # pooch finds it, verifies it
+        monkeypatch.setenv("CHARRNN_CACHE", str(tmp_path))
+    cli = cli_main(
+        [
+            "fit",
+            f"--config={config}",
+            "--trainer.max_steps=3",
+            "--trainer.limit_val_batches=1",
+            "--trainer.accelerator=cpu",
+            "--trainer.devices=1",
+            "--trainer.precision=32-true",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
+    assert cli.trainer.global_step == 3
+    assert torch.isfinite(cli.model.W_hh).all()
+
+
+def test_seed_config_is_the_tutorials_run():
+    cfg = yaml.safe_load((ROOT / "configs" / "seed.yaml").read_text())
+    assert (
+        cfg["model"]["hidden_size"] == 75 and cfg["model"]["whh_scale"] == 0.01 and cfg["model"]["lr"] == 0.01
+    )
+    assert (
+        cfg["data"]["seq_len"] == 20 and cfg["data"]["batch_size"] == 1 and cfg["data"]["max_chars"] == 20000
+    )
+    assert cfg["trainer"]["gradient_clip_val"] == 5
+
+
+def test_checkpoint_loads_on_cpu_without_the_corpus(tmp_path):
+    cli = fit(tmp_path, "--trainer.max_steps=2", "--trainer.limit_val_batches=0")
+    model = CharRNN.load_from_checkpoint(cli.trainer.checkpoint_callback.last_model_path, map_location="cpu")
+    assert model.hparams.vocab == cli.datamodule.vocab
+    text = "".join(c[0] for c in model.sample(20, prime="The"))
+    assert len(text) == 20 and set(text) <= set(model.hparams.vocab)

@@ -1,0 +1,59 @@
+"""Downloading a corpus with pooch, against a real HTTP server on 127.0.0.1."""
+
+import hashlib
+import threading
+from functools import partial
+from http.server import HTTPServer, SimpleHTTPRequestHandler
+
+import pytest
+
+from torch_charrnn.data import CorpusError, fetch, fetch_tinyshakespeare
+
+CONTENT = b"First Citizen:\nBefore we proceed any further, hear me speak.\n" * 50
+
+
+@pytest.fixture
+def server(tmp_path):
+    """Serves tmp_path/www on an ephemeral loopback port; counts the requests it answers."""
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "input.txt").write_bytes(CONTENT)
+    hits = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = HTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(www)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/input.txt", hits
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_download_with_the_right_hash_is_cached_and_not_fetched_again(tmp_path, server):
+    url, hits = server
+    cache = tmp_path / "cache"
+    path = fetch(url, hashlib.sha256(CONTENT).hexdigest(), "input.txt", cache)
+    assert path == cache / "input.txt" and path.read_bytes() == CONTENT
+    again = fetch(url, hashlib.sha256(CONTENT).hexdigest(), "input.txt", cache)
+    assert again == path and len(hits) == 1
+
+
+def test_download_with_a_wrong_hash_is_rejected_and_not_cached(tmp_path, server):
+    url, _ = server
+    cache = tmp_path / "cache"
+    with pytest.raises(CorpusError, match="not the expected one.*Nothing was cached"):
+        fetch_tinyshakespeare(url, cache)  # serves a file that is not tinyshakespeare
+    assert not (cache / "tinyshakespeare.txt").exists()
+
+
+def test_no_network_says_where_to_put_the_file(tmp_path):
+    cache = tmp_path / "cache"
+    with pytest.raises(CorpusError, match=r"put it at .*tinyshakespeare\.txt.*CHARRNN_CACHE"):
+        fetch_tinyshakespeare("http://127.0.0.1:9/input.txt", cache)  # the discard port: refused

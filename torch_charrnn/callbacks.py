@@ -1,0 +1,115 @@
+"""What the TensorBoard run shows beyond the losses: speed, samples, histograms, and the gradient
+through time (the vanishing/exploding gradient the tutorial only talks about)."""
+
+from __future__ import annotations
+
+import time
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+from torch_charrnn.rnn import hidden_gradients
+
+SATURATED = 0.99  # |h| above this: tanh'(h) < 0.02, the unit passes almost no gradient
+
+
+def _writer(trainer: L.Trainer):
+    """The TensorBoard SummaryWriter, or None when no TensorBoardLogger is attached."""
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            return logger.experiment
+    return None
+
+
+class TrainingMonitor(L.Callback):
+    """Throughput, generated text, histograms, dL/dh_t through the window, and tanh saturation.
+
+    Args:
+        every_n_steps: how often to log histograms and the gradient-through-time diagnostics.
+        sample_length: characters of text generated at every validation (0 turns it off).
+        sample_temperature: temperature of those samples.
+    """
+
+    def __init__(self, every_n_steps: int = 100, sample_length: int = 300, sample_temperature: float = 0.8):
+        self.every_n_steps = every_n_steps
+        self.sample_length = sample_length
+        self.sample_temperature = sample_temperature
+        self._chars = 0
+        self._since = None
+
+    def _due(self, trainer: L.Trainer) -> bool:
+        return self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._chars, self._since = 0, time.perf_counter()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if not self._due(trainer):
+            return
+        inputs, targets = batch
+        h0 = pl_module._h["train"] if batch_idx > 0 else None
+        if h0 is None:
+            h0 = pl_module.W_hh.new_zeros(inputs.shape[0], pl_module.hparams.hidden_size)
+        norms, last, hs = hidden_gradients(inputs, targets, h0, *pl_module.params().values())
+        saturation = (hs.abs() > SATURATED).float().mean()
+        pl_module.log("hidden/saturation", saturation)
+        pl_module.log("grad/dh_first", norms[0])
+        pl_module.log("grad/dh_last", norms[-1])
+        pl_module.log("grad/dh_first_over_last", norms[0] / norms[-1].clamp_min(1e-30))
+        self._log_through_time(trainer, norms, last, hs)
+
+    @rank_zero_only
+    def _log_through_time(self, trainer, norms, last, hs) -> None:
+        writer = _writer(trainer)
+        if writer is None:
+            return
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(6, 3.5), layout="constrained")
+        ax = fig.add_subplot()
+        t = range(1, len(norms) + 1)
+        ax.semilogy(t, norms.float().cpu(), label="window loss: ||dL/dh_t||")
+        ax.semilogy(t, last.float().cpu().clamp_min(1e-30), label="last character's loss only")
+        ax.set(
+            xlabel="t (position in the window)",
+            ylabel="mean over streams",
+            title=f"step {trainer.global_step}",
+        )
+        ax.legend()
+        writer.add_figure("grad/dh_through_time", fig, trainer.global_step)
+        writer.add_histogram("hidden/h", hs.float().cpu(), trainer.global_step)
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if not self._due(trainer) or not trainer.is_global_zero:
+            return
+        writer = _writer(trainer)
+        if writer is None:
+            return
+        for name, p in pl_module.params().items():
+            writer.add_histogram(f"params/{name}", p.detach().float().cpu(), trainer.global_step)
+            if p.grad is not None:  # before clipping
+                writer.add_histogram(f"grads/{name}", p.grad.float().cpu(), trainer.global_step)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        inputs, _ = batch
+        self._chars += inputs.numel() * trainer.world_size
+        if trainer.global_step % trainer.log_every_n_steps == 0 and self._since is not None:
+            now = time.perf_counter()
+            pl_module.log("throughput/chars_per_s", self._chars / max(now - self._since, 1e-9))
+            self._chars, self._since = 0, now
+
+    @rank_zero_only
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or self.sample_length <= 0 or pl_module.hparams.vocab is None:
+            return
+        writer = _writer(trainer)
+        if writer is None:
+            return
+        generator = torch.Generator(pl_module.device).manual_seed(0)  # the same draws every time
+        chunks = pl_module.sample(
+            self.sample_length, temperature=self.sample_temperature, generator=generator
+        )
+        text = "".join(chunk[0] for chunk in chunks)
+        writer.add_text("samples", "    " + text.replace("\n", "\n    "), trainer.global_step)  # as code
