@@ -35,7 +35,7 @@ def test_builtin_corpus_needs_no_download():
 
 
 @given(
-    n=st.integers(40, 400),
+    n=st.integers(500, 2000),  # every split long enough for one window of every stream
     B=st.integers(1, 5),
     T=st.integers(1, 9),
     val=st.sampled_from([0.0, 0.1, 0.2]),
@@ -83,16 +83,17 @@ def test_ddp_processes_keep_their_own_streams_in_order(world):
 
 
 def test_max_chars_keeps_the_beginning():
-    data = CharDataModule(max_chars=1234)
+    data = CharDataModule(max_chars=1234, batch_size=2, seq_len=10)
     assert data.text == builtin_text()[:1234]
 
 
 def test_corpus_file_is_decoded_with_the_chosen_encoding(tmp_path):
     path = tmp_path / "latin.txt"
-    path.write_bytes("caf\u00e9 au lait ".encode("latin-1") * 20)
+    path.write_bytes("caf\u00e9 au lait ".encode("latin-1") * 100)
     with pytest.raises(CorpusError, match=r"byte 3 \(0xe9\).*--data.encoding"):
-        _ = CharDataModule(corpus=str(path)).text
-    assert CharDataModule(corpus=str(path), encoding="latin-1").text.startswith("caf\u00e9")
+        _ = CharDataModule(corpus=str(path), batch_size=2, seq_len=10).text
+    latin = CharDataModule(corpus=str(path), encoding="latin-1", batch_size=2, seq_len=10)
+    assert latin.text.startswith("caf\u00e9")
 
 
 def test_missing_corpus_file_says_what_to_pass(tmp_path):

@@ -15,6 +15,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from torch_charrnn.callbacks import TrainingMonitor
 from torch_charrnn.data import CharDataModule
+from torch_charrnn.errors import CharRNNError, DivergedError, require
 from torch_charrnn.model import CharRNN
 
 TRAINER_DEFAULTS = {
@@ -58,7 +59,26 @@ class CharRNNCLI(LightningCLI):
                 "checkpoint.filename": "best-{step}",
             }
         )
+        # last.ckpt every N steps as well, so an interrupted run loses at most N steps.
+        parser.add_lightning_class_args(ModelCheckpoint, "last")
+        parser.set_defaults({"last.save_top_k": 0, "last.save_last": True, "last.every_n_train_steps": 200})
         parser.add_lightning_class_args(TrainingMonitor, "monitor")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand]
+        clip = config.trainer.gradient_clip_val
+        require(
+            clip is None or clip > 0,
+            f"--trainer.gradient_clip_val must be positive, got {clip} (null turns clipping off)",
+        )
+        if config.data.val_fraction == 0:
+            config.checkpoint.monitor = None  # no validation: keep the latest instead of the best
+
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict:
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        if kwargs.get("ckpt_path") == "last":
+            kwargs["ckpt_path"] = find_last_checkpoint(Path(self.trainer.default_root_dir))
+        return kwargs
 
     @rank_zero_only
     def after_fit(self) -> None:
@@ -67,12 +87,26 @@ class CharRNNCLI(LightningCLI):
         text = "".join(chunk[0] for chunk in model.sample(300, temperature=0.8, generator=generator))
         print(f"\n--- sample (300 characters, temperature 0.8) ---\n{text}\n---")
         ckpt = trainer.checkpoint_callback
-        print(f"logs:        {trainer.log_dir}   (tensorboard --logdir {Path(trainer.log_dir).parent})")
+        log_dir = (
+            trainer.loggers[0].log_dir if trainer.loggers else trainer.default_root_dir
+        )  # no collective here
+        print(f"logs:        {log_dir}   (tensorboard --logdir {Path(log_dir).parent})")
         if ckpt is not None:
             print(f"checkpoints: {ckpt.dirpath}")
             print(f"  best:      {ckpt.best_model_path or '(none yet: no validation ran)'}")
             print(f"  last:      {ckpt.last_model_path}")
             print(f"sample more: charrnn sample --ckpt_path {ckpt.last_model_path}")
+
+
+def find_last_checkpoint(root: Path) -> str:
+    """The newest ``last.ckpt`` under ``root`` (every run writes its own version folder)."""
+    found = sorted(root.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise CharRNNError(
+            f"--ckpt_path last: no last.ckpt under {root.resolve()}. Pass the path of a checkpoint, or the "
+            "--trainer.default_root_dir of the run to resume."
+        )
+    return str(found[-1])
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> CharRNNCLI:
@@ -127,6 +161,25 @@ def gradcheck_main(argv: list[str]) -> int:
     return 1 if bad else 0
 
 
+def load_checkpoint(path: Path, device: str = "cpu") -> CharRNN:
+    """Load a CharRNN checkpoint with ``weights_only=True``; any failure says what the file is not."""
+    if not path.is_file():
+        raise CharRNNError(f"checkpoint {path} does not exist (charrnn fit prints where it saves them)")
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # torch raises several types for a file that is not a whole checkpoint
+        raise CharRNNError(
+            f"{path} is not a readable checkpoint (not a torch file, or truncated): {type(err).__name__}"
+        ) from err
+    hparams = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
+    state = checkpoint.get("state_dict", {}) if isinstance(checkpoint, dict) else {}
+    if not {"W_xh", "W_hh", "b_h", "W_hy", "b_y"} <= set(state) or not hparams.get("vocab"):
+        raise CharRNNError(
+            f"{path} is a checkpoint of another model, not a torch-charrnn CharRNN with a vocabulary"
+        )
+    return CharRNN.load_from_checkpoint(path, map_location=device, weights_only=True)
+
+
 def sample_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="charrnn sample",
@@ -148,10 +201,24 @@ def sample_main(argv: list[str]) -> int:
     parser.add_argument("--num_samples", type=int, default=1, help="samples to generate, one after another")
     parser.add_argument("--device", default="cpu", help="torch device to sample on (default: cpu)")
     args = parser.parse_args(argv)
-
+    if args.length < 0:
+        parser.error(f"--length must be 0 or more, got {args.length}")
+    if args.temperature < 0:
+        parser.error(f"--temperature must be 0 (greedy) or more, got {args.temperature}")
+    if args.num_samples < 1:
+        parser.error(f"--num_samples must be at least 1, got {args.num_samples}")
     if args.device == "cpu":
         torch.set_num_threads(1)  # one character at a time: threads only add synchronisation (measured)
-    model = CharRNN.load_from_checkpoint(args.ckpt_path, map_location=args.device)
+    try:
+        model = load_checkpoint(args.ckpt_path, args.device)
+    except CharRNNError as err:
+        parser.error(str(err))
+    V = model.hparams.vocab_size
+    if args.top_k is not None and not 1 <= args.top_k <= V:
+        parser.error(f"--top_k must be between 1 and the vocabulary size {V}, got {args.top_k}")
+    unknown = sorted({c for c in args.prime if c not in model.hparams.vocab})
+    if unknown:
+        parser.error(f"--prime has characters that are not in the model's vocabulary: {unknown}")
     model.eval()
     generator = torch.Generator(model.device).manual_seed(args.seed)
     out = sys.stdout
@@ -167,11 +234,19 @@ def sample_main(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The ``charrnn`` console script; ``argv`` defaults to the command line."""
+    """The ``charrnn`` console script; ``argv`` defaults to the command line.
+
+    A CharRNNError (bad input, divergence) ends the command with its message and a non-zero
+    exit code, not a traceback.
+    """
     words = sys.argv[1:] if argv is None else argv
-    if words and words[0] == "gradcheck":
-        return gradcheck_main(words[1:])
-    if words and words[0] == "sample":
-        return sample_main(words[1:])
-    cli_main(argv)
+    try:
+        if words and words[0] == "gradcheck":
+            return gradcheck_main(words[1:])
+        if words and words[0] == "sample":
+            return sample_main(words[1:])
+        cli_main(argv)
+    except CharRNNError as err:
+        print(f"charrnn: error: {err}", file=sys.stderr)
+        return 1 if isinstance(err, DivergedError) else 2
     return 0

@@ -16,6 +16,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
+from torch_charrnn.errors import CorpusError, require
+
 BUILTIN = "builtin"
 TINYSHAKESPEARE = "tinyshakespeare"
 TINYSHAKESPEARE_URL = (
@@ -23,10 +25,6 @@ TINYSHAKESPEARE_URL = (
 )
 TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 TINYSHAKESPEARE_FILE = "tinyshakespeare.txt"
-
-
-class CorpusError(ValueError):
-    """A corpus that cannot be used, with a message that says how to fix it."""
 
 
 def cache_dir() -> Path:
@@ -110,21 +108,47 @@ def make_streams(data: Tensor, batch_size: int) -> Tensor:
 
 
 class StreamWindows(IterableDataset):
-    """The windows of B parallel streams, in order: item k is (inputs, targets), each (B, T)."""
+    """The windows of B parallel streams, in order: item k is (inputs, targets), each (B, T).
+
+    ``start`` makes the next iteration begin at that window (a run resumed mid-epoch); the
+    iteration after it starts from window 0 again.
+    """
 
     def __init__(self, streams: Tensor, seq_len: int):
         self.streams = streams
         self.seq_len = seq_len
+        self.start = 0
 
     def __len__(self) -> int:
-        return (self.streams.shape[1] - 1) // self.seq_len
+        return max(0, (self.streams.shape[1] - 1) // self.seq_len)
 
     def __getitem__(self, k: int) -> tuple[Tensor, Tensor]:
         T = self.seq_len
         return self.streams[:, k * T : (k + 1) * T], self.streams[:, k * T + 1 : (k + 1) * T + 1]
 
     def __iter__(self):
-        return (self[k] for k in range(len(self)))
+        start, self.start = self.start, 0
+        return (self[k] for k in range(start, len(self)))
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader over StreamWindows that Lightning can checkpoint and resume mid-epoch.
+
+    Its state is the number of windows of the current epoch that training has finished, read
+    from the trainer's own progress counter: the loader itself runs a window ahead of training
+    (Lightning prefetches one batch), so counting what it has yielded would skip a window.
+    """
+
+    def __init__(self, windows: StreamWindows, progress, **kwargs):
+        super().__init__(windows, batch_size=None, **kwargs)
+        self._progress = progress
+
+    def state_dict(self) -> dict:
+        return {"windows_done": int(self._progress())}
+
+    def load_state_dict(self, state: dict) -> None:
+        done = state["windows_done"]
+        self.dataset.start = done if done < len(self.dataset) else 0  # saved at an epoch's end: a new one
 
 
 class CharDataModule(L.LightningDataModule):
@@ -156,6 +180,25 @@ class CharDataModule(L.LightningDataModule):
         text: str | None = None,
     ):
         super().__init__()
+        for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
+            require(value >= 1, f"--data.{name} must be a positive integer, got {value}")
+        require(
+            eval_batch_size is None or eval_batch_size >= 1,
+            "--data.eval_batch_size must be a positive integer (or null for batch_size), "
+            f"got {eval_batch_size}",
+        )
+        require(
+            max_chars is None or max_chars >= 1,
+            f"--data.max_chars must be positive (or null), got {max_chars}",
+        )
+        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            require(0 <= value < 1, f"--data.{name} must be in [0, 1), got {value} (0 turns that split off)")
+        require(
+            val_fraction + test_fraction < 1,
+            f"--data.val_fraction + --data.test_fraction = {val_fraction + test_fraction} leaves no "
+            "training text; "
+            "their sum must be below 1",
+        )
         self.save_hyperparameters(ignore=["text"])
         self.corpus = corpus
         self.batch_size = batch_size
@@ -165,7 +208,10 @@ class CharDataModule(L.LightningDataModule):
         self.encoding = encoding
         self.max_chars = max_chars
         self.eval_batch_size = eval_batch_size or batch_size
-        self._text = text
+        self._text = None
+        if text is not None:
+            self._text = text[:max_chars] if max_chars is not None else text
+            self._check(self._text)
         self._vocab: str | None = None
         self.splits: dict[str, StreamWindows] = {}
 
@@ -182,8 +228,40 @@ class CharDataModule(L.LightningDataModule):
                 text = read_text(fetch_tinyshakespeare(), "utf-8")  # a no-op once cached
             else:
                 text = read_text(Path(self.corpus), self.encoding)
-            self._text = text[: self.max_chars] if self.max_chars is not None else text
+            text = text[: self.max_chars] if self.max_chars is not None else text
+            self._check(text)
+            self._text = text
         return self._text
+
+    def _check(self, text: str) -> None:
+        """Refuse a corpus that cannot give every stream of every split one window."""
+        where = f"corpus {self.corpus!r}" + (
+            f" (first {self.max_chars} characters)" if self.max_chars else ""
+        )
+        if not text:
+            raise CorpusError(f"{where} is empty: pass a text file with some text in it as --data.corpus")
+        if len(set(text)) < 2:
+            raise CorpusError(
+                f"{where} has a single distinct character ({text[0]!r}): there is nothing to predict; "
+                "pass a corpus with at least two distinct characters"
+            )
+        for split, (start, stop) in self.split_bounds(len(text)).items():
+            if split != "train" and stop == start and getattr(self, f"{split}_fraction") == 0:
+                continue  # that split is turned off
+            B = self.batch_size if split == "train" else self.eval_batch_size
+            need = B * (self.seq_len + 1)  # one window of T inputs and their T targets, in every stream
+            if stop - start < need:
+                fix = (
+                    "use a longer corpus, a smaller --data.batch_size or --data.seq_len"
+                    if split == "train"
+                    else f"raise --data.{split}_fraction, lower --data.eval_batch_size, "
+                    f"or set --data.{split}_fraction 0 to turn the {split} split off"
+                )
+                raise CorpusError(
+                    f"the {split} split of {where} has {stop - start} characters, too short for one window "
+                    f"of every stream: it needs at least {need} (batch {B} x (seq_len {self.seq_len} + 1)); "
+                    f"{fix}"
+                )
 
     @property
     def vocab(self) -> str:
@@ -196,9 +274,9 @@ class CharDataModule(L.LightningDataModule):
     def vocab_size(self) -> int:
         return len(self.vocab)
 
-    def split_bounds(self) -> dict[str, tuple[int, int]]:
-        """Character ranges of the contiguous train, val and test splits."""
-        n = len(self.text)
+    def split_bounds(self, n: int | None = None) -> dict[str, tuple[int, int]]:
+        """Character ranges of the contiguous train, val and test splits (of ``n`` characters)."""
+        n = len(self.text) if n is None else n
         n_val, n_test = int(n * self.val_fraction), int(n * self.test_fraction)
         n_train = n - n_val - n_test
         return {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, n)}
@@ -209,15 +287,30 @@ class CharDataModule(L.LightningDataModule):
         data = encode(self.text, self.vocab)
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         for split, (start, stop) in self.split_bounds().items():
+            if stop == start:
+                continue
             B = self.batch_size if split == "train" else self.eval_batch_size
             streams = make_streams(data[start:stop], B * world)[rank * B : (rank + 1) * B]
             self.splits[split] = StreamWindows(streams, self.seq_len)
+            if len(self.splits[split]) < 1:  # only possible with several processes: _check saw one
+                raise CorpusError(
+                    f"the {split} split has {stop - start} characters, too short for one window of each "
+                    f"of the {B * world} streams of {world} processes: it needs at least "
+                    f"{B * world * (self.seq_len + 1)}"
+                )
 
-    def _loader(self, split: str) -> DataLoader:
+    def _loader(self, split: str) -> DataLoader | list:
+        if split not in self.splits:
+            return []  # that split is turned off (its fraction is 0)
         return DataLoader(self.splits[split], batch_size=None, pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
+        trainer = self.trainer
+        return ResumableLoader(
+            self.splits["train"],
+            lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed,
+            pin_memory=torch.cuda.is_available(),
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")

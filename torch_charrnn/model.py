@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from torch_charrnn.errors import DivergedError, require
 from torch_charrnn.rnn import LN2, PARAM_NAMES, cross_entropy, generate, rnn_forward, rnn_forward_manual
 
 
@@ -46,8 +47,16 @@ class CharRNN(L.LightningModule):
         vocab: str | None = None,
     ):
         super().__init__()
-        if vocab is not None and len(vocab) != vocab_size:
-            raise ValueError(f"vocab has {len(vocab)} characters but vocab_size is {vocab_size}")
+        require(vocab_size >= 2, f"--model.vocab_size must be at least 2, got {vocab_size}")
+        require(hidden_size >= 1, f"--model.hidden_size must be a positive integer, got {hidden_size}")
+        require(lr > 0, f"--model.lr must be positive, got {lr}")
+        require(eps > 0, f"--model.eps must be positive, got {eps}")
+        require(whh_scale >= 0, f"--model.whh_scale must be non-negative, got {whh_scale}")
+        require(init_std >= 0, f"--model.init_std must be non-negative, got {init_std}")
+        require(
+            vocab is None or len(vocab) == vocab_size,
+            f"vocab has {len(vocab or '')} characters but vocab_size is {vocab_size}",
+        )
         self.save_hyperparameters()
         V, H = vocab_size, hidden_size
         self.W_xh = nn.Parameter(torch.randn(V, H) * init_std)
@@ -59,6 +68,7 @@ class CharRNN(L.LightningModule):
         self.test_loss = MeanMetric()
         self._h: dict[str, Tensor | None] = {"train": None, "val": None, "test": None, "predict": None}
         self.best_val_bpc = float("inf")
+        self._loss = torch.zeros(())
 
     def params(self) -> dict[str, Tensor]:
         """The five parameters by name, in SPEC.md's order."""
@@ -75,10 +85,14 @@ class CharRNN(L.LightningModule):
 
     def _shared_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, stage: str) -> Tensor:
         inputs, targets = batch
-        h0 = None if batch_idx == 0 else self._h[stage]  # each epoch starts from a zero state
+        h0 = self._h[stage]
+        h0 = None if batch_idx == 0 or h0 is None else h0.to(self.W_hh)  # each epoch starts from zeros
         logits, h_last = self(inputs, h0)
         self._h[stage] = h_last.detach()
-        return cross_entropy(logits, targets)
+        loss = cross_entropy(logits, targets)
+        if stage == "train":
+            self._loss = loss.detach()
+        return loss
 
     def training_step(self, batch, batch_idx):
         loss = self._shared_step(batch, batch_idx, "train")
@@ -102,8 +116,9 @@ class CharRNN(L.LightningModule):
     def _log_eval(self, stage: str, metric: MeanMetric) -> float:
         loss = metric.compute()  # averaged over every process's windows
         metric.reset()
-        self.log(f"{stage}/loss", loss)
-        self.log(f"{stage}/bpc", loss / LN2, prog_bar=True)
+        # already reduced over processes by the metric; sync_dist only silences Lightning's warning
+        self.log(f"{stage}/loss", loss, sync_dist=True)
+        self.log(f"{stage}/bpc", loss / LN2, prog_bar=True, sync_dist=True)
         return (loss / LN2).item()
 
     def on_validation_epoch_end(self) -> None:
@@ -123,10 +138,18 @@ class CharRNN(L.LightningModule):
         return ["".join(self.hparams.vocab[i] for i in row) for row in logits.argmax(-1).tolist()]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # With the loader's position and the optimizer, this makes a resumed run continue exactly.
         checkpoint["best_val_bpc"] = self.best_val_bpc
+        checkpoint["carried_state"] = None if self._h["train"] is None else self._h["train"].cpu()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self._trainer is not None and str(self.trainer.precision).startswith("64"):
+            # Lightning loads the weights before its 64-bit plugin converts the module: without
+            # this, float64 weights would be rounded through float32 parameters on resume.
+            self.double()
         self.best_val_bpc = checkpoint.get("best_val_bpc", float("inf"))
+        carried = checkpoint.get("carried_state")
+        self._h["train"] = carried  # moved to the parameters' device and dtype at first use
 
     @torch.no_grad()
     def sample(
@@ -165,6 +188,13 @@ class CharRNN(L.LightningModule):
         """Log the gradient norm before clipping and whether clipping fires, then let Lightning clip."""
         grads = [p.grad for p in self.parameters() if p.grad is not None]
         norm = torch.nn.utils.get_total_norm(grads)
+        if not torch.isfinite(norm + self._loss):  # before the optimizer step: no weight turns non-finite
+            raise DivergedError(
+                f"training diverged at step {self.global_step}: the loss is {self._loss.item():.4g} and the "
+                f"gradient norm {norm.item():.4g}. Nothing from this step was applied or saved; resume from "
+                "the last good checkpoint (--ckpt_path last) with a lower --model.lr (now "
+                f"{self.hparams.lr:g}) or a smaller --trainer.gradient_clip_val (now {gradient_clip_val})."
+            )
         self.log("grad/norm", norm)
         if gradient_clip_val:
             if gradient_clip_algorithm in (None, "norm"):

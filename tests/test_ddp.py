@@ -1,0 +1,62 @@
+"""Lightning DDP on CPU (gloo): 2 processes give the same run as 1 process on the same streams."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import reference_numpy as rn
+
+CHARRNN = str(Path(sys.executable).parent / "charrnn")
+ROOT = Path(__file__).resolve().parents[1]
+COMMON = [
+    "fit",
+    "--data.max_chars=20000",
+    "--data.seq_len=16",
+    "--model.hidden_size=16",
+    "--model.lr=0.05",
+    "--trainer.precision=64-true",
+    "--trainer.accelerator=cpu",
+    "--trainer.max_steps=12",
+    "--trainer.val_check_interval=12",
+    "--trainer.enable_progress_bar=false",
+    "--monitor.every_n_steps=0",
+]
+
+
+def last_run(root: Path):
+    ckpt = torch.load(next(root.glob("**/checkpoints/last.ckpt")), map_location="cpu", weights_only=True)
+    acc = EventAccumulator(str(next(root.glob("**/events.out.tfevents.*")).parent))
+    acc.Reload()
+    return ckpt, acc.Scalars("val/bpc")[-1].value
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process_on_the_same_global_streams(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    # 1 process with 8 streams against 2 processes with 4 streams each: the same 8 global streams.
+    subprocess.run([CHARRNN, *COMMON, "--data.batch_size=8", f"--trainer.default_root_dir={one}"], check=True)
+    subprocess.run(
+        [
+            CHARRNN,
+            "fit",
+            f"--config={ROOT / 'configs' / 'ddp_cpu.yaml'}",
+            *COMMON[1:],
+            "--data.batch_size=4",
+            "--data.eval_batch_size=4",
+            f"--trainer.default_root_dir={two}",
+        ],
+        check=True,
+        timeout=300,
+    )
+    ckpt1, bpc1 = last_run(one)
+    ckpt2, bpc2 = last_run(two)
+    assert ckpt1["global_step"] == ckpt2["global_step"] == 12
+    for name in rn.PARAM_NAMES:
+        torch.testing.assert_close(
+            ckpt2["state_dict"][name], ckpt1["state_dict"][name], rtol=1e-12, atol=1e-14
+        )
+    assert bpc2 == pytest.approx(bpc1, rel=1e-6)  # logged in float32 by TensorBoard

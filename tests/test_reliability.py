@@ -1,0 +1,282 @@
+"""Bad input, interruption, divergence: a clear error and exit code, no traceback, no lost work."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import reference_numpy as rn
+from torch_charrnn.cli import main
+
+CHARRNN = str(Path(sys.executable).parent / "charrnn")
+SMALL = [
+    "--data.batch_size=4",
+    "--data.seq_len=16",
+    "--model.hidden_size=8",
+    "--trainer.enable_progress_bar=false",
+]
+
+
+def run_main(capsys, args):
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.err
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    def write(content: bytes) -> str:
+        path = tmp_path / "corpus.txt"
+        path.write_bytes(content)
+        return str(path)
+
+    return write
+
+
+@pytest.mark.parametrize(
+    ("content", "extra", "message"),
+    [
+        (b"", [], "is empty"),
+        (
+            b"ab" * 20,
+            [],
+            "train split .* has 36 characters, too short .* needs at least 68 .*batch 4 x .*seq_len 16",
+        ),
+        (b"caf\xe9 " * 100, [], r"not valid utf-8: byte 3 \(0xe9\) .*--data.encoding"),
+        (b"zzzzzzzz" * 100, [], "a single distinct character"),
+        (b"ab" * 200, ["--data.val_fraction=0.02"], "val split .* too short .*--data.val_fraction 0 to turn"),
+        (b"ab" * 200, ["--data.val_fraction=1.2"], r"val_fraction must be in \[0, 1\), got 1.2"),
+        (b"ab" * 200, ["--data.val_fraction=0.5", "--data.test_fraction=0.5"], "leaves no training text"),
+    ],
+)
+def test_bad_corpus_gets_a_clear_error(tmp_path, capsys, corpus, content, extra, message):
+    path = corpus(content)
+    code, err = run_main(
+        capsys, ["fit", f"--data.corpus={path}", f"--trainer.default_root_dir={tmp_path}", *SMALL, *extra]
+    )
+    assert code == 2
+    assert err.startswith("charrnn: error: ") and "Traceback" not in err
+    assert __import__("re").search(message, err), err
+    assert not (tmp_path / "lightning_logs").exists(), "nothing may be written for a run that cannot start"
+
+
+def test_missing_corpus_file_gets_a_clear_error(tmp_path, capsys):
+    code, err = run_main(capsys, ["fit", f"--data.corpus={tmp_path / 'nope.txt'}", *SMALL])
+    assert code == 2 and "does not exist" in err and "--data.corpus builtin, tinyshakespeare" in err
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("--model.hidden_size=0", "--model.hidden_size must be a positive integer, got 0"),
+        ("--data.seq_len=0", "--data.seq_len must be a positive integer, got 0"),
+        ("--data.batch_size=-3", "--data.batch_size must be a positive integer, got -3"),
+        ("--model.lr=0", "--model.lr must be positive, got 0"),
+        ("--model.eps=-1e-10", "--model.eps must be positive"),
+        ("--trainer.gradient_clip_val=-1", "--trainer.gradient_clip_val must be positive, got -1.0"),
+        ("--trainer.gradient_clip_val=0", "--trainer.gradient_clip_val must be positive, got 0"),
+        ("--model.init_std=-0.1", "--model.init_std must be non-negative, got -0.1"),
+        ("--model.whh_scale=-1", "--model.whh_scale must be non-negative, got -1"),
+    ],
+)
+def test_bad_hyperparameters_get_a_clear_error(tmp_path, capsys, flag, message):
+    code, err = run_main(
+        capsys, ["fit", "--data.max_chars=5000", f"--trainer.default_root_dir={tmp_path}", *SMALL, flag]
+    )
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "lightning_logs").exists()
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    assert (
+        main(
+            [
+                "fit",
+                "--data.max_chars=5000",
+                "--trainer.max_steps=2",
+                f"--trainer.default_root_dir={root}",
+                *SMALL,
+            ]
+        )
+        == 0
+    )
+    return next(root.glob("**/last.ckpt"))
+
+
+def sample_error(capsys, *args):
+    with pytest.raises(SystemExit) as exc:
+        main(["sample", *args])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "Traceback" not in err
+    return err
+
+
+def test_sample_rejects_a_missing_checkpoint(tmp_path, capsys):
+    assert "does not exist" in sample_error(capsys, f"--ckpt_path={tmp_path / 'gone.ckpt'}")
+
+
+def test_sample_rejects_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
+    path = tmp_path / "notes.ckpt"
+    path.write_text("not a checkpoint")
+    assert "is not a readable checkpoint" in sample_error(capsys, f"--ckpt_path={path}")
+
+
+def test_sample_rejects_a_truncated_checkpoint(tmp_path, capsys, ckpt):
+    path = tmp_path / "cut.ckpt"
+    data = ckpt.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    assert "is not a readable checkpoint" in sample_error(capsys, f"--ckpt_path={path}")
+
+
+def test_sample_rejects_a_checkpoint_of_another_model(tmp_path, capsys):
+    path = tmp_path / "other.ckpt"
+    torch.save(
+        {"state_dict": {"encoder.weight": torch.zeros(2, 2)}, "hyper_parameters": {"d_model": 2}}, path
+    )
+    assert "checkpoint of another model" in sample_error(capsys, f"--ckpt_path={path}")
+
+
+def test_sample_rejects_unknown_prime_characters(capsys, ckpt):
+    err = sample_error(capsys, f"--ckpt_path={ckpt}", "--prime=hi \u263a\u2603")
+    assert "not in the model's vocabulary: ['\u2603', '\u263a']" in err
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("--length=-1", "--length must be 0 or more, got -1"),
+        ("--temperature=-0.5", "--temperature must be 0 (greedy) or more, got -0.5"),
+        ("--top_k=0", "--top_k must be between 1 and the vocabulary size"),
+        ("--top_k=100000", "--top_k must be between 1 and the vocabulary size"),
+        ("--num_samples=0", "--num_samples must be at least 1"),
+    ],
+)
+def test_sample_rejects_bad_options(capsys, ckpt, flag, message):
+    assert message in sample_error(capsys, f"--ckpt_path={ckpt}", flag)
+
+
+def test_checkpoints_load_with_weights_only(ckpt):
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert isinstance(checkpoint["hyper_parameters"]["vocab"], str)
+
+
+def test_divergence_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    args = ["fit", "--data.max_chars=5000", f"--trainer.default_root_dir={tmp_path}", *SMALL]
+    assert main([*args, "--trainer.max_steps=3", "--last.every_n_train_steps=1"]) == 0
+    last = next(tmp_path.glob("**/last.ckpt"))
+    good = last.read_bytes()
+    # lr 1e38: the first Adagrad step moves every weight by 1e38, so the logits overflow to inf
+    code, err = run_main(
+        capsys, [*args, "--trainer.max_steps=20", "--model.lr=1e38", "--last.every_n_train_steps=1"]
+    )
+    assert code == 1 and "Traceback" not in err
+    assert "training diverged at step 1" in err and "lower --model.lr" in err and "gradient_clip_val" in err
+    assert last.read_bytes() == good, "the last good checkpoint is never overwritten"
+    for path in tmp_path.glob("**/*.ckpt"):
+        weights = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        assert all(torch.isfinite(w).all() for w in weights.values()), path
+
+
+# --- interruption -------------------------------------------------------------------------------
+
+RESUME = [
+    "fit",
+    "--data.max_chars=4000",
+    "--data.batch_size=4",
+    "--data.seq_len=16",
+    "--model.hidden_size=12",
+    "--model.lr=0.05",
+    "--trainer.precision=64-true",
+    "--trainer.accelerator=cpu",
+    "--trainer.max_steps=120",  # two epochs and a bit: 56 windows an epoch
+    "--trainer.enable_progress_bar=false",
+    "--last.every_n_train_steps=1",  # a checkpoint every step, so kills land inside writes too
+    "--monitor.every_n_steps=0",
+]
+
+
+def final_weights(root: Path) -> dict[str, torch.Tensor]:
+    newest = max(root.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    checkpoint = torch.load(newest, map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] == 120
+    return checkpoint["state_dict"]
+
+
+@pytest.mark.slow
+def test_sigkill_at_any_moment_then_resume_ends_exactly_where_an_uninterrupted_run_ends(tmp_path):
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    subprocess.run(
+        [CHARRNN, *RESUME, f"--trainer.default_root_dir={straight}"], check=True, env=env, capture_output=True
+    )
+
+    for delay in (0.4, 1.3):  # two kills at different moments, each resumed with --ckpt_path last
+        args = [CHARRNN, *RESUME, f"--trainer.default_root_dir={broken}"]
+        if any(broken.glob("**/last.ckpt")):
+            args.append("--ckpt_path=last")
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        before = {p: p.stat().st_mtime for p in broken.glob("**/last.ckpt")}
+        while time.time() < deadline:  # wait until this run has written a checkpoint of its own
+            now = {p: p.stat().st_mtime for p in broken.glob("**/last.ckpt")}
+            if now != before:
+                break
+            time.sleep(0.05)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        for path in broken.glob("**/*.ckpt"):  # written then renamed: never torn
+            torch.load(path, map_location="cpu", weights_only=True)
+
+    subprocess.run(
+        [CHARRNN, *RESUME, f"--trainer.default_root_dir={broken}", "--ckpt_path=last"], check=True, env=env
+    )
+
+    want, got = final_weights(straight), final_weights(broken)
+    for name in rn.PARAM_NAMES:
+        assert torch.equal(got[name], want[name]), name
+    assert not torch.equal(want["W_hh"], 0.01 * torch.eye(12, dtype=torch.float64))
+
+
+def test_resume_last_without_a_checkpoint_says_so(tmp_path, capsys):
+    code, err = run_main(
+        capsys,
+        [
+            "fit",
+            "--data.max_chars=5000",
+            f"--trainer.default_root_dir={tmp_path}",
+            *SMALL,
+            "--ckpt_path=last",
+        ],
+    )
+    assert code == 2 and "no last.ckpt under" in err
+
+
+def test_mid_epoch_resume_in_process_continues_the_same_windows(tmp_path):
+    """Stop at step 30 of a 56-window epoch, resume to 80: same weights as one run to 80."""
+    base = [a for a in RESUME if not a.startswith("--trainer.max_steps")]
+    assert main([*base, "--trainer.max_steps=80", f"--trainer.default_root_dir={tmp_path / 'a'}"]) == 0
+    assert main([*base, "--trainer.max_steps=30", f"--trainer.default_root_dir={tmp_path / 'b'}"]) == 0
+    assert (
+        main(
+            [
+                *base,
+                "--trainer.max_steps=80",
+                f"--trainer.default_root_dir={tmp_path / 'b'}",
+                "--ckpt_path=last",
+            ]
+        )
+        == 0
+    )
+    a = torch.load(max((tmp_path / "a").glob("**/last.ckpt")), weights_only=True)["state_dict"]
+    newest = max((tmp_path / "b").glob("**/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    b = torch.load(newest, weights_only=True)["state_dict"]
+    for name in rn.PARAM_NAMES:
+        assert torch.equal(a[name], b[name]), name
