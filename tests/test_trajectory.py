@@ -37,6 +37,7 @@ def fit_lightning(params, text, clip_val, clip_algorithm, **model_kwargs):
         gradient_clip_val=clip_val,
         gradient_clip_algorithm=clip_algorithm,
         limit_val_batches=0,
+        log_every_n_steps=1,  # grad/clipped is then this step's 0 or 1
         callbacks=[record],
         logger=False,
         enable_checkpointing=False,

@@ -40,7 +40,8 @@ class TrainingMonitor(L.Callback):
         self._since = None
 
     def _due(self, trainer: L.Trainer) -> bool:
-        return self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0
+        # + 1: the step about to run, as Lightning counts when it decides which steps to write
+        return self.every_n_steps > 0 and (trainer.global_step + 1) % self.every_n_steps == 0
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._chars, self._since = 0, time.perf_counter()
