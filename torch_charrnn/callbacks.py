@@ -96,7 +96,8 @@ class TrainingMonitor(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         inputs, _ = batch
         self._chars += inputs.numel() * trainer.world_size
-        if trainer.global_step % trainer.log_every_n_steps == 0 and self._since is not None:
+        n = trainer.log_every_n_steps
+        if n > 0 and trainer.global_step % n == 0 and self._since is not None:
             now = time.perf_counter()
             pl_module.log("throughput/chars_per_s", self._chars / max(now - self._since, 1e-9))
             self._chars, self._since = 0, now
