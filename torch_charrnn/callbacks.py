@@ -50,7 +50,7 @@ class TrainingMonitor(L.Callback):
         if not self._due(trainer):
             return
         inputs, targets = batch
-        h0 = pl_module._h["train"] if batch_idx > 0 else None
+        h0 = pl_module.carried_state("train", batch_idx)
         if h0 is None:
             h0 = pl_module.W_hh.new_zeros(inputs.shape[0], pl_module.hparams.hidden_size)
         norms, last, hs = hidden_gradients(inputs, targets, h0, *pl_module.params().values())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 import warnings
 from pathlib import Path
@@ -17,6 +18,7 @@ from torch_charrnn.callbacks import TrainingMonitor
 from torch_charrnn.data import CharDataModule
 from torch_charrnn.errors import CharRNNError, DivergedError, require
 from torch_charrnn.model import CharRNN
+from torch_charrnn.rnn import PARAM_NAMES
 
 TRAINER_DEFAULTS = {
     "gradient_clip_val": 5.0,
@@ -165,19 +167,20 @@ def load_checkpoint(path: Path, device: str = "cpu") -> CharRNN:
     """Load a CharRNN checkpoint with ``weights_only=True``; any failure says what the file is not."""
     if not path.is_file():
         raise CharRNNError(f"checkpoint {path} does not exist (charrnn fit prints where it saves them)")
+    data = path.read_bytes()  # read once: checked here, then loaded by Lightning
     try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
+        checkpoint = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
     except Exception as err:  # torch raises several types for a file that is not a whole checkpoint
         raise CharRNNError(
             f"{path} is not a readable checkpoint (not a torch file, or truncated): {type(err).__name__}"
         ) from err
     hparams = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
     state = checkpoint.get("state_dict", {}) if isinstance(checkpoint, dict) else {}
-    if not {"W_xh", "W_hh", "b_h", "W_hy", "b_y"} <= set(state) or not hparams.get("vocab"):
+    if not set(PARAM_NAMES) <= set(state) or not hparams.get("vocab"):
         raise CharRNNError(
             f"{path} is a checkpoint of another model, not a torch-charrnn CharRNN with a vocabulary"
         )
-    return CharRNN.load_from_checkpoint(path, map_location=device, weights_only=True)
+    return CharRNN.load_from_checkpoint(io.BytesIO(data), map_location=device, weights_only=True)
 
 
 def sample_main(argv: list[str]) -> int:
@@ -216,9 +219,10 @@ def sample_main(argv: list[str]) -> int:
     V = model.hparams.vocab_size
     if args.top_k is not None and not 1 <= args.top_k <= V:
         parser.error(f"--top_k must be between 1 and the vocabulary size {V}, got {args.top_k}")
-    unknown = sorted({c for c in args.prime if c not in model.hparams.vocab})
-    if unknown:
-        parser.error(f"--prime has characters that are not in the model's vocabulary: {unknown}")
+    try:
+        model.encode(args.prime)
+    except CharRNNError as err:
+        parser.error(f"--prime has {err}")
     model.eval()
     generator = torch.Generator(model.device).manual_seed(args.seed)
     out = sys.stdout

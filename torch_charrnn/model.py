@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from torch_charrnn.errors import DivergedError, require
+from torch_charrnn.errors import CharRNNError, DivergedError, require
 from torch_charrnn.rnn import LN2, PARAM_NAMES, cross_entropy, generate, rnn_forward, rnn_forward_manual
 
 
@@ -84,11 +84,14 @@ class CharRNN(L.LightningModule):
         logits, hs = run(inputs, h0, *self.params().values())
         return logits, hs[:, -1]
 
+    def carried_state(self, stage: str, batch_idx: int) -> Tensor | None:
+        """The state carried into window ``batch_idx`` of ``stage``; None (zeros) at an epoch's start."""
+        h0 = self._h[stage]
+        return None if batch_idx == 0 or h0 is None else h0.to(self.W_hh)
+
     def _shared_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, stage: str) -> Tensor:
         inputs, targets = batch
-        h0 = self._h[stage]
-        h0 = None if batch_idx == 0 or h0 is None else h0.to(self.W_hh)  # each epoch starts from zeros
-        logits, h_last = self(inputs, h0)
+        logits, h_last = self(inputs, self.carried_state(stage, batch_idx))
         self._h[stage] = h_last.detach()
         loss = cross_entropy(logits, targets)
         if stage == "train":
@@ -144,8 +147,7 @@ class CharRNN(L.LightningModule):
     def predict_step(self, batch, batch_idx) -> list[str]:
         """The most likely next character at every position of a window, one string per stream."""
         inputs, _ = batch
-        h0 = None if batch_idx == 0 else self._h["predict"]
-        logits, self._h["predict"] = self(inputs, h0)
+        logits, self._h["predict"] = self(inputs, self.carried_state("predict", batch_idx))
         return ["".join(self.hparams.vocab[i] for i in row) for row in logits.argmax(-1).tolist()]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -161,6 +163,17 @@ class CharRNN(L.LightningModule):
         self.best_val_bpc = checkpoint.get("best_val_bpc", float("inf"))
         carried = checkpoint.get("carried_state")
         self._h["train"] = carried  # moved to the parameters' device and dtype at first use
+
+    def encode(self, text: str) -> Tensor:
+        """Indices (1, len(text)) of ``text`` in this model's vocabulary; unknown characters are listed."""
+        vocab = self.hparams.vocab
+        if vocab is None:
+            raise CharRNNError("this model has no vocabulary: build it with CharRNN(..., vocab=...)")
+        index = {c: i for i, c in enumerate(vocab)}
+        unknown = sorted({c for c in text if c not in index})
+        if unknown:
+            raise CharRNNError(f"characters not in the model's vocabulary: {unknown}")
+        return torch.tensor([[index[c] for c in text]], device=self.device)
 
     @torch.no_grad()
     def sample(
@@ -178,14 +191,9 @@ class CharRNN(L.LightningModule):
         newline (or the first character of the vocabulary if it has no newline).
         """
         vocab = self.hparams.vocab
-        if vocab is None:
-            raise ValueError("this model has no vocabulary: build it with CharRNN(..., vocab=...)")
-        index = {c: i for i, c in enumerate(vocab)}
-        unknown = sorted({c for c in prime if c not in index})
-        if unknown:
-            raise ValueError(f"prime characters not in the vocabulary: {unknown!r}")
-        prime = prime or ("\n" if "\n" in index else vocab[0])
-        ids = torch.tensor([[index[c] for c in prime]] * num_streams, device=self.device)  # (B, P)
+        if not prime:
+            prime = "\n" if "\n" in (vocab or "") else (vocab or "")[:1]
+        ids = self.encode(prime).expand(num_streams, -1)  # (B, P); encode checks the vocabulary
         h = self.W_hh.new_zeros(num_streams, self.hparams.hidden_size)
         if ids.shape[1] > 1:
             h = rnn_forward(ids[:, :-1], h, *self.params().values())[1][:, -1]  # warm up on the prime
