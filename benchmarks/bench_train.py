@@ -204,7 +204,6 @@ def matmul_ceiling(device, n):
 
 
 def _peak_child(kind, B, T, H, device, dtype, queue):
-    torch.set_num_threads(torch.get_num_threads())
     step = Step(kind, B, T, H, torch.device(device), dtype)
     step()  # the optimizer state and every buffer exist from here on
     base = _rss_kib()

@@ -23,7 +23,7 @@ def init_params(
     vocab_size: int,
     hidden_size: int,
     rng: np.random.Generator,
-    whh_scale: float = 1.0,
+    whh_scale: float = 0.01,
     init_std: float = 0.01,
     dtype=np.float64,
 ) -> dict[str, np.ndarray]:
@@ -63,7 +63,7 @@ def cross_entropy(logits, targets):
 
 
 def backward(params, inputs, targets, h0, logits, hs):
-    """Hand-written BPTT; returns the gradients of the mean loss and dL/dh_t for every t."""
+    """Hand-written BPTT; returns the gradients of the mean loss, keyed like params plus "h0"."""
     W_xh, W_hh, b_h, W_hy, b_y = (params[k] for k in PARAM_NAMES)
     B, T = inputs.shape
     dlogits = np.exp(log_softmax(logits))  # softmax, (B, T, V)
@@ -78,39 +78,35 @@ def backward(params, inputs, targets, h0, logits, hs):
     db_y = dlogits.sum(axis=(0, 1))  # (V,)
     dhs_out = dlogits @ W_hy.T  # (B, T, H), the output's share of dL/dh_t
     dW_xh, dW_hh, db_h = np.zeros_like(W_xh), np.zeros_like(W_hh), np.zeros_like(b_h)
-    dhs = np.empty_like(hs)  # total dL/dh_t, for monitoring
     dh_next = np.zeros_like(h0)
     for t in reversed(range(T)):
         dh = dhs_out[:, t] + dh_next  # backprop into h_t
-        dhs[:, t] = dh
         dhraw = (1.0 - hs[:, t] ** 2) * dh  # backprop through tanh
         h_prev = hs[:, t - 1] if t > 0 else h0
         np.add.at(dW_xh, inputs[:, t], dhraw)  # backprop into the gathered rows
         dW_hh += h_prev.T @ dhraw  # backprop into W_hh
         db_h += dhraw.sum(axis=0)  # backprop into b_h
         dh_next = dhraw @ W_hh.T  # backprop into h_{t-1}
-    grads = {"W_xh": dW_xh, "W_hh": dW_hh, "b_h": db_h, "W_hy": dW_hy, "b_y": db_y, "h0": dh_next}
-    return grads, dhs
+    return {"W_xh": dW_xh, "W_hh": dW_hh, "b_h": db_h, "W_hy": dW_hy, "b_y": db_y, "h0": dh_next}
 
 
 def loss_and_grads(params, inputs, targets, h0):
     """Loss (nats, mean), gradients keyed by the five parameter names plus "h0", and h_last."""
     logits, hs = forward(params, inputs, h0)
     loss = cross_entropy(logits, targets)
-    grads, _ = backward(params, inputs, targets, h0, logits, hs)
+    grads = backward(params, inputs, targets, h0, logits, hs)
     return float(loss), grads, hs[:, -1].copy()
 
 
-def numerical_grads(params, inputs, targets, h0, delta=1e-5, names=None, indices=None):
-    """Central-difference gradients of the mean loss, for the parameters (and "h0") in ``names``.
+def numerical_grads(params, inputs, targets, h0, delta=1e-5, indices=None):
+    """Central-difference gradients of the mean loss, for the five parameters and "h0".
 
     ``indices`` optionally maps a name to the flat indices to check (others are left NaN), so that
     large parameters can be spot-checked.
     """
-    names = names or (*PARAM_NAMES, "h0")
     work = {k: np.array(v, dtype=np.float64) for k, v in {**params, "h0": h0}.items()}
     out = {}
-    for name in names:
+    for name in (*PARAM_NAMES, "h0"):
         flat = work[name].reshape(-1)  # a view: writes below perturb work[name]
         grad = np.full(flat.size, np.nan)
         for i in range(flat.size) if indices is None or name not in indices else indices[name]:
@@ -140,6 +136,18 @@ def clip_grad_norm(grads, max_norm):
         for k in PARAM_NAMES:
             grads[k] *= coef
     return total_norm
+
+
+def clip_grads(grads, algorithm, clip_val):
+    """Clip in place by ``norm`` (global L2 norm) or ``value`` (element-wise), Lightning's two
+    ``gradient_clip_algorithm`` values. Returns whether clipping changed anything."""
+    if algorithm == "norm":
+        return clip_val / (clip_grad_norm(grads, clip_val) + 1e-6) < 1.0
+    if algorithm == "value":
+        clipped = any(np.abs(grads[k]).max() > clip_val for k in PARAM_NAMES)
+        clip_grad_value(grads, clip_val)
+        return clipped
+    raise ValueError(f"clip algorithm must be 'norm' or 'value', got {algorithm!r}")
 
 
 def clip_grad_value(grads, clip_value):

@@ -14,8 +14,7 @@ import numpy as np
 from reference_numpy.rnn import (
     PARAM_NAMES,
     adagrad_step,
-    clip_grad_norm,
-    clip_grad_value,
+    clip_grads,
     cross_entropy,
     forward,
     global_norm,
@@ -71,6 +70,8 @@ def train(
 
     Each step: forward and hand-written BPTT over one window, clip, Adagrad, carry h_last.
     """
+    if clip_algorithm not in ("norm", "value"):  # before any work: a typo never means another algorithm
+        raise ValueError(f"clip_algorithm must be 'norm' or 'value', got {clip_algorithm!r}")
     streams = make_streams(data, batch_size)
     n = num_windows(streams, seq_len)
     if n < 1:
@@ -86,12 +87,7 @@ def train(
         loss, grads, h = loss_and_grads(params, inputs, targets, h)
         norm = global_norm(grads)
         if clip_val is not None:
-            if clip_algorithm == "norm":
-                log.clipped.append(clip_val / (norm + 1e-6) < 1.0)
-                clip_grad_norm(grads, clip_val)
-            else:
-                log.clipped.append(any(np.abs(grads[k]).max() > clip_val for k in PARAM_NAMES))
-                clip_grad_value(grads, clip_val)
+            log.clipped.append(clip_grads(grads, clip_algorithm, clip_val))
         adagrad_step(params, grads, state, lr, eps)
         log.loss.append(loss)
         log.grad_norm.append(norm)

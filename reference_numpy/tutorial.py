@@ -18,15 +18,8 @@ import logging
 
 import numpy as np
 
-from reference_numpy.rnn import (
-    adagrad_step,
-    clip_grad_norm,
-    clip_grad_value,
-    init_params,
-    loss_and_grads,
-    sample,
-)
-from reference_numpy.train import make_streams, num_windows, window
+from reference_numpy.rnn import adagrad_step, clip_grads, init_params, loss_and_grads, sample
+from reference_numpy.train import encode, make_streams, num_windows, window
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +48,8 @@ class RecurrentNN:
         self.n_h = h_size
         self.seq_len = seq_len
         self.clip_value = clip_value
+        if clip_algorithm not in ("norm", "value"):
+            raise ValueError(f"clip_algorithm must be 'norm' or 'value', got {clip_algorithm!r}")
         self.clip_algorithm = clip_algorithm
         self.epochs = epochs
         self.learning_rate = learning_rate
@@ -67,12 +62,10 @@ class RecurrentNN:
         self.h0 = np.zeros((1, h_size))
         self.m_params = {k: np.zeros_like(v) for k, v in self.params.items()}
 
-    def _encode_text(self, text: str) -> np.ndarray:
-        return np.array([self.char_to_idx[c] for c in text], dtype=np.int64)
-
     def train(self, text: str) -> tuple[list[float], dict[str, np.ndarray]]:
         """Train for ``self.epochs`` passes over ``text``; returns the smoothed loss at every step."""
-        streams = make_streams(self._encode_text(text), 1)
+        vocab = "".join(self.idx_to_char[i] for i in range(self.vocab))
+        streams = make_streams(encode(text, vocab), 1)
         n = num_windows(streams, self.seq_len)
         if n < 1:
             raise ValueError(f"the text has {len(text)} characters; at least {self.seq_len + 1} are needed")
@@ -82,10 +75,7 @@ class RecurrentNN:
             for k in range(n):
                 inputs, targets = window(streams, k, self.seq_len)
                 loss, grads, self.h0 = loss_and_grads(self.params, inputs, targets, self.h0)
-                if self.clip_algorithm == "norm":
-                    clip_grad_norm(grads, self.clip_value)
-                else:
-                    clip_grad_value(grads, self.clip_value)
+                clip_grads(grads, self.clip_algorithm, self.clip_value)
                 adagrad_step(self.params, grads, self.m_params, self.learning_rate)
                 self.smooth_loss = 0.999 * self.smooth_loss + 0.001 * loss
                 losses.append(self.smooth_loss)

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, settings
 
 import reference_numpy as rn
 from torch_charrnn import CharRNN
-from torch_charrnn.data import builtin_text
+from torch_charrnn.corpus import builtin_text
 
 # Derandomized in CI so a red run is reproducible; deadline off because CPU timing varies.
 settings.register_profile(

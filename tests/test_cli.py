@@ -9,7 +9,8 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from torch_charrnn import CharRNN
-from torch_charrnn.cli import cli_main
+from torch_charrnn.cli_fit import cli_main
+from torch_charrnn.storage import last_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
@@ -83,7 +84,7 @@ def test_fit_on_builtin_corpus_writes_checkpoints_config_and_tensorboard(tmp_pat
 
 def test_validate_test_and_predict_from_a_checkpoint(tmp_path):
     cli = fit(tmp_path, "--trainer.max_steps=3", "--trainer.limit_val_batches=1")
-    ckpt = Path(cli.trainer.checkpoint_callback.last_model_path)
+    ckpt = Path(last_checkpoint(cli.trainer).last_model_path)
     base = [*TINY, f"--trainer.default_root_dir={tmp_path}", f"--ckpt_path={ckpt}"]
     val = cli_main(["validate", *base])
     assert "val/bpc" in val.trainer.callback_metrics
@@ -156,7 +157,7 @@ def test_seed_config_is_the_tutorials_run():
 
 def test_checkpoint_loads_on_cpu_without_the_corpus(tmp_path):
     cli = fit(tmp_path, "--trainer.max_steps=2", "--trainer.limit_val_batches=0")
-    model = CharRNN.load_from_checkpoint(cli.trainer.checkpoint_callback.last_model_path, map_location="cpu")
+    model = CharRNN.load_from_checkpoint(last_checkpoint(cli.trainer).last_model_path, map_location="cpu")
     assert model.hparams.vocab == cli.datamodule.vocab
-    text = "".join(c[0] for c in model.sample(20, prime="The"))
+    text = model.sample_text(20, prime="The")
     assert len(text) == 20 and set(text) <= set(model.hparams.vocab)

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 import reference_numpy as rn
 from torch_charrnn import CharDataModule
-from torch_charrnn.data import CorpusError, builtin_text
+from torch_charrnn.corpus import builtin_text
+from torch_charrnn.errors import CorpusError
 
 
 class FakeTrainer:
@@ -90,12 +91,12 @@ def test_max_chars_keeps_the_beginning():
 def test_corpus_file_is_decoded_with_the_chosen_encoding(tmp_path):
     path = tmp_path / "latin.txt"
     path.write_bytes("caf\u00e9 au lait ".encode("latin-1") * 100)
-    with pytest.raises(CorpusError, match=r"byte 3 \(0xe9\).*--data.encoding"):
+    with pytest.raises(CorpusError, match=r"byte 3 \(0xe9\).*`encoding`"):
         _ = CharDataModule(corpus=str(path), batch_size=2, seq_len=10).text
     latin = CharDataModule(corpus=str(path), encoding="latin-1", batch_size=2, seq_len=10)
     assert latin.text.startswith("caf\u00e9")
 
 
 def test_missing_corpus_file_says_what_to_pass(tmp_path):
-    with pytest.raises(CorpusError, match="does not exist.*--data.corpus builtin, tinyshakespeare"):
+    with pytest.raises(CorpusError, match="does not exist.*`corpus` builtin, tinyshakespeare"):
         _ = CharDataModule(corpus=str(tmp_path / "nope.txt")).vocab

@@ -7,7 +7,8 @@ from http.server import HTTPServer, SimpleHTTPRequestHandler
 
 import pytest
 
-from torch_charrnn.data import CorpusError, fetch, fetch_tinyshakespeare
+from torch_charrnn.corpus import fetch, fetch_tinyshakespeare
+from torch_charrnn.errors import CorpusError
 
 CONTENT = b"First Citizen:\nBefore we proceed any further, hear me speak.\n" * 50
 

@@ -30,7 +30,7 @@ def test_fit_on_gpu_then_sample_on_cpu(tmp_path):
     cpu = CharRNN.load_from_checkpoint(path, map_location="cpu")
     assert cpu.W_hh.device.type == "cpu"
     torch.testing.assert_close(cpu.W_hh, model.W_hh.cpu())
-    text = "".join(c[0] for c in cpu.sample(50, prime="The", generator=torch.Generator().manual_seed(0)))
+    text = cpu.sample_text(50, prime="The", generator=torch.Generator().manual_seed(0))
     assert len(text) == 50
 
 
@@ -50,6 +50,6 @@ def test_bf16_autocast_manual_path_tracks_float32():
 
 def test_sampling_on_gpu_matches_its_own_seed():
     model = CharRNN(30, 64, vocab="".join(chr(ord("a") + i) for i in range(26)) + " .,\n").cuda()
-    a = "".join(c[0] for c in model.sample(200, generator=torch.Generator("cuda").manual_seed(3)))
-    b = "".join(c[0] for c in model.sample(200, generator=torch.Generator("cuda").manual_seed(3)))
+    a = model.sample_text(200, generator=torch.Generator("cuda").manual_seed(3))
+    b = model.sample_text(200, generator=torch.Generator("cuda").manual_seed(3))
     assert a == b and len(a) == 200

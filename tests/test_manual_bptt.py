@@ -6,19 +6,19 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from torch_charrnn import CharRNN
-from torch_charrnn.rnn import ManualBPTT, cross_entropy, rnn_forward, rnn_forward_manual
+from torch_charrnn.gradcheck import random_problem
+from torch_charrnn.rnn import PARAM_NAMES, ManualBPTT, cross_entropy, rnn_forward, rnn_forward_manual
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 
 
-def random_args(V, H, B, T, scale, seed, dtype=torch.float64, device="cpu"):
-    g = torch.Generator().manual_seed(seed)
-    inputs = torch.randint(0, V, (B, T), generator=g)
-    shapes = [(B, H), (V, H), (H, H), (H,), (H, V), (V,)]
-    tensors = [torch.randn(*s, generator=g, dtype=torch.float64) * scale for s in shapes]
-    tensors[2] /= H**0.5  # W_hh: scale is the gain of the recurrence
-    tensors = [t.to(device=device, dtype=dtype).requires_grad_() for t in tensors]
-    return inputs.to(device), tensors
+def random_args(V, H, B, T, scale, seed, device="cpu"):
+    """gradcheck's random problem as float64 leaves: inputs (B, T), [h0, W_xh, W_hh, b_h, W_hy, b_y]."""
+    params, h0, inputs, _ = random_problem(V, H, B, T, scale, seed)
+    tensors = [
+        torch.from_numpy(a).to(device).requires_grad_() for a in (h0, *(params[k] for k in PARAM_NAMES))
+    ]
+    return torch.from_numpy(inputs).to(device), tensors
 
 
 @given(

@@ -37,7 +37,7 @@ def test_parameters_are_named_and_initialised_as_specified():
 
 
 def test_vocab_must_match_vocab_size():
-    with pytest.raises(ValueError, match="vocab has 3 characters but vocab_size is 4"):
+    with pytest.raises(ValueError, match="`vocab` has 3 characters but `vocab_size` is 4"):
         CharRNN(vocab_size=4, vocab="abc")
 
 
@@ -69,3 +69,17 @@ def test_checkpoint_rebuilds_the_model_without_the_corpus(tmp_path, small_text):
     )
     for name in rn.PARAM_NAMES:
         torch.testing.assert_close(getattr(loaded, name), getattr(model, name))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"lr": 0}, "`lr` must be positive, got 0"),
+        ({"hidden_size": 0}, "`hidden_size` must be a positive integer, got 0"),
+        ({"eps": -1.0}, "`eps` must be positive, got -1.0"),
+    ],
+)
+def test_the_library_names_its_own_arguments_not_cli_flags(kwargs, message):
+    with pytest.raises(ValueError) as err:
+        CharRNN(vocab_size=5, **kwargs)
+    assert str(err.value) == message

@@ -118,3 +118,28 @@ def test_pick_draws_from_the_softmax():
     logits = np.log(np.array([[0.1, 0.2, 0.7]]))
     draws = np.concatenate([rn.pick(logits, rng) for _ in range(20000)])
     np.testing.assert_allclose(np.bincount(draws, minlength=3) / draws.size, [0.1, 0.2, 0.7], atol=0.015)
+
+
+def test_numpy_and_torch_initialise_with_the_same_defaults():
+    import inspect
+
+    from torch_charrnn import CharRNN
+
+    numpy_defaults = inspect.signature(rn.init_params).parameters
+    torch_defaults = inspect.signature(CharRNN).parameters
+    for name in ("whh_scale", "init_std"):
+        assert numpy_defaults[name].default == torch_defaults[name].default, name
+    params = rn.init_params(4, 3, np.random.default_rng(0))
+    np.testing.assert_array_equal(params["W_hh"], 0.01 * np.eye(3))
+
+
+@pytest.mark.parametrize("algorithm", ["Norm", "l2", ""])
+def test_a_mistyped_clip_algorithm_is_refused(algorithm):
+    params, h0, inputs, _ = random_problem(4, 3, 2, 3, 1.0, seed=0)
+    data = np.tile(np.arange(4), 20)
+    with pytest.raises(ValueError, match="must be 'norm' or 'value'"):
+        rn.train(params, data, 2, 3, max_steps=1, lr=0.1, clip_algorithm=algorithm)
+    with pytest.raises(ValueError, match="must be 'norm' or 'value'"):
+        rn.clip_grads(rn.loss_and_grads(params, inputs, inputs, h0)[1], algorithm, 1.0)
+    with pytest.raises(ValueError, match="must be 'norm' or 'value'"):
+        rn.RecurrentNN({"a": 0, "b": 1}, {0: "a", 1: "b"}, 2, clip_algorithm=algorithm)

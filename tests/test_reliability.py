@@ -49,7 +49,11 @@ def corpus(tmp_path):
         ),
         (b"caf\xe9 " * 100, [], r"not valid utf-8: byte 3 \(0xe9\) .*--data.encoding"),
         (b"zzzzzzzz" * 100, [], "a single distinct character"),
-        (b"ab" * 200, ["--data.val_fraction=0.02"], "val split .* too short .*--data.val_fraction 0 to turn"),
+        (
+            b"ab" * 200,
+            ["--data.val_fraction=0.02"],
+            "val split .* too short .*--data.val_fraction to 0 to turn",
+        ),
         (b"ab" * 200, ["--data.val_fraction=1.2"], r"val_fraction must be in \[0, 1\), got 1.2"),
         (b"ab" * 200, ["--data.val_fraction=0.5", "--data.test_fraction=0.5"], "leaves no training text"),
     ],

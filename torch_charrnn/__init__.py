@@ -1,7 +1,17 @@
 """torch-charrnn: a character-level vanilla tanh RNN in PyTorch Lightning, checked against NumPy."""
 
-from torch_charrnn.data import CharDataModule
-from torch_charrnn.model import CharRNN
+from __future__ import annotations
+
+import importlib
 
 __all__ = ["CharDataModule", "CharRNN"]
 __version__ = "0.1.0"
+
+_LAZY = {"CharDataModule": "torch_charrnn.data", "CharRNN": "torch_charrnn.model"}
+
+
+def __getattr__(name: str):
+    # Lazily, so that `charrnn sample` and `charrnn --help` do not import Lightning.
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'torch_charrnn' has no attribute {name!r}")

@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from torch_charrnn.model import step_is_due
 from torch_charrnn.rnn import hidden_gradients
 
 SATURATED = 0.99  # |h| above this: tanh'(h) < 0.02, the unit passes almost no gradient
@@ -39,20 +40,21 @@ class TrainingMonitor(L.Callback):
         self._chars = 0
         self._since = None
 
-    def _due(self, trainer: L.Trainer) -> bool:
-        # + 1: the step about to run, as Lightning counts when it decides which steps to write
-        return self.every_n_steps > 0 and (trainer.global_step + 1) % self.every_n_steps == 0
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._chars, self._since = 0, time.perf_counter()  # a resumed run may start mid-epoch
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._chars, self._since = 0, time.perf_counter()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if not self._due(trainer):
+        if step_is_due(trainer) and self._chars > 0:  # the windows trained since the last written step
+            now = time.perf_counter()
+            pl_module.log("throughput/chars_per_s", self._chars / max(now - self._since, 1e-9))
+            self._chars, self._since = 0, now
+        if not step_is_due(trainer, self.every_n_steps):
             return
         inputs, targets = batch
-        h0 = pl_module.carried_state("train", batch_idx)
-        if h0 is None:
-            h0 = pl_module.W_hh.new_zeros(inputs.shape[0], pl_module.hparams.hidden_size)
+        h0 = pl_module.carried_state("train", batch_idx, inputs.shape[0])
         norms, last, hs = hidden_gradients(inputs, targets, h0, *pl_module.params().values())
         saturation = (hs.abs() > SATURATED).float().mean()
         pl_module.log("hidden/saturation", saturation)
@@ -83,7 +85,7 @@ class TrainingMonitor(L.Callback):
         writer.add_histogram("hidden/h", hs.float().cpu(), trainer.global_step)
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        if not self._due(trainer) or not trainer.is_global_zero:
+        if not step_is_due(trainer, self.every_n_steps) or not trainer.is_global_zero:
             return
         writer = _writer(trainer)
         if writer is None:
@@ -96,11 +98,6 @@ class TrainingMonitor(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         inputs, _ = batch
         self._chars += inputs.numel() * trainer.world_size
-        n = trainer.log_every_n_steps
-        if n > 0 and trainer.global_step % n == 0 and self._since is not None:
-            now = time.perf_counter()
-            pl_module.log("throughput/chars_per_s", self._chars / max(now - self._since, 1e-9))
-            self._chars, self._since = 0, now
 
     @rank_zero_only
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
@@ -110,8 +107,7 @@ class TrainingMonitor(L.Callback):
         if writer is None:
             return
         generator = torch.Generator(pl_module.device).manual_seed(0)  # the same draws every time
-        chunks = pl_module.sample(
+        text = pl_module.sample_text(
             self.sample_length, temperature=self.sample_temperature, generator=generator
         )
-        text = "".join(chunk[0] for chunk in chunks)
         writer.add_text("samples", "    " + text.replace("\n", "\n    "), trainer.global_step)  # as code

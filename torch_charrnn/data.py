@@ -8,97 +8,25 @@ streams are split so that process r keeps streams r*B .. (r+1)*B - 1, in order.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import lightning as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
+from torch_charrnn.corpus import (
+    BUILTIN,
+    TINYSHAKESPEARE,
+    build_vocab,
+    encode,
+    fetch_tinyshakespeare,
+    load_corpus,
+)
 from torch_charrnn.errors import CorpusError, require
 
-BUILTIN = "builtin"
-TINYSHAKESPEARE = "tinyshakespeare"
-TINYSHAKESPEARE_URL = (
-    "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
-)
-TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
-TINYSHAKESPEARE_FILE = "tinyshakespeare.txt"
 
-
-def cache_dir() -> Path:
-    """Where downloaded corpora live: $CHARRNN_CACHE, else the user's cache folder."""
-    import pooch
-
-    return Path(os.environ.get("CHARRNN_CACHE") or pooch.os_cache("torch-charrnn"))
-
-
-def builtin_text() -> str:
-    """The Python documentation topics that ship with every CPython: no download needed."""
-    from pydoc_data.topics import topics
-
-    return "\n\n".join(topics[key] for key in sorted(topics))
-
-
-def fetch_tinyshakespeare(url: str = TINYSHAKESPEARE_URL, directory: Path | None = None) -> Path:
-    """Download tinyshakespeare once (sha256-verified) into the cache and return its path."""
-    return fetch(url, TINYSHAKESPEARE_SHA256, TINYSHAKESPEARE_FILE, directory)
-
-
-def fetch(url: str, sha256: str, fname: str, directory: Path | None = None) -> Path:
-    """Download ``url`` to ``directory/fname`` unless a file with that sha256 is already there."""
-    import pooch
-    import requests
-
-    directory = Path(directory or cache_dir())
-    try:
-        return Path(
-            pooch.retrieve(url, known_hash=f"sha256:{sha256}", fname=fname, path=directory, progressbar=False)
-        )
-    except (requests.RequestException, OSError) as err:
-        raise CorpusError(
-            f"could not download {url} ({err}). With no network, download that file by hand on another "
-            f"machine and put it at {directory / fname} (or set $CHARRNN_CACHE to the folder that holds "
-            "it), or pass the path of any text file as --data.corpus."
-        ) from err
-    except ValueError as err:  # pooch's hash mismatch
-        raise CorpusError(
-            f"the file downloaded from {url} is not the expected one: {err} Nothing was cached; put the "
-            f"right file at {directory / fname} or pass the path of a text file as --data.corpus."
-        ) from err
-
-
-def read_text(path: Path, encoding: str = "utf-8") -> str:
-    """Decode a text file; a decoding error names the byte offset and the option to change."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise CorpusError(
-            f"corpus file {path} does not exist. Pass --data.corpus builtin, tinyshakespeare, "
-            "or the path of a text file."
-        )
-    data = path.read_bytes()
-    try:
-        return data.decode(encoding)
-    except UnicodeDecodeError as err:
-        raise CorpusError(
-            f"{path} is not valid {encoding}: byte {err.start} (0x{data[err.start]:02x}) cannot be decoded. "
-            "Pass its encoding with --data.encoding (for example latin-1 or cp1252)."
-        ) from err
-    except LookupError as err:
-        raise CorpusError(
-            f"unknown encoding {encoding!r}: pass a Python codec name as --data.encoding"
-        ) from err
-
-
-def build_vocab(text: str) -> str:
-    """The sorted distinct characters of ``text``: the same in every process, unlike set() order."""
-    return "".join(sorted(set(text)))
-
-
-def encode(text: str, vocab: str) -> Tensor:
-    index = {c: i for i, c in enumerate(vocab)}
-    return torch.tensor([index[c] for c in text], dtype=torch.long)
+def chars_needed(batch_size: int, seq_len: int) -> int:
+    """The shortest split that gives each of ``batch_size`` streams one window of ``seq_len``."""
+    return batch_size * (seq_len + 1)  # T inputs and, one character on, their T targets
 
 
 def make_streams(data: Tensor, batch_size: int) -> Tensor:
@@ -181,22 +109,20 @@ class CharDataModule(L.LightningDataModule):
     ):
         super().__init__()
         for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
-            require(value >= 1, f"--data.{name} must be a positive integer, got {value}")
+            require(value >= 1, f"`{name}` must be a positive integer, got {value}")
         require(
             eval_batch_size is None or eval_batch_size >= 1,
-            "--data.eval_batch_size must be a positive integer (or null for batch_size), "
-            f"got {eval_batch_size}",
+            f"`eval_batch_size` must be a positive integer (or None for `batch_size`), got {eval_batch_size}",
         )
         require(
             max_chars is None or max_chars >= 1,
-            f"--data.max_chars must be positive (or null), got {max_chars}",
+            f"`max_chars` must be positive (or None), got {max_chars}",
         )
         for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            require(0 <= value < 1, f"--data.{name} must be in [0, 1), got {value} (0 turns that split off)")
+            require(0 <= value < 1, f"`{name}` must be in [0, 1), got {value} (0 turns that split off)")
         require(
             val_fraction + test_fraction < 1,
-            f"--data.val_fraction + --data.test_fraction = {val_fraction + test_fraction} leaves no "
-            "training text; "
+            f"`val_fraction` + `test_fraction` = {val_fraction + test_fraction} leaves no training text; "
             "their sum must be below 1",
         )
         self.save_hyperparameters(ignore=["text"])
@@ -222,12 +148,7 @@ class CharDataModule(L.LightningDataModule):
     @property
     def text(self) -> str:
         if self._text is None:
-            if self.corpus == BUILTIN:
-                text = builtin_text()
-            elif self.corpus == TINYSHAKESPEARE:
-                text = read_text(fetch_tinyshakespeare(), "utf-8")  # a no-op once cached
-            else:
-                text = read_text(Path(self.corpus), self.encoding)
+            text = load_corpus(self.corpus, self.encoding)
             text = text[: self.max_chars] if self.max_chars is not None else text
             self._check(text)
             self._text = text
@@ -239,7 +160,7 @@ class CharDataModule(L.LightningDataModule):
             f" (first {self.max_chars} characters)" if self.max_chars else ""
         )
         if not text:
-            raise CorpusError(f"{where} is empty: pass a text file with some text in it as --data.corpus")
+            raise CorpusError(f"{where} is empty: pass a text file with some text in it as `corpus`")
         if len(set(text)) < 2:
             raise CorpusError(
                 f"{where} has a single distinct character ({text[0]!r}): there is nothing to predict; "
@@ -249,13 +170,13 @@ class CharDataModule(L.LightningDataModule):
             if split != "train" and stop == start and getattr(self, f"{split}_fraction") == 0:
                 continue  # that split is turned off
             B = self.batch_size if split == "train" else self.eval_batch_size
-            need = B * (self.seq_len + 1)  # one window of T inputs and their T targets, in every stream
+            need = chars_needed(B, self.seq_len)
             if stop - start < need:
                 fix = (
-                    "use a longer corpus, a smaller --data.batch_size or --data.seq_len"
+                    "use a longer corpus, a smaller `batch_size` or `seq_len`"
                     if split == "train"
-                    else f"raise --data.{split}_fraction, lower --data.eval_batch_size, "
-                    f"or set --data.{split}_fraction 0 to turn the {split} split off"
+                    else f"raise `{split}_fraction`, lower `eval_batch_size`, "
+                    f"or set `{split}_fraction` to 0 to turn the {split} split off"
                 )
                 raise CorpusError(
                     f"the {split} split of {where} has {stop - start} characters, too short for one window "
@@ -284,7 +205,7 @@ class CharDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        data = encode(self.text, self.vocab)
+        data = encode(self.text, self.vocab)  # (N,)
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         for split, (start, stop) in self.split_bounds().items():
             if stop == start:
@@ -296,7 +217,7 @@ class CharDataModule(L.LightningDataModule):
                 raise CorpusError(
                     f"the {split} split has {stop - start} characters, too short for one window of each "
                     f"of the {B * world} streams of {world} processes: it needs at least "
-                    f"{B * world * (self.seq_len + 1)}"
+                    f"{chars_needed(B * world, self.seq_len)}"
                 )
 
     def _loader(self, split: str) -> DataLoader | list:

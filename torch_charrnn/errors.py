@@ -13,11 +13,15 @@ class ConfigError(CharRNNError):
     """A hyperparameter or option outside its valid range."""
 
 
-class DivergedError(CharRNNError):
-    """Training produced a non-finite loss or gradient."""
-
-
 def require(ok: bool, message: str) -> None:
     """Raise ConfigError(message) unless ``ok``."""
     if not ok:
         raise ConfigError(message)
+
+
+class RunError(CharRNNError):
+    """A run that started and cannot go on (divergence, a checkpoint that cannot be written)."""
+
+
+class DivergedError(RunError):
+    """Training produced a non-finite loss or gradient."""

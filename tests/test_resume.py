@@ -1,0 +1,175 @@
+"""Resuming from a checkpoint (``--ckpt_path``) for every subcommand: bad files get one clear line,
+options that fix the model's shape must match it, optimisation options are honoured."""
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from torch_charrnn.cli import main
+from torch_charrnn.cli_fit import cli_main
+
+SMALL = [
+    "--data.max_chars=5000",
+    "--data.batch_size=4",
+    "--data.seq_len=16",
+    "--trainer.accelerator=cpu",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--monitor.every_n_steps=0",
+]
+SUBCOMMANDS = ["fit", "validate", "test", "predict"]
+
+
+def files(root: Path) -> dict[str, str]:
+    """Every file under root with a hash of its bytes: what a command must leave as it was."""
+    return {
+        str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A hidden-12 model trained 3 steps at lr 0.05 on the first 5,000 characters of the built-in corpus."""
+    root = tmp_path_factory.mktemp("trained")
+    args = ["fit", *SMALL, "--model.hidden_size=12", "--model.lr=0.05", "--trainer.max_steps=3"]
+    assert main([*args, f"--trainer.default_root_dir={root}"]) == 0
+    return next(root.glob("**/checkpoints/last.ckpt"))
+
+
+def refused(capsys, tmp_path, args) -> str:
+    """Run the command and check the contract of a refusal: exit 2, one line, nothing written."""
+    before = files(tmp_path)
+    code = main([*args, f"--trainer.default_root_dir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("charrnn: error: "), err
+    assert "Traceback" not in err
+    assert files(tmp_path) == before, "nothing may be written or changed"
+    return lines[0]
+
+
+@pytest.mark.parametrize("subcommand", SUBCOMMANDS)
+def test_a_file_that_is_not_a_charrnn_checkpoint_is_refused(capsys, tmp_path, subcommand):
+    path = tmp_path / "x.ckpt"
+    torch.save({"a": 1}, path)
+    err = refused(capsys, tmp_path, [subcommand, *SMALL, f"--ckpt_path={path}"])
+    assert f"{path} is a checkpoint of another model" in err
+
+
+@pytest.mark.parametrize("subcommand", SUBCOMMANDS)
+def test_a_truncated_checkpoint_is_refused(capsys, tmp_path, trained, subcommand):
+    path = tmp_path / "cut.ckpt"
+    data = trained.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    err = refused(capsys, tmp_path, [subcommand, *SMALL, f"--ckpt_path={path}"])
+    assert f"{path} is not a readable checkpoint (not a torch file, or truncated)" in err
+
+
+@pytest.mark.parametrize("subcommand", SUBCOMMANDS)
+def test_a_missing_checkpoint_is_refused(capsys, tmp_path, subcommand):
+    err = refused(capsys, tmp_path, [subcommand, *SMALL, f"--ckpt_path={tmp_path / 'gone.ckpt'}"])
+    assert "gone.ckpt does not exist" in err
+
+
+@pytest.mark.parametrize("subcommand", SUBCOMMANDS)
+def test_a_different_hidden_size_is_refused_with_both_values_and_the_fix(
+    capsys, tmp_path, trained, subcommand
+):
+    before = trained.read_bytes()
+    err = refused(capsys, tmp_path, [subcommand, *SMALL, f"--ckpt_path={trained}", "--model.hidden_size=64"])
+    assert "--model.hidden_size 64 does not match the checkpoint's hidden_size 12" in err
+    assert "Drop --model.hidden_size" in err and "leave out --ckpt_path to start a new run" in err
+    assert trained.read_bytes() == before
+
+
+def test_another_corpus_is_refused_because_the_vocabulary_differs(capsys, tmp_path, trained):
+    corpus = tmp_path / "other.txt"
+    corpus.write_text("abc \n" * 2000, encoding="utf-8")
+    err = refused(capsys, tmp_path, ["fit", *SMALL, f"--ckpt_path={trained}", f"--data.corpus={corpus}"])
+    assert "the corpus's vocabulary (5 characters) is not the checkpoint's" in err
+    assert "--data.corpus builtin" in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine where torch sees no GPU")
+@pytest.mark.parametrize(
+    "args",
+    [["--trainer.accelerator=gpu"], [f"--config={Path(__file__).parents[1] / 'configs' / 'gpu.yaml'}"]],
+)
+def test_asking_for_a_gpu_where_torch_sees_none_says_what_torch_sees(capsys, tmp_path, args):
+    err = refused(capsys, tmp_path, ["fit", "--data.max_chars=5000", *args])
+    assert "torch.cuda.is_available() is False" in err and torch.__version__ in err
+    assert "Install a CUDA build of torch" in err and "--trainer.accelerator cpu" in err
+
+
+def test_resuming_without_options_continues_the_same_model(tmp_path, trained):
+    cli = cli_main(
+        [
+            "fit",
+            *SMALL,
+            f"--ckpt_path={trained}",
+            "--trainer.max_steps=5",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
+    assert cli.model.hparams.hidden_size == 12 and cli.model.hparams.lr == 0.05
+    assert cli.trainer.global_step == 5
+    assert cli.trainer.optimizers[0].param_groups[0]["lr"] == 0.05
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
+def test_evaluating_a_checkpoint_builds_its_model_without_repeating_its_options(
+    tmp_path, trained, subcommand
+):
+    cli = cli_main([subcommand, *SMALL, f"--ckpt_path={trained}", f"--trainer.default_root_dir={tmp_path}"])
+    assert cli.model.hparams.hidden_size == 12
+    weights = torch.load(trained, weights_only=True)["state_dict"]
+    torch.testing.assert_close(cli.model.W_hh.detach(), weights["W_hh"])
+
+
+def test_a_new_learning_rate_is_honoured_recorded_and_reported(tmp_path, trained, capsys):
+    root = tmp_path / "resumed"
+    args = ["fit", *SMALL, f"--ckpt_path={trained}", "--model.lr=0.001", "--trainer.max_steps=5"]
+    cli = cli_main([*args, f"--trainer.default_root_dir={root}"])
+    assert "--model.lr 0.05 -> 0.001" in capsys.readouterr().err
+    assert cli.trainer.optimizers[0].param_groups[0]["lr"] == 0.001
+    saved_sums = torch.load(trained, weights_only=True)["optimizer_states"][0]["state"][0]["sum"]
+    assert saved_sums.abs().sum() > 0, "Adagrad's state comes back with the new learning rate"
+    log_dir = Path(cli.trainer.log_dir)
+    assert yaml.safe_load((log_dir / "config.yaml").read_text())["model"]["lr"] == 0.001
+    checkpoint = torch.load(log_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 5
+    assert checkpoint["hyper_parameters"]["lr"] == 0.001
+    assert checkpoint["optimizer_states"][0]["param_groups"][0]["lr"] == 0.001
+
+
+def test_after_a_divergence_resuming_with_a_lower_lr_trains_on(tmp_path, capsys):
+    args = ["fit", *SMALL, "--model.hidden_size=12", f"--trainer.default_root_dir={tmp_path}"]
+    assert main([*args, "--trainer.max_steps=3"]) == 0
+    good = next(tmp_path.glob("**/last.ckpt"))
+    good_bytes = good.read_bytes()
+    # lr 1e38: the first Adagrad step moves every weight by 1e38; the next step's loss is not finite
+    code = main([*args, "--ckpt_path=last", "--model.lr=1e38", "--trainer.max_steps=10"])
+    err = capsys.readouterr().err
+    assert code == 1 and "training diverged at step 4" in err
+    assert "lower --model.lr (now 1e+38)" in err, "the message names the learning rate in use"
+    assert good.read_bytes() == good_bytes
+    assert list(tmp_path.glob("**/last.ckpt")) == [good], "the diverged run saved nothing"
+
+    cli = cli_main([*args, "--ckpt_path=last", "--model.lr=0.001", "--trainer.max_steps=10"])
+    assert cli.trainer.global_step == 10
+    assert cli.trainer.optimizers[0].param_groups[0]["lr"] == 0.001
+    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+    newest = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(newest, weights_only=True)
+    assert checkpoint["optimizer_states"][0]["param_groups"][0]["lr"] == 0.001
+    assert checkpoint["hyper_parameters"]["lr"] == 0.001
+    assert all(torch.isfinite(w).all() for w in checkpoint["state_dict"].values())
+
+
+def test_resume_last_without_a_checkpoint_says_so(tmp_path, capsys):
+    err = refused(capsys, tmp_path, ["fit", *SMALL, "--ckpt_path=last"])
+    assert "no last.ckpt under" in err

@@ -1,0 +1,41 @@
+"""Reading a checkpoint written by ``charrnn fit``: the one place that opens one for any subcommand.
+
+It loads with ``torch.load(weights_only=True)`` (tensors and plain values only, so a file from
+someone else cannot run code) and imports nothing of Lightning, so ``charrnn sample`` starts fast.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from torch_charrnn.errors import CharRNNError
+from torch_charrnn.rnn import PARAM_NAMES
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """The checkpoint at ``path`` as a dict, or a CharRNNError that says what the file is not."""
+    path = Path(path)
+    if not path.is_file():
+        raise CharRNNError(f"checkpoint {path} does not exist (charrnn fit prints where it saves them)")
+    try:
+        checkpoint = torch.load(io.BytesIO(path.read_bytes()), map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises several types for a file that is not a whole checkpoint
+        raise CharRNNError(
+            f"{path} is not a readable checkpoint (not a torch file, or truncated): {type(err).__name__}"
+        ) from err
+    hparams = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
+    state = checkpoint.get("state_dict", {}) if isinstance(checkpoint, dict) else {}
+    if not set(PARAM_NAMES) <= set(state) or not hparams.get("vocab"):
+        raise CharRNNError(
+            f"{path} is a checkpoint of another model, not a torch-charrnn CharRNN with a vocabulary"
+        )
+    return checkpoint
+
+
+def checkpoint_params(checkpoint: dict) -> dict[str, Tensor]:
+    """The model's parameters by name, from a checkpoint read by ``read_checkpoint``."""
+    return {name: checkpoint["state_dict"][name] for name in PARAM_NAMES}

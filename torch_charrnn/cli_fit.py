@@ -1,0 +1,235 @@
+"""``charrnn fit|validate|test|predict``: Lightning's CLI around CharRNN and CharDataModule.
+
+Beyond LightningCLI itself: the vocabulary linked from the data into the model, the rules for
+resuming from a checkpoint (``resume_config``), one version folder per run even for runs started
+together, one ``last.ckpt`` per run, checkpoints written so that they never tear, and errors as
+one ``charrnn: error:`` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import logging
+import re
+import sys
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from jsonargparse import DefaultHelpFormatter, Namespace
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+from torch_charrnn.callbacks import TrainingMonitor
+from torch_charrnn.checkpoint import read_checkpoint
+from torch_charrnn.cli import DESCRIPTION
+from torch_charrnn.data import CharDataModule
+from torch_charrnn.errors import CharRNNError
+from torch_charrnn.model import CharRNN
+from torch_charrnn.storage import AtomicCheckpointIO, LastCheckpoint, claim_version, last_checkpoint
+
+TRAINER_DEFAULTS = {
+    "gradient_clip_val": 5.0,
+    "gradient_clip_algorithm": "norm",
+    "max_epochs": 20,
+    "log_every_n_steps": 10,
+}
+# Options that fix the shapes of the model's tensors: a checkpoint's weights only fit its own.
+SHAPE_OPTIONS = {"model": ("hidden_size",)}
+# Set from the data at instantiation (data.vocab -> model.vocab), and checked against the checkpoint then.
+LINKED = {"model": ("vocab", "vocab_size"), "data": ("text",)}
+
+
+# Not ours, and read by newcomers as problems: Lightning's advertisement for its cloud services,
+# and a deprecation inside Lightning 2.6 itself. Our own warnings still show.
+warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\)", module=r"lightning\.pytorch\.")
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+    lambda record: not record.getMessage().startswith("\N{ELECTRIC LIGHT BULB} Tip:")
+)
+# A resumed run writes into a version folder of its own, by design (see storage.claim_version).
+warnings.filterwarnings("ignore", "The dirpath has changed from", module=r"lightning\.pytorch\.callbacks\.")
+# The windows are slices of one in-memory tensor: worker processes would only add overhead.
+warnings.filterwarnings("ignore", ".*does not have many workers.*")
+warnings.filterwarnings("ignore", "Your `IterableDataset` has `__len__` defined")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
+    """jsonargparse's help, with the description's line breaks kept."""
+
+
+class CharRNNCLI(LightningCLI):
+    """LightningCLI with the vocabulary linked from the data into the model, ``last.ckpt`` and the
+    best checkpoint by ``val/bpc`` kept, the TensorBoard monitor always on, and SPEC'd resuming."""
+
+    checkpoint: dict | None = None  # the one passed with --ckpt_path, read once
+    resume_changes: list[str] = []  # the options that differ from the checkpoint's, as "--model.lr a -> b"
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
+        parser.link_arguments("data.vocab", "model.vocab", apply_on="instantiate")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/bpc",
+                "checkpoint.mode": "min",
+                "checkpoint.filename": "best-{step}",
+            }
+        )
+        parser.add_lightning_class_args(LastCheckpoint, "last")
+        parser.add_lightning_class_args(TrainingMonitor, "monitor")
+
+    def parse_arguments(self, parser, args) -> None:
+        self._args = args  # parsed again without defaults to tell what the user gave
+        super().parse_arguments(parser, args)
+
+    def _parse_ckpt_path(self) -> None:
+        """Replaces Lightning's, which lays every hyperparameter of the checkpoint over the command
+        line (Lightning-AI/pytorch-lightning#20801): see ``resume_config``."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config.get(f"{subcommand}.ckpt_path") if subcommand else None
+        if not ckpt_path:
+            return
+        config = self.config[subcommand]
+        if ckpt_path == "last":
+            config.ckpt_path = ckpt_path = find_last_checkpoint(Path(config.trainer.default_root_dir or "."))
+        self.checkpoint = read_checkpoint(ckpt_path)
+        given = self.parser.parse_args(self._args, defaults=False)[subcommand]
+        self.resume_changes = resume_config(config, given, self.checkpoint, ckpt_path)
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand]
+        clip = config.trainer.gradient_clip_val
+        if clip is not None and clip <= 0:
+            raise CharRNNError(f"`gradient_clip_val` must be positive, got {clip} (null turns clipping off)")
+        require_accelerator(config.trainer.accelerator)
+        if config.data.val_fraction == 0:
+            config.checkpoint.monitor = None  # no validation: keep the latest instead of the best
+
+    def after_instantiate_classes(self) -> None:
+        if self.checkpoint is not None:
+            ckpt_path = self.config[self.subcommand].ckpt_path
+            check_vocabulary(self.model.hparams.vocab, self.checkpoint, ckpt_path)
+            if self.resume_changes and rank_zero_only.rank == 0:
+                print(f"charrnn: resuming {ckpt_path} with {', '.join(self.resume_changes)}", file=sys.stderr)
+        if type(self.trainer.strategy.checkpoint_io) is L.pytorch.plugins.TorchCheckpointIO:
+            self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        for logger in self.trainer.loggers:
+            if isinstance(logger, TensorBoardLogger) and rank_zero_only.rank == 0:
+                claim_version(logger)
+
+    @rank_zero_only
+    def after_fit(self) -> None:
+        model, trainer = self.model, self.trainer
+        generator = torch.Generator(model.device).manual_seed(0)
+        text = model.sample_text(300, temperature=0.8, generator=generator)
+        print(f"\n--- sample (300 characters, temperature 0.8) ---\n{text}\n---")
+        log_dir = trainer.loggers[0].log_dir if trainer.loggers else trainer.default_root_dir
+        print(f"logs:        {log_dir}   (tensorboard --logdir {Path(log_dir).parent})")
+        best = next(c for c in trainer.callbacks if type(c) is ModelCheckpoint)
+        last = last_checkpoint(trainer)
+        print(f"checkpoints: {last.dirpath}")
+        print(f"  best:      {best.best_model_path or '(none yet: no validation ran)'}")
+        print(f"  last:      {last.last_model_path}")
+        print(f"sample more: charrnn sample --ckpt_path {last.last_model_path}")
+
+
+def resume_config(config: Namespace, given: Namespace, checkpoint: dict, path: str) -> list[str]:
+    """Merge a checkpoint's hyperparameters into the parsed ``config``, in place, and return the
+    changes to report.
+
+    The rule: an option the user did not give takes the checkpoint's value (resuming continues
+    the same run). One the user gave that differs from it is an error if it fixes the model's
+    shape, and otherwise (optimisation and data options) is honoured and reported.
+    """
+    saved = {
+        "model": checkpoint.get("hyper_parameters", {}),
+        "data": checkpoint.get("datamodule_hyper_parameters", {}),
+    }
+    changes = []
+    for section, hparams in saved.items():
+        for key, old in hparams.items():
+            if key.startswith("_") or key in LINKED[section] or f"{section}.{key}" not in config:
+                continue
+            new = given.get(f"{section}.{key}", hparams)  # hparams: a sentinel no option can equal
+            if new is hparams:
+                config[f"{section}.{key}"] = old
+            elif new != old and key in SHAPE_OPTIONS.get(section, ()):
+                raise CharRNNError(
+                    f"--{section}.{key} {new} does not match the checkpoint's {key} {old} ({path}). Drop "
+                    f"--{section}.{key} to resume that model, or leave out --ckpt_path to start a new run."
+                )
+            elif new != old:
+                changes.append(f"--{section}.{key} {old} -> {new}")
+    return changes
+
+
+def check_vocabulary(vocab: str, checkpoint: dict, path: str) -> None:
+    """The corpus must give the checkpoint's own vocabulary: its weights are indexed by it."""
+    want = checkpoint["hyper_parameters"]["vocab"]
+    if vocab != want:
+        corpus = checkpoint.get("datamodule_hyper_parameters", {}).get("corpus", "the one it was trained on")
+        only_here, only_there = sorted(set(vocab) - set(want)), sorted(set(want) - set(vocab))
+        raise CharRNNError(
+            f"the corpus's vocabulary ({len(vocab)} characters) is not the checkpoint's ({len(want)}, "
+            f"{path}): characters only in the corpus {only_here[:10]}, only in the checkpoint "
+            f"{only_there[:10]}. Resume on the checkpoint's corpus (--data.corpus {corpus}, what it gets "
+            "when --data.corpus is left out), or leave out --ckpt_path to start a new run."
+        )
+
+
+def require_accelerator(accelerator) -> None:
+    """A GPU asked for where torch sees none is a clear error, not Lightning's traceback."""
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        build = f"a CUDA {torch.version.cuda} build" if torch.version.cuda else "a CPU-only build"
+        raise CharRNNError(
+            f"--trainer.accelerator {accelerator} asks for a GPU, but torch {torch.__version__} ({build}) "
+            "sees none: torch.cuda.is_available() is False. Install a CUDA build of torch "
+            "(https://pytorch.org/get-started/) on a machine with an NVIDIA GPU, or pass "
+            "--trainer.accelerator cpu."
+        )
+
+
+def find_last_checkpoint(root: Path) -> str:
+    """The newest ``last.ckpt`` under ``root`` (every run writes its own version folder)."""
+    found = sorted(root.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise CharRNNError(
+            f"--ckpt_path last: no last.ckpt under {root.resolve()}. Pass the path of a checkpoint, or the "
+            "--trainer.default_root_dir of the run to resume."
+        )
+    return str(found[-1])
+
+
+def _option_sections() -> dict[str, str]:
+    """Which section of the command line each option name belongs to: ``lr`` -> ``model``."""
+    sections = {}
+    for section, cls in (("trainer", L.Trainer), ("data", CharDataModule), ("model", CharRNN)):
+        sections.update(dict.fromkeys(inspect.signature(cls.__init__).parameters, section))
+    return sections
+
+
+def with_flags(message: str) -> str:
+    """The library names options in backticks (`lr`); on the command line they are flags (--model.lr)."""
+    sections = _option_sections()
+    return re.sub(r"`(\w+)`", lambda m: f"--{sections[m[1]]}.{m[1]}" if m[1] in sections else m[0], message)
+
+
+def cli_main(args: list[str] | None = None, run: bool = True) -> CharRNNCLI:
+    """Run Lightning's CLI in-process (``args`` as on the command line, after ``charrnn``)."""
+    try:
+        return CharRNNCLI(
+            CharRNN,
+            CharDataModule,
+            trainer_defaults=TRAINER_DEFAULTS,
+            seed_everything_default=0,
+            parser_kwargs={"description": DESCRIPTION, "formatter_class": HelpFormatter},
+            args=args,
+            run=run,
+        )
+    except CharRNNError as err:
+        err.args = (with_flags(str(err)),)
+        raise
