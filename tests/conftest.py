@@ -17,6 +17,19 @@ settings.register_profile("dev", deadline=None, max_examples=30, suppress_health
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
+# A charrnn fit that takes seconds: the first 5,000 characters of the built-in corpus, 4 streams
+# of 16-character windows, on the CPU, quiet, without the monitor's extra passes.
+SMALL_FIT = [
+    "--data.max_chars=5000",
+    "--data.batch_size=4",
+    "--data.seq_len=16",
+    "--trainer.accelerator=cpu",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--monitor.every_n_steps=0",
+]
+
+
 @pytest.fixture
 def small_text() -> str:
     """A few thousand characters of real English-like text with no download."""

@@ -9,17 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SMALL_FIT
 
 import reference_numpy as rn
 from torch_charrnn.cli import main
 
 CHARRNN = str(Path(sys.executable).parent / "charrnn")
-SMALL = [
-    "--data.batch_size=4",
-    "--data.seq_len=16",
-    "--model.hidden_size=8",
-    "--trainer.enable_progress_bar=false",
-]
+SMALL = [*SMALL_FIT, "--model.hidden_size=8"]
 
 
 def run_main(capsys, args):
@@ -213,6 +209,15 @@ def final_weights(root: Path) -> dict[str, torch.Tensor]:
     return checkpoint["state_dict"]
 
 
+def newest_checkpoint(root: Path) -> tuple[Path | None, int]:
+    """The newest last.ckpt under root and its global step (-1 when there is none yet)."""
+    paths = list(root.glob("**/checkpoints/last.ckpt"))
+    if not paths:
+        return None, -1
+    path = max(paths, key=lambda p: p.stat().st_mtime)
+    return path, torch.load(path, map_location="cpu", weights_only=True)["global_step"]
+
+
 @pytest.mark.slow
 def test_sigkill_at_any_moment_then_resume_ends_exactly_where_an_uninterrupted_run_ends(tmp_path):
     straight, broken = tmp_path / "straight", tmp_path / "broken"
@@ -221,23 +226,23 @@ def test_sigkill_at_any_moment_then_resume_ends_exactly_where_an_uninterrupted_r
         [CHARRNN, *RESUME, f"--trainer.default_root_dir={straight}"], check=True, env=env, capture_output=True
     )
 
-    for delay in (0.4, 1.3):  # two kills at different moments, each resumed with --ckpt_path last
+    killed_at = []
+    for target in (20, 70):  # two kills, each once its run has checkpointed this step, then resumed
         args = [CHARRNN, *RESUME, f"--trainer.default_root_dir={broken}"]
-        if any(broken.glob("**/last.ckpt")):
+        if killed_at:
             args.append("--ckpt_path=last")
         proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 120
-        before = {p: p.stat().st_mtime for p in broken.glob("**/last.ckpt")}
-        while time.time() < deadline:  # wait until this run has written a checkpoint of its own
-            now = {p: p.stat().st_mtime for p in broken.glob("**/last.ckpt")}
-            if now != before:
-                break
-            time.sleep(0.05)
-        time.sleep(delay)
+        while newest_checkpoint(broken)[1] < target and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
         proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        assert proc.wait() == -signal.SIGKILL, "the run must still be running when it is killed"
+        _, step = newest_checkpoint(broken)
+        assert target <= step < 120, f"killed mid-run, not after the end: newest checkpoint at step {step}"
+        killed_at.append(step)
         for path in broken.glob("**/*.ckpt"):  # written then renamed: never torn
             torch.load(path, map_location="cpu", weights_only=True)
+    assert killed_at[0] < killed_at[1], "the second run resumed and got further before its kill"
 
     subprocess.run(
         [CHARRNN, *RESUME, f"--trainer.default_root_dir={broken}", "--ckpt_path=last"], check=True, env=env
@@ -247,20 +252,6 @@ def test_sigkill_at_any_moment_then_resume_ends_exactly_where_an_uninterrupted_r
     for name in rn.PARAM_NAMES:
         assert torch.equal(got[name], want[name]), name
     assert not torch.equal(want["W_hh"], 0.01 * torch.eye(12, dtype=torch.float64))
-
-
-def test_resume_last_without_a_checkpoint_says_so(tmp_path, capsys):
-    code, err = run_main(
-        capsys,
-        [
-            "fit",
-            "--data.max_chars=5000",
-            f"--trainer.default_root_dir={tmp_path}",
-            *SMALL,
-            "--ckpt_path=last",
-        ],
-    )
-    assert code == 2 and "no last.ckpt under" in err
 
 
 def test_mid_epoch_resume_in_process_continues_the_same_windows(tmp_path):

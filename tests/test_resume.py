@@ -7,19 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import SMALL_FIT
 
 from torch_charrnn.cli import main
 from torch_charrnn.cli_fit import cli_main
 
-SMALL = [
-    "--data.max_chars=5000",
-    "--data.batch_size=4",
-    "--data.seq_len=16",
-    "--trainer.accelerator=cpu",
-    "--trainer.enable_progress_bar=false",
-    "--trainer.enable_model_summary=false",
-    "--monitor.every_n_steps=0",
-]
+SMALL = SMALL_FIT
 SUBCOMMANDS = ["fit", "validate", "test", "predict"]
 
 

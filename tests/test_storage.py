@@ -11,22 +11,14 @@ import time
 from pathlib import Path
 
 import torch
+from conftest import SMALL_FIT
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from torch_charrnn.cli_fit import cli_main
 from torch_charrnn.storage import claim_version, last_checkpoint
 
 CHARRNN = str(Path(sys.executable).parent / "charrnn")
-SMALL = [
-    "--data.max_chars=5000",
-    "--data.batch_size=4",
-    "--data.seq_len=16",
-    "--model.hidden_size=8",
-    "--trainer.accelerator=cpu",
-    "--trainer.enable_progress_bar=false",
-    "--trainer.enable_model_summary=false",
-    "--monitor.every_n_steps=0",
-]
+SMALL = [*SMALL_FIT, "--model.hidden_size=8"]
 
 
 def _claim(root: str, barrier, out) -> None:

@@ -196,20 +196,10 @@ class CharRNN(L.LightningModule):
             raise CharRNNError("this model has no vocabulary: build it with CharRNN(..., vocab=...)")
         return self.hparams.vocab
 
-    def sample(
-        self,
-        length: int,
-        prime: str = "",
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        generator: torch.Generator | None = None,
-        num_streams: int = 1,
-    ) -> Iterator[list[str]]:
-        """Generate ``length`` characters after ``prime``, yielding text a chunk at a time per stream
-        (``torch_charrnn.sampling.sample_chunks``)."""
-        return sample_chunks(
-            self.params(), self._vocab(), length, prime, temperature, top_k, generator, num_streams
-        )
+    def sample(self, length: int, prime: str = "", **kwargs) -> Iterator[list[str]]:
+        """Generate ``length`` characters after ``prime``, yielding text a chunk at a time per stream;
+        ``temperature``, ``top_k``, ``generator``, ``num_streams`` as in ``sampling.sample_chunks``."""
+        return sample_chunks(self.params(), self._vocab(), length, prime, **kwargs)
 
     def sample_text(self, length: int, prime: str = "", **kwargs) -> str:
         """The ``length`` characters generated after ``prime``, as one string (see ``sample``)."""
