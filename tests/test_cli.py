@@ -108,14 +108,54 @@ def config_paths():
     return sorted((ROOT / "configs").glob("*.yaml"))
 
 
-def test_the_configs_we_document_exist():
-    assert {p.name for p in config_paths()} >= {
-        "default.yaml",
-        "seed.yaml",
-        "tinyshakespeare.yaml",
-        "gpu.yaml",
-        "ddp_cpu.yaml",
+def readme_config_table() -> dict[str, dict[str, str]]:
+    """The README's table of configs, one dict of column -> cell per config file name."""
+    import itertools
+
+    lines = (ROOT / "README.md").read_text().split("Configs in [`configs/`]")[1].splitlines()
+    table = itertools.takewhile(
+        lambda line: line.startswith("|"), itertools.dropwhile(lambda line: not line.startswith("|"), lines)
+    )
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table]
+    header, body = rows[0], rows[2:]
+    return {row[0].strip("`"): dict(zip(header, row, strict=True)) for row in body}
+
+
+def test_the_readme_config_table_is_what_each_config_sets():
+    """Every config is in the table, and every figure there is what the file (or a default) sets."""
+    import inspect
+
+    from torch_charrnn import CharDataModule
+    from torch_charrnn.cli_fit import TRAINER_DEFAULTS
+
+    table = readme_config_table()
+    assert set(table) == {p.name for p in config_paths()}
+    defaults = {
+        "model": {k: p.default for k, p in inspect.signature(CharRNN).parameters.items()},
+        "data": {k: p.default for k, p in inspect.signature(CharDataModule).parameters.items()},
+        "trainer": TRAINER_DEFAULTS,
     }
+    for path in config_paths():
+        cfg = yaml.safe_load(path.read_text())
+
+        def value(section, key, cfg=cfg):
+            return cfg.get(section, {}).get(key, defaults[section].get(key))
+
+        row = table[path.name]
+        assert row["corpus"] == value("data", "corpus"), path.name
+        assert int(row["H"]) == value("model", "hidden_size"), path.name
+        assert int(row["B"].removesuffix(" per process")) == value("data", "batch_size"), path.name
+        assert int(row["T"]) == value("data", "seq_len"), path.name
+        assert float(row["lr"]) == value("model", "lr"), path.name
+        amount, unit = row["stops after"].split()
+        if unit == "epochs":
+            assert int(amount) == value("trainer", "max_epochs") and not value("trainer", "max_time"), (
+                path.name
+            )
+        else:
+            assert unit == "minutes" and value("trainer", "max_time") == f"00:00:{int(amount):02d}:00", (
+                path.name
+            )
 
 
 @pytest.mark.parametrize(
