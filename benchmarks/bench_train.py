@@ -1,15 +1,17 @@
-"""Training throughput, side by side in one process: this project's step (hand-written BPTT and
-plain autograd), the same through Lightning ``fit``, ``nn.RNN`` + ``nn.Linear`` with the same
-clipping and Adagrad, and the NumPy reference.
+"""Training throughput, side by side in one process, for each cell: this project's step
+(hand-written BPTT and plain autograd), the same through Lightning ``fit``, PyTorch's own module
+(``nn.RNN``/``nn.GRU``/``nn.LSTM`` + ``nn.Linear``, one-hot input, the same clipping and Adagrad),
+and the NumPy reference.
 
 Variants alternate round by round and each figure is the median over rounds, so drift in the
 machine's speed hits every variant alike. GFLOP/s counts the model's own arithmetic
-(6·B·T·H² + 6·B·T·H·V per step, forward and backward) and is set against a matrix-product
+(6·G·B·T·H² + 6·B·T·H·V per step, forward and backward, G gate blocks) and is set against a matrix-product
 ceiling (a 2048³ float32 matmul, GPU: 8192³) measured in the same run. Peak memory is the extra
 resident memory of one training step, measured in a fresh process per variant (CPU), or
 ``torch.cuda.max_memory_allocated`` (GPU).
 
-    python benchmarks/bench_train.py                      # the three configs, CPU
+    python benchmarks/bench_train.py                      # every cell and config, CPU
+    python benchmarks/bench_train.py --cells gru lstm     # only the gated cells
     python benchmarks/bench_train.py --device cuda        # add --dtype bf16 for autocast
 """
 
@@ -29,15 +31,17 @@ from torch import nn
 
 import reference_numpy as rn
 from torch_charrnn import CharRNN
-from torch_charrnn.rnn import cross_entropy
+from torch_charrnn.bptt import cross_entropy
 
 CONFIGS = {"B1 T20 H75": (1, 20, 75), "B64 T100 H256": (64, 100, 256), "B128 T100 H512": (128, 100, 512)}
+GATED_CONFIGS = ["B64 T100 H256", "B128 T100 H512"]  # the tutorial's tiny B1 T20 H75 is for the tanh cell
 V = 65  # tinyshakespeare's vocabulary
 LR, CLIP = 0.01, 5.0
+MODULES = {"tanh": "nn.RNN", "gru": "nn.GRU", "lstm": "nn.LSTM"}
 
 
-def model_flops(B, T, H):
-    return 6 * B * T * H * H + 6 * B * T * H * V
+def model_flops(cell, B, T, H):
+    return 6 * rn.get_cell(cell).GATES * B * T * H * H + 6 * B * T * H * V
 
 
 def sync(device):
@@ -48,8 +52,8 @@ def sync(device):
 class Step:
     """One training step of a variant: forward, backward, clip, Adagrad, hidden state carried."""
 
-    def __init__(self, kind, B, T, H, device, dtype):
-        self.kind, self.B, self.T, self.device = kind, B, T, device
+    def __init__(self, cell, kind, B, T, H, device, dtype):
+        self.cell, self.kind, self.B, self.T, self.device = cell, kind, B, T, device
         self.autocast = dtype == "bf16"
         g = torch.Generator().manual_seed(0)
         self.batches = [
@@ -61,36 +65,39 @@ class Step:
         ]
         self.k = 0
         if kind == "numpy":
-            self.params = rn.init_params(V, H, np.random.default_rng(0), whh_scale=0.01, dtype=np.float32)
-            self.state = {k: np.zeros_like(v) for k, v in self.params.items()}
-            self.h = np.zeros((B, H), np.float32)
+            self.params = rn.init_params(V, H, np.random.default_rng(0), cell, dtype=np.float32)
+            self.sums = {}
+            self.state = rn.zero_state(self.params, B, cell)
             self.batches = [(x.cpu().numpy(), y.cpu().numpy()) for x, y in self.batches]
             return
-        if kind == "nn.RNN":
-            self.rnn = nn.RNN(V, H, nonlinearity="tanh", batch_first=True).to(device)
+        if kind.startswith("nn."):
+            self.rnn = getattr(nn, kind[3:])(V, H, batch_first=True).to(device)
             self.out = nn.Linear(H, V).to(device)
             self.module = nn.ModuleList([self.rnn, self.out])
         else:
-            self.module = CharRNN(V, H, bptt=kind).to(device)
+            self.module = CharRNN(V, H, cell, bptt=kind).to(device)
         self.opt = torch.optim.Adagrad(self.module.parameters(), lr=LR)
-        self.h = torch.zeros(B, H, device=device) if kind != "nn.RNN" else torch.zeros(1, B, H, device=device)
+        self.state = tuple(torch.zeros(1, B, H, device=device) for _ in rn.get_cell(cell).STATE)
 
     def __call__(self):
         x, y = self.batches[self.k % len(self.batches)]
         self.k += 1
         if self.kind == "numpy":
-            _, grads, self.h = rn.loss_and_grads(self.params, x, y, self.h)
+            _, grads, self.state = rn.loss_and_grads(self.params, x, y, self.state, self.cell)
             rn.clip_grad_norm(grads, CLIP)
-            rn.adagrad_step(self.params, grads, self.state, LR)
+            rn.adagrad_step(self.params, grads, self.sums, LR)
             return
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            if self.kind == "nn.RNN":
-                hs, h = self.rnn(F.one_hot(x, V).float(), self.h)
+            if self.kind.startswith("nn."):
+                hs, state = self.rnn(
+                    F.one_hot(x, V).float(), self.state if len(self.state) > 1 else self.state[0]
+                )
                 logits = self.out(hs)
+                state = state if isinstance(state, tuple) else (state,)
             else:
-                logits, h = self.module(x, self.h)
+                logits, state = self.module(x, self.state)
             loss = cross_entropy(logits.float(), y)
-        self.h = h.detach()
+        self.state = tuple(s.detach() for s in state)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.module.parameters(), CLIP)
@@ -101,10 +108,10 @@ class GraphStep(Step):
     """The manual step with forward, backward and clipping captured once in a CUDA graph and
     replayed (Adagrad runs eagerly: torch.optim.Adagrad cannot be captured)."""
 
-    def __init__(self, B, T, H, device, dtype):
-        super().__init__("manual", B, T, H, device, dtype)
+    def __init__(self, cell, B, T, H, device, dtype):
+        super().__init__(cell, "manual", B, T, H, device, dtype)
         self.x, self.y = (t.clone() for t in self.batches[0])
-        self.h_in = self.h.clone()
+        self.h_in = tuple(s.clone() for s in self.state)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -122,7 +129,7 @@ class GraphStep(Step):
             loss = cross_entropy(logits.float(), self.y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.module.parameters(), CLIP)
-        return h.detach()
+        return tuple(s.detach() for s in h)
 
     def __call__(self):
         x, y = self.batches[self.k % len(self.batches)]
@@ -131,7 +138,8 @@ class GraphStep(Step):
         self.y.copy_(y)
         self.graph.replay()
         self.opt.step()
-        self.h_in.copy_(self.h_out)
+        for s_in, s_out in zip(self.h_in, self.h_out, strict=True):
+            s_in.copy_(s_out)
 
 
 def time_step(step, n, device):
@@ -171,7 +179,7 @@ class StepTimer(L.Callback):
         self.end = time.perf_counter()
 
 
-def time_lightning(B, T, H, n, device, dtype):
+def time_lightning(cell, B, T, H, n, device, dtype):
     """Seconds per step of Trainer.fit, excluding set-up and the first two steps."""
     skip = 2
     timer = StepTimer(skip)
@@ -187,7 +195,7 @@ def time_lightning(B, T, H, n, device, dtype):
         enable_model_summary=False,
         callbacks=[timer],
     )
-    trainer.fit(CharRNN(V, H, lr=LR), RandomWindows(B, T, n + skip))
+    trainer.fit(CharRNN(V, H, cell, lr=LR), RandomWindows(B, T, n + skip))
     return (timer.end - timer.start) / n
 
 
@@ -203,8 +211,8 @@ def matmul_ceiling(device, n):
     return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
 
 
-def _peak_child(kind, B, T, H, device, dtype, queue):
-    step = Step(kind, B, T, H, torch.device(device), dtype)
+def _peak_child(cell, kind, B, T, H, device, dtype, queue):
+    step = Step(cell, kind, B, T, H, torch.device(device), dtype)
     step()  # the optimizer state and every buffer exist from here on
     base = _rss_kib()
     for _ in range(2):
@@ -225,10 +233,10 @@ def _hwm_kib():
     return _status("VmHWM:")
 
 
-def peak_memory_mib(kind, B, T, H, device, dtype):
+def peak_memory_mib(cell, kind, B, T, H, device, dtype):
     """Extra memory one step needs at its peak beyond what stays allocated between steps (MiB)."""
     if device.type == "cuda":
-        step = Step(kind, B, T, H, device, dtype)
+        step = Step(cell, kind, B, T, H, device, dtype)
         step()
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
@@ -238,7 +246,7 @@ def peak_memory_mib(kind, B, T, H, device, dtype):
         return (torch.cuda.max_memory_allocated() - base) / 2**20
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_peak_child, args=(kind, B, T, H, "cpu", dtype, queue))
+    proc = ctx.Process(target=_peak_child, args=(cell, kind, B, T, H, "cpu", dtype, queue))
     proc.start()
     value = queue.get()
     proc.join()
@@ -250,59 +258,68 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--cells", nargs="*", default=list(MODULES), choices=list(MODULES))
     parser.add_argument("--configs", nargs="*", default=list(CONFIGS))
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--no-numpy", action="store_true")
+    parser.add_argument("--no-autograd", action="store_true")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     device = torch.device(args.device)
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"{torch.get_num_threads()} threads"
-    kinds = ["manual", "autograd", "lightning", "nn.RNN"]
-    kinds += ["manual+graph"] if device.type == "cuda" else []
-    kinds += [] if args.no_numpy or args.dtype == "bf16" else ["numpy"]
     print(
         f"torch {torch.__version__}, device {device} ({where}), {args.dtype}, {args.rounds} rounds, medians\n"
     )
     print(
-        "| config | variant | chars/s | GFLOP/s | % of matmul ceiling | vs nn.RNN | peak step memory (MiB) |"
+        "| cell | config | variant | chars/s | GFLOP/s | % of matmul ceiling | vs nn.* "
+        "| peak step memory (MiB) |"
     )
-    print("|---|---|---|---|---|---|---|")
-    for name in args.configs:
-        B, T, H = CONFIGS[name]
-        budget = 2.0 if device.type == "cpu" else 0.5  # seconds per variant per round
-        steps = {
-            k: Step(k, B, T, H, device, args.dtype) for k in kinds if k not in ("lightning", "manual+graph")
-        }
-        if "manual+graph" in kinds:
-            steps["manual+graph"] = GraphStep(B, T, H, device, args.dtype)
-        per_step = {k: time_step(s, 1, device) for k, s in steps.items()}
-        n = {k: max(2, int(budget / max(t, 1e-6))) for k, t in per_step.items()}
-        n["lightning"] = n["manual"]
-        times = {k: [] for k in kinds}
-        ceiling = []
-        for _ in range(args.rounds):
-            ceiling.append(matmul_ceiling(device, 2048 if device.type == "cpu" else 8192))
+    print("|---|---|---|---|---|---|---|---|")
+    for cell in args.cells:
+        module = MODULES[cell]
+        kinds = ["manual"] + ([] if args.no_autograd else ["autograd"]) + ["lightning", module]
+        kinds += ["manual+graph"] if device.type == "cuda" else []
+        kinds += [] if args.no_numpy or args.dtype == "bf16" else ["numpy"]
+        for name in args.configs:
+            if cell != "tanh" and name not in GATED_CONFIGS:
+                continue
+            B, T, H = CONFIGS[name]
+            budget = 2.0 if device.type == "cpu" else 0.5  # seconds per variant per round
+            steps = {
+                k: Step(cell, k, B, T, H, device, args.dtype)
+                for k in kinds
+                if k not in ("lightning", "manual+graph")
+            }
+            if "manual+graph" in kinds:
+                steps["manual+graph"] = GraphStep(cell, B, T, H, device, args.dtype)
+            per_step = {k: time_step(s, 1, device) for k, s in steps.items()}
+            n = {k: max(2, int(budget / max(t, 1e-6))) for k, t in per_step.items()}
+            n["lightning"] = n["manual"]
+            times = {k: [] for k in kinds}
+            ceiling = []
+            for _ in range(args.rounds):
+                ceiling.append(matmul_ceiling(device, 2048 if device.type == "cpu" else 8192))
+                for k in kinds:
+                    if k == "lightning":
+                        times[k].append(time_lightning(cell, B, T, H, n[k], device, args.dtype))
+                    else:
+                        times[k].append(time_step(steps[k], n[k], device))
+            top = statistics.median(ceiling)
+            ref = statistics.median(times[module])
             for k in kinds:
-                if k == "lightning":
-                    times[k].append(time_lightning(B, T, H, n[k], device, args.dtype))
-                else:
-                    times[k].append(time_step(steps[k], n[k], device))
-        top = statistics.median(ceiling)
-        rnn = statistics.median(times["nn.RNN"])
-        for k in kinds:
-            t = statistics.median(times[k])
-            gflops = model_flops(B, T, H) / t / 1e9
-            mem = (
-                ""
-                if args.no_memory or k in ("lightning", "manual+graph")
-                else f"{peak_memory_mib(k, B, T, H, device, args.dtype):.0f}"
-            )
-            print(
-                f"| {name} | {k} | {B * T / t:,.0f} | {gflops:.1f} | {100 * gflops / top:.0f}% "
-                f"| {rnn / t:.2f}x | {mem} |",
-                flush=True,
-            )
-        print(f"| {name} | matmul ceiling | | {top:.0f} | 100% | | |", flush=True)
+                t = statistics.median(times[k])
+                gflops = model_flops(cell, B, T, H) / t / 1e9
+                mem = (
+                    ""
+                    if args.no_memory or k in ("lightning", "manual+graph")
+                    else f"{peak_memory_mib(cell, k, B, T, H, device, args.dtype):.0f}"
+                )
+                print(
+                    f"| {cell} | {name} | {k} | {B * T / t:,.0f} | {gflops:.1f} | {100 * gflops / top:.0f}% "
+                    f"| {ref / t:.2f}x | {mem} |",
+                    flush=True,
+                )
+            print(f"| {cell} | {name} | matmul ceiling | | {top:.0f} | 100% | | |", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,30 +1,32 @@
 """A pure-NumPy character-level RNN with hand-written BPTT: the reference the torch code is tested against."""
 
+from reference_numpy.bptt import backward, cross_entropy, forward, loss_and_grads
+from reference_numpy.cells import CELLS, get_cell
 from reference_numpy.rnn import (
-    PARAM_NAMES,
     adagrad_step,
-    backward,
+    cast,
     clip_grad_norm,
     clip_grad_value,
     clip_grads,
-    cross_entropy,
-    forward,
     global_norm,
     init_params,
-    loss_and_grads,
+    named_arrays,
     numerical_grads,
     pick,
     sample,
+    state_names,
+    zero_state,
 )
 from reference_numpy.train import build_vocab, encode, evaluate, make_streams, num_windows, train, window
 from reference_numpy.tutorial import RecurrentNN
 
 __all__ = [
-    "PARAM_NAMES",
+    "CELLS",
     "RecurrentNN",
     "adagrad_step",
     "backward",
     "build_vocab",
+    "cast",
     "clip_grad_norm",
     "clip_grad_value",
     "clip_grads",
@@ -32,14 +34,18 @@ __all__ = [
     "encode",
     "evaluate",
     "forward",
+    "get_cell",
     "global_norm",
     "init_params",
     "loss_and_grads",
     "make_streams",
+    "named_arrays",
     "num_windows",
     "numerical_grads",
     "pick",
     "sample",
+    "state_names",
     "train",
     "window",
+    "zero_state",
 ]

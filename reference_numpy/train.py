@@ -11,15 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from reference_numpy.rnn import (
-    PARAM_NAMES,
-    adagrad_step,
-    clip_grads,
-    cross_entropy,
-    forward,
-    global_norm,
-    loss_and_grads,
-)
+from reference_numpy.bptt import cross_entropy, forward, loss_and_grads
+from reference_numpy.rnn import adagrad_step, clip_grads, global_norm, zero_state
 
 
 def build_vocab(text: str) -> str:
@@ -56,7 +49,7 @@ class TrainLog:
 
 
 def train(
-    params: dict[str, np.ndarray],
+    params: dict,
     data: np.ndarray,
     batch_size: int,
     seq_len: int,
@@ -65,10 +58,11 @@ def train(
     eps: float = 1e-10,
     clip_val: float | None = 5.0,
     clip_algorithm: str = "norm",
+    cell: str = "tanh",
 ) -> TrainLog:
     """Train ``params`` in place for ``max_steps`` windows (epochs wrap around); returns the log.
 
-    Each step: forward and hand-written BPTT over one window, clip, Adagrad, carry h_last.
+    Each step: forward and hand-written BPTT over one window, clip, Adagrad, carry the last state.
     """
     if clip_algorithm not in ("norm", "value"):  # before any work: a typo never means another algorithm
         raise ValueError(f"clip_algorithm must be 'norm' or 'value', got {clip_algorithm!r}")
@@ -76,32 +70,31 @@ def train(
     n = num_windows(streams, seq_len)
     if n < 1:
         raise ValueError(f"{streams.shape[1]} characters per stream is too short for a window of {seq_len}")
-    state = {k: np.zeros_like(params[k]) for k in PARAM_NAMES}
+    sums = {}  # Adagrad's state
     log = TrainLog()
-    h = None
+    state = None
     for step in range(max_steps):
         k = step % n
         if k == 0:  # every epoch starts from a zero state
-            h = np.zeros((batch_size, params["W_hh"].shape[0]), dtype=params["W_hh"].dtype)
+            state = zero_state(params, batch_size, cell)
         inputs, targets = window(streams, k, seq_len)
-        loss, grads, h = loss_and_grads(params, inputs, targets, h)
+        loss, grads, state = loss_and_grads(params, inputs, targets, state, cell)
         norm = global_norm(grads)
         if clip_val is not None:
             log.clipped.append(clip_grads(grads, clip_algorithm, clip_val))
-        adagrad_step(params, grads, state, lr, eps)
+        adagrad_step(params, grads, sums, lr, eps)
         log.loss.append(loss)
         log.grad_norm.append(norm)
     return log
 
 
-def evaluate(params: dict[str, np.ndarray], data: np.ndarray, batch_size: int, seq_len: int) -> float:
+def evaluate(params: dict, data: np.ndarray, batch_size: int, seq_len: int, cell: str = "tanh") -> float:
     """Mean loss (nats) over every window of a split, the state carried from window to window."""
     streams = make_streams(data, batch_size)
-    h = np.zeros((batch_size, params["W_hh"].shape[0]), dtype=params["W_hh"].dtype)
+    state = zero_state(params, batch_size, cell)
     losses = []
     for k in range(num_windows(streams, seq_len)):
         inputs, targets = window(streams, k, seq_len)
-        logits, hs = forward(params, inputs, h)
+        logits, state, _ = forward(params, inputs, state, cell)
         losses.append(cross_entropy(logits, targets))
-        h = hs[:, -1]
     return float(np.mean(losses))

@@ -18,7 +18,8 @@ import logging
 
 import numpy as np
 
-from reference_numpy.rnn import adagrad_step, clip_grads, init_params, loss_and_grads, sample
+from reference_numpy.bptt import loss_and_grads
+from reference_numpy.rnn import adagrad_step, clip_grads, init_params, named_arrays, sample
 from reference_numpy.train import encode, make_streams, num_windows, window
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class RecurrentNN:
         self.smooth_loss = float(np.log(vocab))  # the loss of a uniform guess, per character
         self.params = init_params(vocab, h_size, self.rng, whh_scale=whh_scale)
         self.h0 = np.zeros((1, h_size))
-        self.m_params = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self.m_params = {k: np.zeros_like(v) for k, v in named_arrays(self.params).items()}
 
     def train(self, text: str) -> tuple[list[float], dict[str, np.ndarray]]:
         """Train for ``self.epochs`` passes over ``text``; returns the smoothed loss at every step."""
@@ -74,7 +75,8 @@ class RecurrentNN:
             self.h0 = np.zeros_like(self.h0)
             for k in range(n):
                 inputs, targets = window(streams, k, self.seq_len)
-                loss, grads, self.h0 = loss_and_grads(self.params, inputs, targets, self.h0)
+                loss, grads, (h,) = loss_and_grads(self.params, inputs, targets, (self.h0[None],))
+                self.h0 = h[0]  # (1, H): carried into the next window
                 clip_grads(grads, self.clip_algorithm, self.clip_value)
                 adagrad_step(self.params, grads, self.m_params, self.learning_rate)
                 self.smooth_loss = 0.999 * self.smooth_loss + 0.001 * loss
@@ -84,6 +86,6 @@ class RecurrentNN:
 
     def test(self, test_size: int, start_index: int) -> str:
         """Sample ``test_size`` characters after the character with index ``start_index``."""
-        h = np.zeros((1, self.n_h))
-        idx, _ = sample(self.params, h, np.array([start_index]), test_size, self.rng)
+        state = (np.zeros((1, 1, self.n_h)),)  # one layer, one stream
+        idx, _ = sample(self.params, state, np.array([start_index]), test_size, self.rng)
         return "".join(self.idx_to_char[int(i)] for i in idx[0])

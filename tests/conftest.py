@@ -1,6 +1,5 @@
 import os
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
@@ -36,14 +35,24 @@ def small_text() -> str:
     return builtin_text()[:3000]
 
 
-def model_from_numpy(params: dict[str, np.ndarray], **kwargs) -> CharRNN:
+# Every registered cell, and the depths the tests sweep: a new cell is picked up by every test.
+CELLS = list(rn.CELLS)
+CELL_DEPTHS = [(cell, 1) for cell in CELLS] + [(cell, 2) for cell in CELLS]
+
+
+def model_from_numpy(params: dict, cell: str = "tanh", **kwargs) -> CharRNN:
     """A float64 CharRNN holding exactly the NumPy parameters."""
-    V, H = params["W_xh"].shape
-    model = CharRNN(V, H, **kwargs).double()
+    V, H = params["W_hy"].shape[::-1]
+    model = CharRNN(V, H, cell=cell, num_layers=len(params["layers"]), **kwargs).double()
+    mine = dict(model.named_parameters())
     with torch.no_grad():
-        for name in rn.PARAM_NAMES:
-            getattr(model, name).copy_(torch.from_numpy(params[name]))
+        for name, value in rn.named_arrays(params).items():
+            mine[name].copy_(torch.from_numpy(value))
     return model
+
+
+def torch_state(state: tuple, requires_grad: bool = False) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.tensor(s, requires_grad=requires_grad) for s in state)
 
 
 def pytest_collection_modifyitems(config, items):

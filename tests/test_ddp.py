@@ -35,16 +35,21 @@ def last_run(root: Path):
 
 
 @pytest.mark.slow
-def test_two_process_ddp_matches_one_process_on_the_same_global_streams(tmp_path):
+@pytest.mark.parametrize(("cell", "L"), [("tanh", 1), ("lstm", 2)])
+def test_two_process_ddp_matches_one_process_on_the_same_global_streams(tmp_path, cell, L):
     one, two = tmp_path / "one", tmp_path / "two"
+    model = [f"--model.cell={cell}", f"--model.num_layers={L}"]
     # 1 process with 8 streams against 2 processes with 4 streams each: the same 8 global streams.
-    subprocess.run([CHARRNN, *COMMON, "--data.batch_size=8", f"--trainer.default_root_dir={one}"], check=True)
+    subprocess.run(
+        [CHARRNN, *COMMON, *model, "--data.batch_size=8", f"--trainer.default_root_dir={one}"], check=True
+    )
     subprocess.run(
         [
             CHARRNN,
             "fit",
             f"--config={ROOT / 'configs' / 'ddp_cpu.yaml'}",
             *COMMON[1:],
+            *model,
             "--data.batch_size=4",
             "--data.eval_batch_size=4",
             f"--trainer.default_root_dir={two}",
@@ -55,7 +60,11 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_streams(tmp_path
     ckpt1, bpc1 = last_run(one)
     ckpt2, bpc2 = last_run(two)
     assert ckpt1["global_step"] == ckpt2["global_step"] == 12
-    for name in rn.PARAM_NAMES:
+    assert ckpt1["hyper_parameters"]["cell"] == cell and len(ckpt1["carried_state"]) == len(
+        rn.get_cell(cell).STATE
+    )
+    assert set(ckpt1["state_dict"]) == set(ckpt2["state_dict"])
+    for name in ckpt1["state_dict"]:
         torch.testing.assert_close(
             ckpt2["state_dict"][name], ckpt1["state_dict"][name], rtol=1e-12, atol=1e-14
         )

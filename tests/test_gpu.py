@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from torch_charrnn import CharDataModule, CharRNN
-from torch_charrnn.rnn import cross_entropy
+from torch_charrnn.bptt import cross_entropy
 
 pytestmark = pytest.mark.gpu
 
@@ -28,8 +28,8 @@ def test_fit_on_gpu_then_sample_on_cpu(tmp_path):
     path = tmp_path / "gpu.ckpt"
     trainer.save_checkpoint(path)
     cpu = CharRNN.load_from_checkpoint(path, map_location="cpu")
-    assert cpu.W_hh.device.type == "cpu"
-    torch.testing.assert_close(cpu.W_hh, model.W_hh.cpu())
+    assert cpu.layers[0].W_hh.device.type == "cpu"
+    torch.testing.assert_close(cpu.layers[0].W_hh, model.layers[0].W_hh.cpu())
     text = cpu.sample_text(50, prime="The", generator=torch.Generator().manual_seed(0))
     assert len(text) == 50
 
@@ -44,7 +44,9 @@ def test_bf16_autocast_manual_path_tracks_float32():
     assert logits.dtype == torch.bfloat16
     loss16 = cross_entropy(logits.float(), y)
     loss16.backward()
-    assert model.W_hh.grad.dtype == torch.float32 and torch.isfinite(model.W_hh.grad).all()
+    assert (
+        model.layers[0].W_hh.grad.dtype == torch.float32 and torch.isfinite(model.layers[0].W_hh.grad).all()
+    )
     assert abs(loss16.item() - loss32.item()) < 0.02
 
 

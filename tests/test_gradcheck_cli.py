@@ -7,33 +7,50 @@ from pathlib import Path
 import pytest
 
 import reference_numpy
+from torch_charrnn.cells import gru
 from torch_charrnn.cli import main
 
 
-def test_gradcheck_passes_on_correct_code(capsys):
-    assert (
-        main(["gradcheck", "--vocab_size", "6", "--hidden_size", "5", "--batch_size", "3", "--seq_len", "7"])
-        == 0
-    )
+@pytest.mark.parametrize(
+    ("cell", "L", "names"), [("tanh", 1, 5 + 1), ("gru", 2, 2 * 4 + 2 + 1), ("lstm", 2, 2 * 3 + 2 + 2)]
+)
+def test_gradcheck_passes_on_correct_code(capsys, cell, L, names):
+    args = ["--vocab_size", "6", "--hidden_size", "5", "--batch_size", "3", "--seq_len", "7"]
+    assert main(["gradcheck", *args, "--cell", cell, "--num_layers", str(L)]) == 0
     out = capsys.readouterr().out
-    assert out.count(" ok") == 12 and "MISMATCH" not in out
-    assert "12 of 12 gradients agree" in out
+    rows = 2 * 2 * names  # NumPy's and torch's BPTT, each against autograd and finite differences
+    assert out.count(" ok") == rows and "MISMATCH" not in out
+    assert f"{rows} of {rows} gradients agree" in out
 
 
-@pytest.mark.parametrize("name", ["W_xh", "W_hh", "b_h", "W_hy", "b_y", "h0"])
-def test_gradcheck_fails_on_a_wrong_gradient(monkeypatch, capsys, name):
+@pytest.mark.parametrize("name", ["layers.0.W_xh", "layers.1.W_hh", "layers.1.b_h", "W_hy", "b_y", "state.c"])
+def test_gradcheck_fails_on_a_wrong_numpy_gradient(monkeypatch, capsys, name):
     correct = reference_numpy.loss_and_grads
 
-    def wrong(params, inputs, targets, h0):
-        loss, grads, h_last = correct(params, inputs, targets, h0)
-        grads[name].flat[0] += 1e-4  # a small, realistic slip
-        return loss, grads, h_last
+    def wrong(params, inputs, targets, state, cell):
+        loss, grads, last = correct(params, inputs, targets, state, cell)
+        named = {**reference_numpy.named_arrays(grads), **reference_numpy.state_names(grads["state"], cell)}
+        named[name].flat[0] += 1e-4  # a small, realistic slip
+        return loss, grads, last
 
     monkeypatch.setattr(reference_numpy, "loss_and_grads", wrong)
-    assert main(["gradcheck"]) == 1
+    assert main(["gradcheck", "--cell", "lstm", "--num_layers", "2"]) == 1
     out = capsys.readouterr().out
-    assert f"autograd     {name:<8}" in out and f"finite-diff  {name:<8}" in out
-    assert out.count("MISMATCH") == 2 and f"disagreeing: autograd:{name}, finite-diff:{name}" in out
+    assert out.count("MISMATCH") == 2
+    assert f"disagreeing: numpy/autograd:{name}, numpy/finite-diff:{name}" in out
+
+
+def test_gradcheck_fails_on_a_wrong_torch_gradient(monkeypatch, capsys):
+    """The torch hand-written BPTT, the code that trains, is checked too."""
+    correct = gru.extra_grads
+
+    def wrong(dA, dU, p):
+        return {k: v * 1.001 for k, v in correct(dA, dU, p).items()}
+
+    monkeypatch.setattr(gru, "extra_grads", wrong)
+    assert main(["gradcheck", "--cell", "gru"]) == 1
+    out = capsys.readouterr().out
+    assert "disagreeing: torch/autograd:layers.0.b_hn, torch/finite-diff:layers.0.b_hn" in out
 
 
 def test_gradcheck_saturated_edge_sizes(capsys):
@@ -72,4 +89,4 @@ def test_charrnn_console_script_runs_gradcheck():
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert "12 of 12 gradients agree" in result.stdout
+    assert "24 of 24 gradients agree" in result.stdout

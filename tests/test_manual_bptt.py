@@ -1,58 +1,76 @@
-"""The torch hand-written BPTT (ManualBPTT): autograd.gradcheck, and equal to the autograd path."""
+"""The torch hand-written BPTT (ManualBPTT): autograd.gradcheck, and equal to the autograd path,
+for every cell and depth."""
 
 import pytest
 import torch
+from conftest import CELL_DEPTHS, CELLS
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 from torch_charrnn import CharRNN
+from torch_charrnn.bptt import cross_entropy, flatten, forward_autograd, forward_manual
 from torch_charrnn.gradcheck import random_problem
-from torch_charrnn.rnn import PARAM_NAMES, ManualBPTT, cross_entropy, rnn_forward, rnn_forward_manual
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 
 
-def random_args(V, H, B, T, scale, seed, device="cpu"):
-    """gradcheck's random problem as float64 leaves: inputs (B, T), [h0, W_xh, W_hh, b_h, W_hy, b_y]."""
-    params, h0, inputs, _ = random_problem(V, H, B, T, scale, seed)
-    tensors = [
-        torch.from_numpy(a).to(device).requires_grad_() for a in (h0, *(params[k] for k in PARAM_NAMES))
-    ]
-    return torch.from_numpy(inputs).to(device), tensors
+def leaves(V, H, B, T, scale, seed, cell, L, device="cpu"):
+    """gradcheck's random problem as float64 leaves: inputs (B, T), state, layers, W_hy, b_y."""
+    params, state, inputs, _ = random_problem(V, H, B, T, scale, seed, cell, L)
+    as_leaf = lambda a: torch.from_numpy(a).to(device).requires_grad_()  # noqa: E731
+    layers = [{k: as_leaf(v) for k, v in p.items()} for p in params["layers"]]
+    state = tuple(as_leaf(s) for s in state)
+    return torch.from_numpy(inputs).to(device), state, layers, as_leaf(params["W_hy"]), as_leaf(params["b_y"])
 
 
 @given(
-    V=st.integers(2, 6),
-    H=st.integers(1, 5),
+    cell=st.sampled_from(CELLS),
+    L=st.integers(1, 2),
+    V=st.integers(2, 5),
+    H=st.integers(1, 4),
     B=st.integers(1, 3),
-    T=st.integers(1, 6),
+    T=st.integers(1, 5),
     scale=st.sampled_from([0.3, 1.0, 4.0]),
     seed=st.integers(0, 1000),
 )
-@example(V=2, H=1, B=1, T=1, scale=1.0, seed=0)
-def test_manual_bptt_passes_torch_gradcheck(V, H, B, T, scale, seed):
-    """Both outputs, logits and hidden states, against torch's own finite differences."""
-    inputs, tensors = random_args(V, H, B, T, scale, seed)
-    assert torch.autograd.gradcheck(lambda *a: ManualBPTT.apply(inputs, *a), tensors)
+@example(cell="lstm", L=2, V=2, H=1, B=1, T=1, scale=1.0, seed=0)
+def test_manual_bptt_passes_torch_gradcheck(cell, L, V, H, B, T, scale, seed):
+    """Every output (logits and the last state) against torch's own finite differences."""
+    inputs, state, layers, W_hy, b_y = leaves(V, H, B, T, scale, seed, cell, L)
+    names, tensors = flatten(state, layers, W_hy, b_y)
+
+    def run(*tensors):
+        n = len(state)
+        rest, k = tensors[n:-2], len(names)
+        lay = [dict(zip(names, rest[i : i + k], strict=True)) for i in range(0, len(rest), k)]
+        logits, last = forward_manual(inputs, tuple(tensors[:n]), lay, tensors[-2], tensors[-1], cell)
+        return (logits, *last)
+
+    assert torch.autograd.gradcheck(run, tensors)
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(("cell", "L"), CELL_DEPTHS)
 @pytest.mark.parametrize(("V", "H", "B", "T"), [(2, 1, 1, 1), (65, 32, 8, 20), (11, 7, 1, 30)])
-def test_manual_bptt_matches_autograd(device, V, H, B, T):
-    inputs, tensors = random_args(V, H, B, T, 1.0, seed=V + H, device=device)
-    targets = torch.randint(0, V, (B, T), device=device)
+def test_manual_bptt_matches_autograd(device, cell, L, V, H, B, T):
+    targets = torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(0)).to(device)
     outs = {}
-    for name, run in (("autograd", rnn_forward), ("manual", rnn_forward_manual)):
-        logits, hs = run(inputs, *tensors)
-        loss = cross_entropy(logits, targets) + hs[:, -1].sum()  # a gradient into h_last too
-        outs[name] = (logits, hs, *torch.autograd.grad(loss, tensors))
+    for name, run in (("autograd", forward_autograd), ("manual", forward_manual)):
+        inputs, state, layers, W_hy, b_y = leaves(V, H, B, T, 1.0, V + H, cell, L, device)
+        logits, last = run(inputs, state, layers, W_hy, b_y, cell)
+        loss = cross_entropy(logits, targets) + sum(
+            s.sum() for s in last
+        )  # a gradient into the last state too
+        wrt = [*state, *(p for lay in layers for p in lay.values()), W_hy, b_y]
+        outs[name] = (logits, *last, *torch.autograd.grad(loss, wrt))
     for a, m in zip(outs["autograd"], outs["manual"], strict=True):
         torch.testing.assert_close(m, a, rtol=1e-10, atol=1e-12)
 
 
-def test_charrnn_defaults_to_the_manual_path_and_float32_agrees():
+@pytest.mark.parametrize("cell", CELLS)
+def test_charrnn_defaults_to_the_manual_path_and_float32_agrees(cell):
     torch.manual_seed(0)
-    model = CharRNN(vocab_size=30, hidden_size=64, whh_scale=0.9, init_std=0.3)
+    model = CharRNN(vocab_size=30, hidden_size=64, cell=cell, num_layers=2, whh_scale=0.9, init_std=0.3)
     assert model.hparams.bptt == "manual"
     inputs, targets = torch.randint(0, 30, (16, 50)), torch.randint(0, 30, (16, 50))
     grads = {}

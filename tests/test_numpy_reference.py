@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import CELL_DEPTHS
 
 import reference_numpy as rn
 from torch_charrnn.gradcheck import random_problem
@@ -18,26 +19,29 @@ SHAPES = [  # (V, H, B, T), the edges included
 
 @pytest.mark.parametrize("scale", [0.5, 3.0])
 @pytest.mark.parametrize(("V", "H", "B", "T"), SHAPES)
-def test_numpy_bptt_matches_finite_differences(V, H, B, T, scale):
-    params, h0, inputs, targets = random_problem(V, H, B, T, scale, seed=V * 100 + H * 10 + T)
-    _, grads, _ = rn.loss_and_grads(params, inputs, targets, h0)
-    numeric = rn.numerical_grads(params, inputs, targets, h0)
-    assert set(grads) == {*rn.PARAM_NAMES, "h0"}
-    for name in (*rn.PARAM_NAMES, "h0"):
-        np.testing.assert_allclose(grads[name], numeric[name], rtol=1e-6, atol=1e-9, err_msg=name)
+@pytest.mark.parametrize(("cell", "L"), CELL_DEPTHS)
+def test_numpy_bptt_matches_finite_differences(cell, L, V, H, B, T, scale):
+    """Every parameter of every layer and the initial state (h, and c for the LSTM)."""
+    params, state, inputs, targets = random_problem(V, H, B, T, scale, V * 100 + H * 10 + T, cell, L)
+    _, grads, _ = rn.loss_and_grads(params, inputs, targets, state, cell)
+    got = {**rn.named_arrays(grads), **rn.state_names(grads["state"], cell)}
+    numeric = rn.numerical_grads(params, inputs, targets, state, cell)
+    assert set(got) == set(numeric) and len(got) == len(rn.named_arrays(params)) + len(state)
+    for name, g in got.items():  # gradcheck's tolerance: the difference quotient's truncation error
+        np.testing.assert_allclose(g, numeric[name], rtol=1e-5, atol=1e-8, err_msg=name)
 
 
 def test_numerical_grads_leaves_the_parameters_untouched():
-    params, h0, inputs, targets = random_problem(4, 3, 2, 3, 1.0, seed=0)
-    before = {k: v.copy() for k, v in {**params, "h0": h0}.items()}
-    rn.numerical_grads(params, inputs, targets, h0)
-    for k, v in {**params, "h0": h0}.items():
-        np.testing.assert_array_equal(v, before[k])
+    params, state, inputs, targets = random_problem(4, 3, 2, 3, 1.0, 0, "lstm", 2)
+    before = rn.cast(params, np.float64)
+    rn.numerical_grads(params, inputs, targets, state, "lstm")
+    for name, v in rn.named_arrays(params).items():
+        np.testing.assert_array_equal(v, rn.named_arrays(before)[name])
 
 
 def test_numpy_loss_is_torch_cross_entropy():
-    params, h0, inputs, targets = random_problem(6, 4, 3, 5, 2.0, seed=1)
-    logits, _ = rn.forward(params, inputs, h0)
+    params, state, inputs, targets = random_problem(6, 4, 3, 5, 2.0, 1)
+    logits, _, _ = rn.forward(params, inputs, state)
     want = torch.nn.functional.cross_entropy(
         torch.from_numpy(logits).reshape(-1, 6), torch.from_numpy(targets).reshape(-1)
     )
@@ -45,62 +49,90 @@ def test_numpy_loss_is_torch_cross_entropy():
 
 
 def random_grads(rng, scale):
-    shapes = {"W_xh": (5, 3), "W_hh": (3, 3), "b_h": (3,), "W_hy": (3, 5), "b_y": (5,)}
-    return {k: rng.standard_normal(s) * scale for k, s in shapes.items()}
+    """Gradients shaped like a 2-layer GRU's (V=5, H=3), every one of them by name."""
+    like = rn.init_params(5, 3, rng, cell="gru", num_layers=2)
+    grads = {
+        "layers": [{k: rng.standard_normal(v.shape) * scale for k, v in p.items()} for p in like["layers"]],
+        **{k: rng.standard_normal(like[k].shape) * scale for k in ("W_hy", "b_y")},
+    }
+    return grads, list(rn.named_arrays(grads))
+
+
+def torch_leaves(grads, names):
+    """Zero float64 parameters whose .grad holds the NumPy gradients, in ``names`` order."""
+    params = []
+    for name in names:
+        p = torch.zeros(rn.named_arrays(grads)[name].shape, dtype=torch.float64, requires_grad=True)
+        p.grad = torch.tensor(rn.named_arrays(grads)[name])
+        params.append(p)
+    return params
 
 
 @pytest.mark.parametrize("max_norm", [0.1, 1.0, 100.0])  # clipped hard, clipped a little, not clipped
 def test_clip_grad_norm_matches_torch(max_norm):
-    grads = random_grads(np.random.default_rng(0), scale=0.5)
-    tensors = [torch.tensor(grads[k]) for k in rn.PARAM_NAMES]
-    params = [torch.zeros_like(t, requires_grad=True) for t in tensors]
-    for p, g in zip(params, tensors, strict=True):
-        p.grad = g.clone()
+    grads, names = random_grads(np.random.default_rng(0), scale=0.5)
+    params = torch_leaves(grads, names)
     want_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
     norm = rn.clip_grad_norm(grads, max_norm)
     np.testing.assert_allclose(norm, want_norm.item(), rtol=1e-14)
-    for name, p in zip(rn.PARAM_NAMES, params, strict=True):
-        np.testing.assert_allclose(grads[name], p.grad.numpy(), rtol=1e-14, atol=0, err_msg=name)
+    for name, p in zip(names, params, strict=True):
+        np.testing.assert_allclose(
+            rn.named_arrays(grads)[name], p.grad.numpy(), rtol=1e-14, atol=0, err_msg=name
+        )
     assert (norm > max_norm) == (rn.global_norm(grads) < norm)
 
 
 @pytest.mark.parametrize("clip_value", [0.05, 0.5, 10.0])
 def test_clip_grad_value_matches_torch(clip_value):
-    grads = random_grads(np.random.default_rng(1), scale=0.5)
-    params = [torch.zeros(grads[k].shape, dtype=torch.float64, requires_grad=True) for k in rn.PARAM_NAMES]
-    for name, p in zip(rn.PARAM_NAMES, params, strict=True):
-        p.grad = torch.tensor(grads[name])
+    grads, names = random_grads(np.random.default_rng(1), scale=0.5)
+    params = torch_leaves(grads, names)
     torch.nn.utils.clip_grad_value_(params, clip_value)
     rn.clip_grad_value(grads, clip_value)
-    for name, p in zip(rn.PARAM_NAMES, params, strict=True):
-        np.testing.assert_array_equal(grads[name], p.grad.numpy(), err_msg=name)
+    for name, p in zip(names, params, strict=True):
+        np.testing.assert_array_equal(rn.named_arrays(grads)[name], p.grad.numpy(), err_msg=name)
 
 
 @pytest.mark.parametrize(("lr", "eps"), [(0.1, 1e-10), (0.01, 1e-3)])
 def test_adagrad_step_matches_torch(lr, eps):
     rng = np.random.default_rng(2)
-    params = random_grads(rng, scale=1.0)
-    state = {k: np.zeros_like(v) for k, v in params.items()}
-    tparams = [torch.tensor(params[k], requires_grad=True) for k in rn.PARAM_NAMES]
+    params, names = random_grads(rng, scale=1.0)
+    state = {}
+    tparams = [torch.tensor(rn.named_arrays(params)[k], requires_grad=True) for k in names]
     opt = torch.optim.Adagrad(tparams, lr=lr, eps=eps)
     for _ in range(5):
-        grads = random_grads(rng, scale=0.3)
-        for name, p in zip(rn.PARAM_NAMES, tparams, strict=True):
-            p.grad = torch.tensor(grads[name])
+        grads, _ = random_grads(rng, scale=0.3)
+        for name, p in zip(names, tparams, strict=True):
+            p.grad = torch.tensor(rn.named_arrays(grads)[name])
         opt.step()
         rn.adagrad_step(params, grads, state, lr, eps)
-    for name, p in zip(rn.PARAM_NAMES, tparams, strict=True):
-        np.testing.assert_allclose(params[name], p.detach().numpy(), rtol=1e-13, atol=1e-15, err_msg=name)
+    for name, p in zip(names, tparams, strict=True):
+        got = rn.named_arrays(params)[name]
+        np.testing.assert_allclose(got, p.detach().numpy(), rtol=1e-13, atol=1e-15, err_msg=name)
         np.testing.assert_allclose(state[name], opt.state[p]["sum"].numpy(), rtol=1e-13, err_msg=name)
 
 
 def test_init_params_follows_the_spec():
-    params = rn.init_params(50, 40, np.random.default_rng(0), whh_scale=0.5, init_std=0.02)
-    np.testing.assert_array_equal(params["W_hh"], 0.5 * np.eye(40))
-    np.testing.assert_array_equal(params["b_h"], np.zeros(40))
+    params = rn.init_params(50, 40, np.random.default_rng(0), whh_scale=0.5, init_std=0.02, num_layers=2)
+    first, second = params["layers"]
+    np.testing.assert_array_equal(first["W_hh"], 0.5 * np.eye(40))
+    np.testing.assert_array_equal(first["b_h"], np.zeros(40))
     np.testing.assert_array_equal(params["b_y"], np.zeros(50))
-    assert params["W_xh"].shape == (50, 40) and params["W_hy"].shape == (40, 50)
-    assert abs(params["W_xh"].std() - 0.02) < 0.002 and abs(params["W_hy"].std() - 0.02) < 0.002
+    assert first["W_xh"].shape == (50, 40) and second["W_xh"].shape == (40, 40)
+    assert params["W_hy"].shape == (40, 50)
+    assert abs(first["W_xh"].std() - 0.02) < 0.002 and abs(params["W_hy"].std() - 0.02) < 0.002
+
+
+@pytest.mark.parametrize(("cell", "gates", "extra"), [("gru", 3, {"b_hn"}), ("lstm", 4, set())])
+def test_gated_cells_start_from_pytorchs_uniform_init(cell, gates, extra):
+    H = 64
+    params = rn.init_params(30, H, np.random.default_rng(0), cell=cell, num_layers=2, forget_bias=1.0)
+    for l, p in enumerate(params["layers"]):
+        assert set(p) == {"W_xh", "W_hh", "b_h"} | extra
+        assert p["W_xh"].shape == (30 if l == 0 else H, gates * H) and p["W_hh"].shape == (H, gates * H)
+        assert np.abs(p["W_hh"]).max() <= H**-0.5 and abs(p["W_hh"].std() - H**-0.5 / 3**0.5) < 0.005
+    if cell == "lstm":  # the forget gate's bias block starts at forget_bias (+ the uniform draw)
+        b_f = params["layers"][0]["b_h"][H : 2 * H]
+        assert np.all(np.abs(b_f - 1.0) <= H**-0.5)
 
 
 def test_greedy_pick_is_argmax_and_top_k_never_leaves_the_top_k():
@@ -127,19 +159,19 @@ def test_numpy_and_torch_initialise_with_the_same_defaults():
 
     numpy_defaults = inspect.signature(rn.init_params).parameters
     torch_defaults = inspect.signature(CharRNN).parameters
-    for name in ("whh_scale", "init_std"):
+    for name in ("cell", "num_layers", "whh_scale", "init_std", "forget_bias"):
         assert numpy_defaults[name].default == torch_defaults[name].default, name
     params = rn.init_params(4, 3, np.random.default_rng(0))
-    np.testing.assert_array_equal(params["W_hh"], 0.01 * np.eye(3))
+    np.testing.assert_array_equal(params["layers"][0]["W_hh"], 0.01 * np.eye(3))
 
 
 @pytest.mark.parametrize("algorithm", ["Norm", "l2", ""])
 def test_a_mistyped_clip_algorithm_is_refused(algorithm):
-    params, h0, inputs, _ = random_problem(4, 3, 2, 3, 1.0, seed=0)
+    params, state, inputs, _ = random_problem(4, 3, 2, 3, 1.0, 0)
     data = np.tile(np.arange(4), 20)
     with pytest.raises(ValueError, match="must be 'norm' or 'value'"):
         rn.train(params, data, 2, 3, max_steps=1, lr=0.1, clip_algorithm=algorithm)
     with pytest.raises(ValueError, match="must be 'norm' or 'value'"):
-        rn.clip_grads(rn.loss_and_grads(params, inputs, inputs, h0)[1], algorithm, 1.0)
+        rn.clip_grads(rn.loss_and_grads(params, inputs, inputs, state)[1], algorithm, 1.0)
     with pytest.raises(ValueError, match="must be 'norm' or 'value'"):
         rn.RecurrentNN({"a": 0, "b": 1}, {0: "a", 1: "b"}, 2, clip_algorithm=algorithm)

@@ -120,7 +120,7 @@ def test_evaluating_a_checkpoint_builds_its_model_without_repeating_its_options(
     cli = cli_main([subcommand, *SMALL, f"--ckpt_path={trained}", f"--trainer.default_root_dir={tmp_path}"])
     assert cli.model.hparams.hidden_size == 12
     weights = torch.load(trained, weights_only=True)["state_dict"]
-    torch.testing.assert_close(cli.model.W_hh.detach(), weights["W_hh"])
+    torch.testing.assert_close(cli.model.layers[0].W_hh.detach(), weights["layers.0.W_hh"])
 
 
 def test_a_new_learning_rate_is_honoured_recorded_and_reported(tmp_path, trained, capsys):

@@ -24,21 +24,22 @@ def test_tutorial_trains_end_to_end_and_its_loss_goes_down(small_text):
     assert isinstance(losses, list) and len(losses) == 10 * steps_per_epoch  # a list, not a float
     assert all(isinstance(x, float) for x in losses)
     assert losses[-1] < losses[0] - 0.2
-    assert set(params) == set(rn.PARAM_NAMES)
+    assert set(rn.named_arrays(params)) == {"layers.0.W_xh", "layers.0.W_hh", "layers.0.b_h", "W_hy", "b_y"}
 
 
 def test_tutorial_updates_every_parameter(small_text):
     model = make_model(small_text[:500])
-    before = {k: v.copy() for k, v in model.params.items()}
+    before = rn.named_arrays(rn.cast(model.params, np.float64))
     model.train(small_text[:500])
-    for name in rn.PARAM_NAMES:  # the tutorial only ever computed dW_hh
-        assert np.abs(model.params[name] - before[name]).max() > 1e-4, name
+    for name, value in rn.named_arrays(model.params).items():  # the tutorial only ever computed dW_hh
+        assert np.abs(value - before[name]).max() > 1e-4, name
 
 
 def test_tutorial_accumulates_adagrad_memory(small_text):
     model = make_model(small_text[:500])
     model.train(small_text[:500])
-    for name in rn.PARAM_NAMES:  # the tutorial never updated its memory
+    assert set(model.m_params) == set(rn.named_arrays(model.params))
+    for name in model.m_params:  # the tutorial never updated its memory
         assert (model.m_params[name] > 0).any(), name
         assert (model.m_params[name] >= 0).all(), name
 
@@ -48,7 +49,7 @@ def test_tutorial_uses_its_clip_value(small_text):
     tight, loose = make_model(text, clip_value=1e-3), make_model(text, clip_value=1e9)
     tight.train(text)
     loose.train(text)
-    assert np.abs(tight.params["W_hh"] - loose.params["W_hh"]).max() > 1e-4
+    assert np.abs(tight.params["layers"][0]["W_hh"] - loose.params["layers"][0]["W_hh"]).max() > 1e-4
 
 
 def test_tutorial_class_matches_the_reference_training_loop(small_text):
@@ -56,11 +57,11 @@ def test_tutorial_class_matches_the_reference_training_loop(small_text):
     (the tutorial's ``self.ho`` typo dropped it) and is itself checked against Lightning."""
     text = small_text[:400]
     model = make_model(text, epochs=2, learning_rate=0.05, clip_value=1.0, seed=3)
-    init = {k: v.copy() for k, v in model.params.items()}
+    init = rn.cast(model.params, np.float64)
     model.train(text)
     rn.train(init, rn.encode(text, rn.build_vocab(text)), 1, 10, 2 * 39, 0.05, clip_val=1.0)
-    for name in rn.PARAM_NAMES:
-        np.testing.assert_allclose(model.params[name], init[name], rtol=1e-12, atol=1e-14, err_msg=name)
+    for name, value in rn.named_arrays(model.params).items():
+        np.testing.assert_allclose(value, rn.named_arrays(init)[name], rtol=1e-12, atol=1e-14, err_msg=name)
     assert np.abs(model.h0).max() > 0, "the last window's state is kept"
 
 
@@ -73,7 +74,7 @@ def test_tutorial_sampling_carries_the_hidden_state(small_text):
     model2 = make_model(small_text[:500], seed=5)
     model2.train(small_text[:500])
     rng = model2.rng
-    p = model2.params
+    p = {**model2.params["layers"][0], **model2.params}
     h, x, chars = np.zeros((1, 16)), np.array([2]), []
     for _ in range(40):
         h = np.tanh(p["W_xh"][x] + h @ p["W_hh"] + p["b_h"])

@@ -10,8 +10,8 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from torch_charrnn.bptt import hidden_gradients
 from torch_charrnn.model import step_is_due
-from torch_charrnn.rnn import hidden_gradients
 
 SATURATED = 0.99  # |h| above this: tanh'(h) < 0.02, the unit passes almost no gradient
 
@@ -54,13 +54,17 @@ class TrainingMonitor(L.Callback):
         if not step_is_due(trainer, self.every_n_steps):
             return
         inputs, targets = batch
-        h0 = pl_module.carried_state("train", batch_idx, inputs.shape[0])
-        norms, last, hs = hidden_gradients(inputs, targets, h0, *pl_module.params().values())
+        state = pl_module.carried_state("train", batch_idx, inputs.shape[0])
+        w = pl_module.weights()
+        norms, last, hs = hidden_gradients(
+            inputs, targets, state, w["layers"], w["W_hy"], w["b_y"], pl_module.hparams.cell
+        )  # (L, T), (L, T), (L, T, B, H)
         saturation = (hs.abs() > SATURATED).float().mean()
         pl_module.log("hidden/saturation", saturation)
-        pl_module.log("grad/dh_first", norms[0])
-        pl_module.log("grad/dh_last", norms[-1])
-        pl_module.log("grad/dh_first_over_last", norms[0] / norms[-1].clamp_min(1e-30))
+        first, final = norms[0, 0], norms[0, -1]  # the first layer's: the one that reads the characters
+        pl_module.log("grad/dh_first", first)
+        pl_module.log("grad/dh_last", final)
+        pl_module.log("grad/dh_first_over_last", first / final.clamp_min(1e-30))
         self._log_through_time(trainer, norms, last, hs)
 
     @rank_zero_only
@@ -72,9 +76,13 @@ class TrainingMonitor(L.Callback):
 
         fig = Figure(figsize=(6, 3.5), layout="constrained")
         ax = fig.add_subplot()
-        t = range(1, len(norms) + 1)
-        ax.semilogy(t, norms.float().cpu(), label="window loss: ||dL/dh_t||")
-        ax.semilogy(t, last.float().cpu().clamp_min(1e-30), label="last character's loss only")
+        t = range(1, norms.shape[1] + 1)
+        for l in range(norms.shape[0]):
+            layer = f"layer {l}: " if norms.shape[0] > 1 else ""
+            ax.semilogy(t, norms[l].float().cpu(), label=f"{layer}window loss: ||dL/dh_t||")
+            ax.semilogy(
+                t, last[l].float().cpu().clamp_min(1e-30), "--", label=f"{layer}last character's loss only"
+            )
         ax.set(
             xlabel="t (position in the window)",
             ylabel="mean over streams",
@@ -90,7 +98,7 @@ class TrainingMonitor(L.Callback):
         writer = _writer(trainer)
         if writer is None:
             return
-        for name, p in pl_module.params().items():
+        for name, p in pl_module.named_parameters():
             writer.add_histogram(f"params/{name}", p.detach().float().cpu(), trainer.global_step)
             if p.grad is not None:  # before clipping
                 writer.add_histogram(f"grads/{name}", p.grad.float().cpu(), trainer.global_step)

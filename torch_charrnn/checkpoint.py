@@ -1,4 +1,5 @@
-"""Reading a checkpoint written by ``charrnn fit``: the one place that opens one for any subcommand.
+"""Reading a checkpoint written by ``charrnn fit``: the one place that opens one for any subcommand,
+and the one place that upgrades one written before cells existed.
 
 It loads with ``torch.load(weights_only=True)`` (tensors and plain values only, so a file from
 someone else cannot run code) and imports nothing of Lightning, so ``charrnn sample`` starts fast.
@@ -10,14 +11,27 @@ import io
 from pathlib import Path
 
 import torch
-from torch import Tensor
 
 from torch_charrnn.errors import CharRNNError
-from torch_charrnn.rnn import PARAM_NAMES
+
+FLAT_LAYER = ("W_xh", "W_hh", "b_h")  # release 0.1: one tanh layer, its parameters at the top level
+
+
+def upgrade_checkpoint(checkpoint: dict) -> dict:
+    """Bring a checkpoint of release 0.1 (flat ``W_xh ... b_y``, a (B, H) carried state, one tanh
+    layer) to the layout of ``layers.{l}.W_xh`` and a tuple state, in place; others pass as they are."""
+    state = checkpoint.get("state_dict", {})
+    if "W_hh" in state:
+        for name in FLAT_LAYER:
+            state[f"layers.0.{name}"] = state.pop(name)
+    carried = checkpoint.get("carried_state")
+    if isinstance(carried, torch.Tensor):
+        checkpoint["carried_state"] = (carried[None],)  # (B, H) -> one layer's (h,)
+    return checkpoint
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """The checkpoint at ``path`` as a dict, or a CharRNNError that says what the file is not."""
+    """The checkpoint at ``path`` as a dict (upgraded), or a CharRNNError that says what the file is not."""
     path = Path(path)
     if not path.is_file():
         raise CharRNNError(f"checkpoint {path} does not exist (charrnn fit prints where it saves them)")
@@ -29,13 +43,19 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         ) from err
     hparams = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
     state = checkpoint.get("state_dict", {}) if isinstance(checkpoint, dict) else {}
-    if not set(PARAM_NAMES) <= set(state) or not hparams.get("vocab"):
+    if not {"W_hy", "b_y"} <= set(state) or not hparams.get("vocab"):
         raise CharRNNError(
             f"{path} is a checkpoint of another model, not a torch-charrnn CharRNN with a vocabulary"
         )
-    return checkpoint
+    return upgrade_checkpoint(checkpoint)
 
 
-def checkpoint_params(checkpoint: dict) -> dict[str, Tensor]:
-    """The model's parameters by name, from a checkpoint read by ``read_checkpoint``."""
-    return {name: checkpoint["state_dict"][name] for name in PARAM_NAMES}
+def checkpoint_weights(checkpoint: dict) -> tuple[dict, str]:
+    """The model's weights as ``{"layers": [...], "W_hy", "b_y"}`` and its cell's name, from a
+    checkpoint read by ``read_checkpoint``."""
+    state, hparams = checkpoint["state_dict"], checkpoint["hyper_parameters"]
+    layers = []
+    for l in range(hparams.get("num_layers", 1)):
+        prefix = f"layers.{l}."
+        layers.append({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+    return {"layers": layers, "W_hy": state["W_hy"], "b_y": state["b_y"]}, hparams.get("cell", "tanh")

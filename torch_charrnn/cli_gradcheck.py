@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import argparse
 
+from torch_charrnn.cells import CELLS
 from torch_charrnn.gradcheck import format_table, gradcheck
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="charrnn gradcheck",
-        description="Check the NumPy hand-written BPTT against torch autograd and finite differences "
-        "(float64, unclipped). Exits 1 when any gradient disagrees beyond tolerance.",
+        description="Check both hand-written BPTTs, NumPy's and torch's (the one that trains), against "
+        "torch autograd and finite differences (float64, unclipped), for every parameter of every layer "
+        "and the initial state. Exits 1 when any gradient disagrees beyond tolerance.",
     )
+    parser.add_argument(
+        "--cell", choices=list(CELLS), default="tanh", help="the recurrent cell (default: tanh)"
+    )
+    parser.add_argument("--num_layers", type=int, default=1, help="L, layers stacked (default: 1)")
     parser.add_argument("--vocab_size", type=int, default=5, help="V (default: 5)")
     parser.add_argument("--hidden_size", type=int, default=4, help="H (default: 4)")
     parser.add_argument("--batch_size", type=int, default=2, help="B (default: 2)")
@@ -21,7 +27,7 @@ def main(argv: list[str]) -> int:
         "--scale",
         type=float,
         default=0.5,
-        help="std of the random weights; 3 or more saturates tanh (default: 0.5)",
+        help="std of the random weights; 3 or more saturates the gates (default: 0.5)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -31,14 +37,14 @@ def main(argv: list[str]) -> int:
         help="finite-difference entries checked per tensor (default: 500)",
     )
     args = parser.parse_args(argv)
-    for name in ("vocab_size", "hidden_size", "batch_size", "seq_len", "max_fd_checks"):
+    for name in ("vocab_size", "hidden_size", "batch_size", "seq_len", "max_fd_checks", "num_layers"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.scale < 0:
         parser.error(f"--scale must be non-negative, got {args.scale}")
     rows = gradcheck(**vars(args))
     print(format_table(rows))
-    bad = [f"{r.oracle}:{r.name}" for r in rows if not r.ok]
+    bad = [f"{r.bptt}/{r.oracle}:{r.name}" for r in rows if not r.ok]
     summary = f"{len(rows) - len(bad)} of {len(rows)} gradients agree"
     print(f"\n{summary}" + (f"; disagreeing: {', '.join(bad)}" if bad else ""))
     return 1 if bad else 0

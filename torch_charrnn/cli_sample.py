@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from torch_charrnn.checkpoint import checkpoint_params, read_checkpoint
+from torch_charrnn.checkpoint import checkpoint_weights, read_checkpoint
 from torch_charrnn.corpus import encode
 from torch_charrnn.errors import CharRNNError
 from torch_charrnn.sampling import sample_chunks
@@ -59,7 +59,7 @@ def main(argv: list[str]) -> int:
         encode(args.prime, vocab)
     except CharRNNError as err:
         parser.error(f"--prime has {err}")
-    params = checkpoint_params(checkpoint)
+    weights, cell = checkpoint_weights(checkpoint)
     generator = torch.Generator(args.device).manual_seed(args.seed)
     out = sys.stdout
     for i in range(args.num_samples):
@@ -67,7 +67,7 @@ def main(argv: list[str]) -> int:
             out.write(f"--- sample {i + 1} of {args.num_samples} ---\n")
         out.write(args.prime)
         for chunk in sample_chunks(
-            params, vocab, args.length, args.prime, args.temperature, args.top_k, generator
+            weights, cell, vocab, args.length, args.prime, args.temperature, args.top_k, generator
         ):
             out.write(chunk[0])
             out.flush()

@@ -1,8 +1,9 @@
-"""``charrnn gradcheck``: the NumPy hand-written BPTT against torch autograd and finite differences.
+"""``charrnn gradcheck``: both hand-written BPTTs, NumPy's and torch's (the code that trains), against
+torch autograd and central finite differences, for any cell and depth.
 
-Everything runs in float64 with unclipped gradients. Against autograd the two computations are
-the same arithmetic, so they must agree to rounding; against central differences they agree to
-the truncation error of the difference quotient.
+Everything runs in float64 with unclipped gradients. Against autograd the computations are the
+same arithmetic, so they must agree to rounding; against central differences they agree to the
+truncation error of the difference quotient.
 """
 
 from __future__ import annotations
@@ -13,15 +14,16 @@ import numpy as np
 import torch
 
 import reference_numpy as rn
-from torch_charrnn.rnn import PARAM_NAMES, cross_entropy, rnn_forward
+from torch_charrnn.bptt import cross_entropy, forward_autograd, forward_manual
 
 TOLERANCES = {"autograd": (1e-9, 1e-12), "finite-diff": (1e-5, 1e-8)}  # (rtol, atol)
 
 
 @dataclass
 class Row:
-    """One line of the table: a gradient of the NumPy BPTT compared with one oracle."""
+    """One line of the table: a gradient of one hand-written BPTT compared with one oracle."""
 
+    bptt: str
     oracle: str
     name: str
     max_abs: float
@@ -29,34 +31,53 @@ class Row:
     ok: bool
 
 
-def random_problem(vocab_size, hidden_size, batch_size, seq_len, scale, seed):
-    """Parameters, h0, inputs and targets at ``scale``: scale 3 or more saturates tanh.
+def random_problem(vocab_size, hidden_size, batch_size, seq_len, scale, seed, cell="tanh", num_layers=1):
+    """Parameters, an initial state, inputs and targets at ``scale``: 3 or more saturates the gates.
 
-    Input weights and biases have std ``scale``; W_hh and W_hy have std ``scale / sqrt(H)`` so
-    that ``scale`` is also the gain of the recurrence whatever the hidden size.
+    Layer 0's input weights and every bias have std ``scale``; the weights that read h (W_hh, the
+    W_xh of layers above, W_hy) have std ``scale / sqrt(H)`` so that ``scale`` is also their gain
+    whatever the hidden size.
     """
     rng = np.random.default_rng(seed)
-    V, H = vocab_size, hidden_size
-    shapes = {"W_xh": (V, H), "W_hh": (H, H), "b_h": (H,), "W_hy": (H, V), "b_y": (V,)}
-    stds = {"W_xh": scale, "W_hh": scale / H**0.5, "b_h": scale, "W_hy": scale / H**0.5, "b_y": scale}
-    params = {k: rng.standard_normal(s) * stds[k] for k, s in shapes.items()}
-    h0 = np.tanh(rng.standard_normal((batch_size, H)) * scale)
-    inputs = rng.integers(0, V, (batch_size, seq_len))
-    targets = rng.integers(0, V, (batch_size, seq_len))
-    return params, h0, inputs, targets
-
-
-def autograd_grads(params, inputs, targets, h0) -> dict[str, np.ndarray]:
-    """Gradients of the mean loss through torch autograd, float64."""
-    leaves = {
-        k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in {**params, "h0": h0}.items()
+    H = hidden_size
+    shapes = rn.init_params(vocab_size, H, rng, cell=cell, num_layers=num_layers)
+    params = {
+        "layers": [
+            {
+                k: rng.standard_normal(v.shape)
+                * (scale if v.ndim == 1 or (l == 0 and k == "W_xh") else scale / H**0.5)
+                for k, v in p.items()
+            }
+            for l, p in enumerate(shapes["layers"])
+        ],
+        "W_hy": rng.standard_normal((H, vocab_size)) * scale / H**0.5,
+        "b_y": rng.standard_normal(vocab_size) * scale,
     }
-    logits, _ = rnn_forward(torch.as_tensor(inputs), leaves["h0"], *(leaves[k] for k in PARAM_NAMES))
+    state = tuple(
+        np.tanh(rng.standard_normal((num_layers, batch_size, H)) * scale) for _ in rn.get_cell(cell).STATE
+    )
+    inputs = rng.integers(0, vocab_size, (batch_size, seq_len))
+    targets = rng.integers(0, vocab_size, (batch_size, seq_len))
+    return params, state, inputs, targets
+
+
+def torch_grads(params, inputs, targets, state, cell, forward) -> dict[str, np.ndarray]:
+    """Gradients of the mean loss through ``forward`` (autograd or the manual BPTT), float64, by name."""
+    layers = [{k: torch.tensor(v, requires_grad=True) for k, v in p.items()} for p in params["layers"]]
+    W_hy, b_y = (torch.tensor(params[k], requires_grad=True) for k in ("W_hy", "b_y"))
+    state = tuple(torch.tensor(s, requires_grad=True) for s in state)
+    logits, _ = forward(torch.as_tensor(inputs), state, layers, W_hy, b_y, cell)
     cross_entropy(logits, torch.as_tensor(targets)).backward()
-    return {k: v.grad.numpy() for k, v in leaves.items()}
+    named = {f"layers.{l}.{k}": v.grad.numpy() for l, p in enumerate(layers) for k, v in p.items()}
+    return {
+        **named,
+        "W_hy": W_hy.grad.numpy(),
+        "b_y": b_y.grad.numpy(),
+        **rn.state_names([s.grad.numpy() for s in state], cell),
+    }
 
 
-def compare(oracle: str, name: str, got: np.ndarray, want: np.ndarray) -> Row:
+def compare(bptt: str, oracle: str, name: str, got: np.ndarray, want: np.ndarray) -> Row:
     rtol, atol = TOLERANCES[oracle]
     checked = ~np.isnan(want)  # finite differences may be spot checks
     got, want = got[checked], want[checked]
@@ -64,7 +85,7 @@ def compare(oracle: str, name: str, got: np.ndarray, want: np.ndarray) -> Row:
     err = np.abs(got - want)
     rel = err / np.maximum(np.abs(want), atol)  # relative where the gradient is not ~0
     ok = bool(np.all(err <= atol + rtol * np.abs(want)))
-    return Row(oracle, name, float(err.max(initial=0.0)), float(rel.max(initial=0.0)), ok)
+    return Row(bptt, oracle, name, float(err.max(initial=0.0)), float(rel.max(initial=0.0)), ok)
 
 
 def gradcheck(
@@ -75,26 +96,43 @@ def gradcheck(
     scale: float = 0.5,
     seed: int = 0,
     max_fd_checks: int = 500,
+    cell: str = "tanh",
+    num_layers: int = 1,
 ) -> list[Row]:
-    """Compare every gradient of ``reference_numpy.loss_and_grads`` with both oracles.
+    """Compare every gradient of NumPy's and torch's hand-written BPTT with both oracles.
 
     Finite differences check at most ``max_fd_checks`` randomly chosen entries of each tensor.
     """
-    params, h0, inputs, targets = random_problem(vocab_size, hidden_size, batch_size, seq_len, scale, seed)
-    _, grads, _ = rn.loss_and_grads(params, inputs, targets, h0)
+    params, state, inputs, targets = random_problem(
+        vocab_size, hidden_size, batch_size, seq_len, scale, seed, cell, num_layers
+    )
+    _, grads, _ = rn.loss_and_grads(params, inputs, targets, state, cell)
+    hand = {
+        "numpy": {**rn.named_arrays(grads), **rn.state_names(grads["state"], cell)},
+        "torch": torch_grads(params, inputs, targets, state, cell, forward_manual),
+    }
     rng = np.random.default_rng(seed + 1)
-    sizes = {k: v.size for k, v in {**params, "h0": h0}.items()}
+    sizes = {k: v.size for k, v in hand["numpy"].items()}
     picks = {k: rng.choice(n, size=min(n, max_fd_checks), replace=False) for k, n in sizes.items()}
     oracles = {
-        "autograd": autograd_grads(params, inputs, targets, h0),
-        "finite-diff": rn.numerical_grads(params, inputs, targets, h0, indices=picks),
+        "autograd": torch_grads(params, inputs, targets, state, cell, forward_autograd),
+        "finite-diff": rn.numerical_grads(params, inputs, targets, state, cell, indices=picks),
     }
-    return [compare(o, k, grads[k], want[k]) for o, want in oracles.items() for k in (*PARAM_NAMES, "h0")]
+    return [
+        compare(b, o, k, got[k], want[k])
+        for b, got in hand.items()
+        for o, want in oracles.items()
+        for k in got
+    ]
 
 
 def format_table(rows: list[Row]) -> str:
-    lines = [f"{'oracle':<12} {'gradient':<8} {'max abs error':>14} {'max rel error':>14}  verdict"]
+    width = max(len(r.name) for r in rows)
+    header = f"{'bptt':<6} {'oracle':<12} {'gradient':<{width}} {'max abs error':>14} {'max rel error':>14}"
+    lines = [f"{header}  verdict"]
     for r in rows:
         verdict = "ok" if r.ok else "MISMATCH"
-        lines.append(f"{r.oracle:<12} {r.name:<8} {r.max_abs:>14.3e} {r.max_rel:>14.3e}  {verdict}")
+        lines.append(
+            f"{r.bptt:<6} {r.oracle:<12} {r.name:<{width}} {r.max_abs:>14.3e} {r.max_rel:>14.3e}  {verdict}"
+        )
     return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""``CharRNN``: the LightningModule around the equations in ``torch_charrnn.rnn``."""
+"""``CharRNN``: the LightningModule around the cells in ``torch_charrnn/cells`` and the BPTT in
+``torch_charrnn/bptt.py``."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from torch_charrnn.bptt import LN2, cross_entropy, forward_autograd, forward_manual
+from torch_charrnn.cells import CELLS, get_cell
+from torch_charrnn.checkpoint import upgrade_checkpoint
 from torch_charrnn.corpus import encode
 from torch_charrnn.errors import CharRNNError, DivergedError, require
-from torch_charrnn.rnn import LN2, PARAM_NAMES, cross_entropy, rnn_forward, rnn_forward_manual
 from torch_charrnn.sampling import sample_chunks, sample_text
 
 
@@ -27,24 +30,46 @@ def step_is_due(trainer: L.Trainer, every: int | None = None) -> bool:
     return every > 0 and (trainer.global_step + 1) % every == 0
 
 
-class CharRNN(L.LightningModule):
-    """A character-level vanilla tanh RNN trained with truncated BPTT, clipping and Adagrad.
+def detach_state(state: tuple[Tensor, ...] | None) -> tuple[Tensor, ...] | None:
+    """The carried state, cut from the graph of the window that produced it (a tuple or None)."""
+    return None if state is None else tuple(s.detach() for s in state)
 
-    The hidden state of every stream is carried, detached, from one window to the next and reset
-    to zero at the first window of each epoch (and of each evaluation). Clipping is Lightning's
-    own (``Trainer(gradient_clip_val=..., gradient_clip_algorithm=...)``); this module logs the
+
+class Layer(nn.Module):
+    """One recurrent layer's parameters (``W_xh``, ``W_hh``, ``b_h`` and whatever its cell adds),
+    registered under their SPEC.md names so the state dict reads ``layers.{l}.W_xh``."""
+
+    def __init__(self, tensors: dict[str, Tensor]):
+        super().__init__()
+        for name, value in tensors.items():
+            self.register_parameter(name, nn.Parameter(value))
+
+    def tensors(self) -> dict[str, Tensor]:
+        return dict(self.named_parameters())
+
+
+class CharRNN(L.LightningModule):
+    """A character-level RNN (tanh, GRU or LSTM cells, one or more layers) trained with truncated
+    BPTT, clipping and Adagrad.
+
+    The state of every stream is carried, detached, from one window to the next and reset to zero
+    at the first window of each epoch (and of each evaluation). Clipping is Lightning's own
+    (``Trainer(gradient_clip_val=..., gradient_clip_algorithm=...)``); this module logs the
     gradient norm before clipping and whether clipping fired.
 
     Args:
         vocab_size: number of distinct characters (V).
-        hidden_size: number of hidden units (H).
+        hidden_size: number of hidden units of every layer (H).
+        cell: the recurrent cell, a name in ``torch_charrnn.cells.CELLS``: ``tanh``, ``gru``, ``lstm``.
+        num_layers: layers stacked (L); layer l > 0 reads layer l - 1's h at the same step.
         lr: Adagrad learning rate.
         eps: Adagrad epsilon (added outside the square root, as in torch.optim.Adagrad).
-        whh_scale: W_hh starts as ``whh_scale`` times the identity.
-        init_std: standard deviation of the Gaussian init of W_xh and W_hy.
-        bptt: ``manual`` (the default, fast) runs the hand-written backward pass of
-            ``torch_charrnn.rnn.ManualBPTT``; ``autograd`` runs the recurrence through plain
-            autograd, the oracle the manual pass is tested against.
+        whh_scale: the tanh cell's W_hh starts as ``whh_scale`` times the identity.
+        init_std: standard deviation of the Gaussian init of W_hy and of the tanh cell's first W_xh.
+        forget_bias: added to the LSTM's forget-gate bias at initialisation.
+        bptt: ``manual`` (the default) runs the hand-written backward pass of
+            ``torch_charrnn.bptt.ManualBPTT``; ``autograd`` lets autograd differentiate the same
+            cell steps, the oracle the manual pass is tested against.
         vocab: the characters, index order; stored in checkpoints so sampling needs no corpus.
     """
 
@@ -52,16 +77,21 @@ class CharRNN(L.LightningModule):
         self,
         vocab_size: int,
         hidden_size: int = 256,
+        cell: str = "tanh",
+        num_layers: int = 1,
         lr: float = 0.01,
         eps: float = 1e-10,
         whh_scale: float = 0.01,
         init_std: float = 0.01,
+        forget_bias: float = 0.0,
         bptt: Literal["manual", "autograd"] = "manual",
         vocab: str | None = None,
     ):
         super().__init__()
         require(vocab_size >= 2, f"`vocab_size` must be at least 2, got {vocab_size}")
         require(hidden_size >= 1, f"`hidden_size` must be a positive integer, got {hidden_size}")
+        require(cell in CELLS, f"`cell` must be one of {', '.join(CELLS)}, got {cell!r}")
+        require(num_layers >= 1, f"`num_layers` must be a positive integer, got {num_layers}")
         require(lr > 0, f"`lr` must be positive, got {lr}")
         require(eps > 0, f"`eps` must be positive, got {eps}")
         require(whh_scale >= 0, f"`whh_scale` must be non-negative, got {whh_scale}")
@@ -71,46 +101,51 @@ class CharRNN(L.LightningModule):
             f"`vocab` has {len(vocab or '')} characters but `vocab_size` is {vocab_size}",
         )
         self.save_hyperparameters()
-        V, H = vocab_size, hidden_size
-        self.W_xh = nn.Parameter(torch.randn(V, H) * init_std)
-        self.W_hh = nn.Parameter(torch.eye(H) * whh_scale)
-        self.b_h = nn.Parameter(torch.zeros(H))
+        V, H, c = vocab_size, hidden_size, get_cell(cell)
+        self.layers = nn.ModuleList(  # drawn from torch's global generator (torch.manual_seed)
+            Layer(c.init(V if l == 0 else H, H, None, l == 0, whh_scale, init_std, forget_bias))
+            for l in range(num_layers)
+        )
         self.W_hy = nn.Parameter(torch.randn(H, V) * init_std)
         self.b_y = nn.Parameter(torch.zeros(V))
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
-        self._h: dict[str, Tensor | None] = {"train": None, "val": None, "test": None, "predict": None}
+        self._state: dict[str, tuple[Tensor, ...] | None] = dict.fromkeys(("train", "val", "test", "predict"))
         self.best_val_bpc = float("inf")
         self._loss = torch.zeros(())
         self._grad_norm = torch.zeros(())
         self._clipped, self._unlogged_steps = torch.zeros(()), 0
 
-    def params(self) -> dict[str, Tensor]:
-        """The five parameters by name, in SPEC.md's order."""
-        return {name: getattr(self, name) for name in PARAM_NAMES}
+    def weights(self) -> dict:
+        """The parameters as ``{"layers": [{"W_xh", "W_hh", "b_h", ...}, ...], "W_hy", "b_y"}``,
+        the structure of ``reference_numpy`` and of ``torch_charrnn.bptt``."""
+        return {"layers": [layer.tensors() for layer in self.layers], "W_hy": self.W_hy, "b_y": self.b_y}
 
-    def initial_state(self, batch_size: int) -> Tensor:
-        """The zero state every stream starts from, (B, H), on the parameters' device and dtype."""
-        return self.W_hh.new_zeros(batch_size, self.hparams.hidden_size)
+    def initial_state(self, batch_size: int) -> tuple[Tensor, ...]:
+        """The zero state every stream starts from: a tuple of (L, B, H), one per name in the cell's STATE."""
+        L, H = self.hparams.num_layers, self.hparams.hidden_size
+        return tuple(self.W_hy.new_zeros(L, batch_size, H) for _ in get_cell(self.hparams.cell).STATE)
 
-    def forward(self, inputs: Tensor, h0: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Logits (B, T, V) and the last hidden state (B, H) for a window of indices (B, T)."""
+    def forward(self, inputs: Tensor, state: tuple[Tensor, ...] | None = None) -> tuple[Tensor, tuple]:
+        """Logits (B, T, V) and the last state (a tuple of (L, B, H)) for a window of indices (B, T)."""
         B, T = inputs.shape
-        if h0 is None:
-            h0 = self.initial_state(B)
-        run = rnn_forward_manual if self.hparams.bptt == "manual" else rnn_forward
-        logits, hs = run(inputs, h0, *self.params().values())
-        return logits, hs[:, -1]
+        if state is None:
+            state = self.initial_state(B)
+        run = forward_manual if self.hparams.bptt == "manual" else forward_autograd
+        w = self.weights()
+        return run(inputs, state, w["layers"], w["W_hy"], w["b_y"], self.hparams.cell)
 
-    def carried_state(self, stage: str, batch_idx: int, batch_size: int) -> Tensor:
+    def carried_state(self, stage: str, batch_idx: int, batch_size: int) -> tuple[Tensor, ...]:
         """The state carried into window ``batch_idx`` of ``stage``; zeros at an epoch's start."""
-        h0 = self._h[stage]
-        return self.initial_state(batch_size) if batch_idx == 0 or h0 is None else h0.to(self.W_hh)
+        state = self._state[stage]
+        if batch_idx == 0 or state is None:
+            return self.initial_state(batch_size)
+        return tuple(s.to(self.W_hy) for s in state)
 
     def _shared_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, stage: str) -> Tensor:
         inputs, targets = batch
-        logits, h_last = self(inputs, self.carried_state(stage, batch_idx, inputs.shape[0]))
-        self._h[stage] = h_last.detach()
+        logits, state = self(inputs, self.carried_state(stage, batch_idx, inputs.shape[0]))
+        self._state[stage] = detach_state(state)
         loss = cross_entropy(logits, targets)
         if stage == "train":
             self._loss = loss.detach()
@@ -133,10 +168,10 @@ class CharRNN(L.LightningModule):
         self.test_loss.update(self._shared_step(batch, batch_idx, "test"))
 
     def on_validation_epoch_start(self) -> None:
-        self.val_loss.set_dtype(self.W_hh.dtype)  # metrics ignore .double(); keep float64 runs float64
+        self.val_loss.set_dtype(self.W_hy.dtype)  # metrics ignore .double(); keep float64 runs float64
 
     def on_test_epoch_start(self) -> None:
-        self.test_loss.set_dtype(self.W_hh.dtype)
+        self.test_loss.set_dtype(self.W_hy.dtype)
 
     def _log_eval(self, stage: str, metric: MeanMetric) -> float:
         loss = metric.compute()  # averaged over every process's windows
@@ -158,23 +193,25 @@ class CharRNN(L.LightningModule):
     def predict_step(self, batch, batch_idx) -> list[str]:
         """The most likely next character at every position of a window, one string per stream."""
         inputs, _ = batch
-        logits, self._h["predict"] = self(inputs, self.carried_state("predict", batch_idx, inputs.shape[0]))
+        logits, state = self(inputs, self.carried_state("predict", batch_idx, inputs.shape[0]))
+        self._state["predict"] = detach_state(state)
         return ["".join(self.hparams.vocab[i] for i in row) for row in logits.argmax(-1).tolist()]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # With the loader's position and the optimizer, this makes a resumed run continue exactly.
         checkpoint["best_val_bpc"] = self.best_val_bpc
-        checkpoint["carried_state"] = None if self._h["train"] is None else self._h["train"].cpu()
+        carried = self._state["train"]
+        checkpoint["carried_state"] = None if carried is None else tuple(s.cpu() for s in carried)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        upgrade_checkpoint(checkpoint)  # one written before cells existed: flat W_xh ... b_y
         if self._trainer is not None and str(self.trainer.precision).startswith("64"):
             # Lightning loads the weights before its 64-bit plugin converts the module: without
             # this, float64 weights would be rounded through float32 parameters on resume.
             self.double()
         self._take_current_optimizer_settings(checkpoint)
         self.best_val_bpc = checkpoint.get("best_val_bpc", float("inf"))
-        carried = checkpoint.get("carried_state")
-        self._h["train"] = carried  # moved to the parameters' device and dtype at first use
+        self._state["train"] = checkpoint.get("carried_state")  # moved to the parameters' device at first use
 
     def _take_current_optimizer_settings(self, checkpoint: dict) -> None:
         """A resumed run keeps the optimizer's state (Adagrad's sums) but uses the settings it was
@@ -199,14 +236,16 @@ class CharRNN(L.LightningModule):
     def sample(self, length: int, prime: str = "", **kwargs) -> Iterator[list[str]]:
         """Generate ``length`` characters after ``prime``, yielding text a chunk at a time per stream;
         ``temperature``, ``top_k``, ``generator``, ``num_streams`` as in ``sampling.sample_chunks``."""
-        return sample_chunks(self.params(), self._vocab(), length, prime, **kwargs)
+        return sample_chunks(self.weights(), self.hparams.cell, self._vocab(), length, prime, **kwargs)
 
     def sample_text(self, length: int, prime: str = "", **kwargs) -> str:
         """The ``length`` characters generated after ``prime``, as one string (see ``sample``)."""
-        return sample_text(self.params(), self._vocab(), length, prime, **kwargs)
+        return sample_text(self.weights(), self.hparams.cell, self._vocab(), length, prime, **kwargs)
 
     def configure_optimizers(self):
-        return torch.optim.Adagrad(self.parameters(), lr=self.hparams.lr, eps=self.hparams.eps)
+        # In SPEC.md's order, layers then output, as release 0.1 had them: its Adagrad state resumes.
+        params = [*self.layers.parameters(), self.W_hy, self.b_y]
+        return torch.optim.Adagrad(params, lr=self.hparams.lr, eps=self.hparams.eps)
 
     def on_before_optimizer_step(self, optimizer) -> None:
         """Stop before a non-finite step is applied; log the gradient norm before clipping."""

@@ -1,7 +1,8 @@
-"""Text from a model's parameters: warm up on a prime, then draw characters (no Lightning needed).
+"""Text from a model's weights: warm up on a prime, then draw characters, for any cell and depth.
 
-``charrnn sample`` uses this directly on a checkpoint's weights, so sampling imports torch and
-nothing of the training stack.
+No Lightning here: ``charrnn sample`` uses this directly on a checkpoint's weights, so sampling
+imports torch and nothing of the training stack. ``weights`` is ``{"layers": [...], "W_hy",
+"b_y"}`` as in ``reference_numpy``.
 """
 
 from __future__ import annotations
@@ -11,8 +12,59 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+from torch_charrnn.bptt import run_layers
+from torch_charrnn.cells import get_cell
 from torch_charrnn.corpus import encode
-from torch_charrnn.rnn import PARAM_NAMES, generate, rnn_forward
+
+
+@torch.no_grad()
+def generate(
+    weights: dict,
+    cell: str,
+    state: tuple,
+    x: Tensor,
+    length: int,
+    generator: torch.Generator | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    chunk: int = 256,
+) -> Iterator[Tensor]:
+    """Sample ``length`` characters after ``x`` (B,) from ``state`` (a tuple of (L, B, H)).
+
+    Yields (B, n) index tensors ``chunk`` steps at a time, so a caller can stream text without a
+    host sync per character. Draws use the Gumbel-max trick, ``argmax(logits / temperature + G)``
+    with G = -log(-log(U)), an exact sample of softmax(logits / temperature) whose noise for a
+    whole chunk comes from one vectorised draw, added as the output layer's bias.
+    ``temperature=0`` is greedy; ``top_k`` keeps the k most likely characters.
+    """
+    c = get_cell(cell)
+    layers, W_hy, b_y = weights["layers"], weights["W_hy"], weights["b_y"]
+    if temperature > 0:
+        W_hy, b_y = W_hy / temperature, b_y / temperature  # fold the temperature into the weights
+    xb = layers[0]["W_xh"] + layers[0]["b_h"]  # (V, G*H): layer 0's input share of every character
+    states = [tuple(s[l] for s in state) for l in range(len(layers))]
+    B, V = x.shape[0], W_hy.shape[1]
+    noise_device = generator.device if generator is not None else x.device
+    for start in range(0, length, chunk):
+        n = min(chunk, length - start)
+        bias = b_y.expand(n, B, V).clone()  # (n, B, V)
+        if temperature > 0:
+            u = torch.rand(n, B, V, generator=generator, device=noise_device, dtype=W_hy.dtype).to(x.device)
+            bias -= u.log_().neg_().log_()  # Gumbel noise
+        out = torch.empty(n, B, dtype=torch.long, device=x.device)
+        for bias_t, out_t in zip(bias.unbind(0), out.unbind(0), strict=True):
+            a = torch.index_select(xb, 0, x)  # (B, G*H)
+            for l, p in enumerate(layers):
+                if l > 0:
+                    a = torch.addmm(p["b_h"], states[l - 1][0], p["W_xh"])  # the layer below's h
+                states[l], _ = c.step(a, states[l], p)
+            z = torch.addmm(bias_t, states[-1][0], W_hy)  # (B, V): logits plus noise
+            if top_k is not None and top_k < V:
+                clean = z - bias_t + b_y
+                z.masked_fill_(clean < torch.topk(clean, top_k, dim=-1).values[:, -1:], float("-inf"))
+            torch.argmax(z, dim=-1, out=out_t)
+            x = out_t
+        yield out.t()
 
 
 def default_prime(vocab: str) -> str:
@@ -22,7 +74,8 @@ def default_prime(vocab: str) -> str:
 
 @torch.no_grad()
 def sample_chunks(
-    params: dict[str, Tensor],
+    weights: dict,
+    cell: str,
     vocab: str,
     length: int,
     prime: str = "",
@@ -33,18 +86,19 @@ def sample_chunks(
 ) -> Iterator[list[str]]:
     """Generate ``length`` characters after ``prime``, yielding text a chunk at a time per stream.
 
-    The hidden state is warmed up on the prime (or on ``default_prime``) and carried from one
-    character to the next. Unknown prime characters raise a CharRNNError that lists them.
+    The state is warmed up on the prime (or on ``default_prime``) and carried from one character
+    to the next. Unknown prime characters raise a CharRNNError that lists them.
     """
-    W_hh = params["W_hh"]
-    ids = encode(prime or default_prime(vocab), vocab).to(W_hh.device).expand(num_streams, -1)  # (B, P)
-    h = W_hh.new_zeros(num_streams, W_hh.shape[0])  # (B, H)
+    W_hy = weights["W_hy"]
+    ids = encode(prime or default_prime(vocab), vocab).to(W_hy.device).expand(num_streams, -1)  # (B, P)
+    L, H = len(weights["layers"]), W_hy.shape[0]
+    state = tuple(W_hy.new_zeros(L, num_streams, H) for _ in get_cell(cell).STATE)
     if ids.shape[1] > 1:
-        h = rnn_forward(ids[:, :-1], h, *(params[k] for k in PARAM_NAMES))[1][:, -1]  # warm up on the prime
-    for chunk in generate(params, h, ids[:, -1], length, generator, temperature, top_k):
+        state = run_layers(ids[:, :-1], state, weights["layers"], cell)[1]  # warm up on the prime
+    for chunk in generate(weights, cell, state, ids[:, -1], length, generator, temperature, top_k):
         yield ["".join(vocab[i] for i in row) for row in chunk.tolist()]
 
 
-def sample_text(params: dict[str, Tensor], vocab: str, length: int, prime: str = "", **kwargs) -> str:
+def sample_text(weights: dict, cell: str, vocab: str, length: int, prime: str = "", **kwargs) -> str:
     """The ``length`` characters generated after ``prime`` (one stream), as one string."""
-    return "".join(chunk[0] for chunk in sample_chunks(params, vocab, length, prime, **kwargs))
+    return "".join(chunk[0] for chunk in sample_chunks(weights, cell, vocab, length, prime, **kwargs))

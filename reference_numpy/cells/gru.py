@@ -1,0 +1,67 @@
+"""The GRU cell in PyTorch's formulation (gate order r, z, n); mirrors ``torch_charrnn/cells/gru.py``.
+
+    a = x_t W_xh + b_h,  u = h_{t-1} W_hh                  blocks [r | z | n]
+    r = sigmoid(a_r + u_r);  z = sigmoid(a_z + u_z);  n = tanh(a_n + r * (u_n + b_hn))
+    h_t = (1 - z) * n + z * h_{t-1}
+
+References: Cho et al. 2014; torch.nn.GRU's documentation (b_hn inside the reset product).
+"""
+
+import numpy as np
+
+GATES = 3
+STATE = ("h",)
+
+
+def sigmoid(x):
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # no overflow for large |x|
+
+
+def init(in_size, hidden_size, rng, first_layer=True, whh_scale=0.01, init_std=0.01, forget_bias=0.0):
+    """PyTorch's initialisation, U(-1/sqrt(H), 1/sqrt(H)) for every weight and bias (b_h is one
+    draw where torch adds two). ``whh_scale``, ``init_std`` and ``forget_bias`` are other cells'."""
+    H, k = hidden_size, hidden_size**-0.5
+    return {
+        "W_xh": rng.uniform(-k, k, (in_size, 3 * H)),
+        "W_hh": rng.uniform(-k, k, (H, 3 * H)),
+        "b_h": rng.uniform(-k, k, 3 * H),
+        "b_hn": rng.uniform(-k, k, H),
+    }
+
+
+def step(a, state, p, out=None):
+    """h_t from a (B, 3H) and h_{t-1}; returns the new state and what backward needs."""
+    (h_prev,) = state
+    H = h_prev.shape[-1]
+    u = h_prev @ p["W_hh"]  # (B, 3H)
+    rz = sigmoid(a[:, : 2 * H] + u[:, : 2 * H])  # (B, 2H): r and z in one kernel
+    r, z = rz[:, :H], rz[:, H:]
+    hn = u[:, 2 * H :] + p["b_hn"]
+    n = np.tanh(a[:, 2 * H :] + r * hn)  # tanh(a_n + r * hn)
+    h = np.add(n, z * (h_prev - n), out=out)  # (1 - z) * n + z * h_prev
+    return (h,), (rz, n, hn, h_prev)
+
+
+def step_backward(dstate, cache, p, out):
+    """Gradients w.r.t. a and u = h_{t-1} W_hh (B, 3H), and what flows into h_{t-1} other than
+    through u (z * dh)."""
+    (dh,) = dstate
+    rz, n, hn, h_prev = cache
+    H = n.shape[-1]
+    r, z = rz[:, :H], rz[:, H:]
+    dn = dh * (1.0 - z)  # backprop into n
+    dz = dh * (h_prev - n)  # backprop into z
+    dh_prev = dh * z  # the skip path into h_{t-1}
+    dn_raw = (1.0 - n * n) * dn  # backprop through tanh
+    dr = dn_raw * hn  # backprop into r
+    dhn = dn_raw * r  # backprop into u_n + b_hn
+    drz_raw = np.concatenate([dr, dz], axis=-1) * rz * (1.0 - rz)  # backprop through sigmoid
+    da = np.concatenate([drz_raw, dn_raw], axis=-1, out=out)  # (B, 3H)
+    du = np.concatenate([drz_raw, dhn], axis=-1)  # u_n sits inside the reset product
+    return da, du, (dh_prev,)
+
+
+def extra_grads(dA, dU, p):
+    """b_hn is added to u_n: its gradient is the sum of du_n over the window and the streams."""
+    H = p["b_hn"].shape[0]
+    return {"b_hn": dU[..., 2 * H :].sum(axis=(0, 1))}

@@ -1,0 +1,41 @@
+"""The vanilla tanh cell (Elman), as in min-char-rnn; mirrors ``torch_charrnn/cells/tanh.py``.
+
+h_t = tanh(a_t + h_{t-1} W_hh)      a_t = x_t W_xh + b_h
+"""
+
+import numpy as np
+
+GATES = 1
+STATE = ("h",)
+
+
+def init(in_size, hidden_size, rng, first_layer=True, whh_scale=0.01, init_std=0.01, forget_bias=0.0):
+    """SPEC.md's initialisation: W_xh ~ N(0, init_std^2) for the layer that reads characters (a
+    layer above reads h, so N(0, 1/in) passes its signal on), W_hh = whh_scale * I (the
+    identity-initialized recurrence), zero bias. ``forget_bias`` is the LSTM's."""
+    std = init_std if first_layer else in_size**-0.5
+    return {
+        "W_xh": rng.standard_normal((in_size, hidden_size)) * std,
+        "W_hh": np.eye(hidden_size) * whh_scale,
+        "b_h": np.zeros(hidden_size),
+    }
+
+
+def step(a, state, p, out=None):
+    """h_t from a (B, H) and h_{t-1}; returns the new state and what backward needs."""
+    (h_prev,) = state
+    h = np.tanh(a + h_prev @ p["W_hh"], out=out)  # (B, H)
+    return (h,), (h,)
+
+
+def step_backward(dstate, cache, p, out):
+    """Gradients w.r.t. a and u = h_{t-1} W_hh (here the same), and what flows into the previous
+    state other than through u (nothing)."""
+    (dh,) = dstate
+    (h,) = cache
+    da = np.multiply(1.0 - h * h, dh, out=out)  # backprop through tanh: (1 - h^2) * dh
+    return da, da, (None,)
+
+
+def extra_grads(dA, dU, p):
+    return {}
