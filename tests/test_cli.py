@@ -39,9 +39,12 @@ def events(log_dir: Path) -> EventAccumulator:
     return acc
 
 
-def test_fit_on_builtin_corpus_writes_checkpoints_config_and_tensorboard(tmp_path, capsys):
+@pytest.mark.parametrize(("cell", "L"), [("tanh", 1), ("lstm", 2)])
+def test_fit_on_builtin_corpus_writes_checkpoints_config_and_tensorboard(tmp_path, capsys, cell, L):
     cli = fit(
         tmp_path,
+        f"--model.cell={cell}",
+        f"--model.num_layers={L}",
         "--trainer.max_steps=12",
         "--trainer.val_check_interval=6",
         "--trainer.log_every_n_steps=2",
@@ -53,6 +56,7 @@ def test_fit_on_builtin_corpus_writes_checkpoints_config_and_tensorboard(tmp_pat
     assert "last.ckpt" in ckpts and any(name.startswith("best-") for name in ckpts)
     config = yaml.safe_load((log_dir / "config.yaml").read_text())
     assert config["model"]["hidden_size"] == 16 and config["data"]["corpus"] == "builtin"
+    assert config["model"]["cell"] == cell and config["model"]["num_layers"] == L
 
     acc = events(log_dir)
     scalars = set(acc.Tags()["scalars"])
@@ -71,7 +75,8 @@ def test_fit_on_builtin_corpus_writes_checkpoints_config_and_tensorboard(tmp_pat
         "hp_metric",
     ]:
         assert tag in scalars, f"{tag} missing from {sorted(scalars)}"
-    assert {"params/layers.0.W_hh", "grads/layers.0.W_hh", "hidden/h"} <= set(acc.Tags()["histograms"])
+    top = f"layers.{L - 1}.W_hh"
+    assert {f"params/{top}", f"grads/{top}", "params/W_hy", "hidden/h"} <= set(acc.Tags()["histograms"])
     assert "grad/dh_through_time" in acc.Tags()["images"]
     assert "samples/text_summary" in acc.Tags()["tensors"]
     assert all(0 <= e.value <= 1 for e in acc.Scalars("hidden/saturation"))

@@ -68,6 +68,20 @@ def test_a_missing_checkpoint_is_refused(capsys, tmp_path, subcommand):
     assert "gone.ckpt does not exist" in err
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "saved"),
+    [("hidden_size", "64", "12"), ("cell", "lstm", "tanh"), ("num_layers", "2", "1")],
+)
+def test_a_shape_option_that_differs_is_refused_with_both_values_and_the_fix(
+    capsys, tmp_path, trained, option, value, saved
+):
+    before = trained.read_bytes()
+    err = refused(capsys, tmp_path, ["fit", *SMALL, f"--ckpt_path={trained}", f"--model.{option}={value}"])
+    assert f"--model.{option} {value} does not match the checkpoint's {option} {saved}" in err
+    assert f"Drop --model.{option}" in err and "leave out --ckpt_path to start a new run" in err
+    assert trained.read_bytes() == before
+
+
 @pytest.mark.parametrize("subcommand", SUBCOMMANDS)
 def test_a_different_hidden_size_is_refused_with_both_values_and_the_fix(
     capsys, tmp_path, trained, subcommand

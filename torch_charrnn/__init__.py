@@ -1,4 +1,4 @@
-"""torch-charrnn: a character-level vanilla tanh RNN in PyTorch Lightning, checked against NumPy."""
+"""torch-charrnn: character-level RNNs (tanh, GRU, LSTM) in PyTorch Lightning, hand-written BPTT and all."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import sys
 
 from torch_charrnn.errors import CharRNNError, RunError
 
-DESCRIPTION = """A character-level vanilla tanh RNN, trained with Lightning.
+DESCRIPTION = """A character-level RNN (tanh, GRU or LSTM cells, stacked), trained with Lightning.
 
   charrnn fit [--config configs/X.yaml] [--model.hidden_size 512 ...]   train
   charrnn validate|test|predict --ckpt_path P                          evaluate

@@ -39,7 +39,7 @@ TRAINER_DEFAULTS = {
     "log_every_n_steps": 10,
 }
 # Options that fix the shapes of the model's tensors: a checkpoint's weights only fit its own.
-SHAPE_OPTIONS = {"model": ("hidden_size",)}
+SHAPE_OPTIONS = {"model": ("hidden_size", "cell", "num_layers")}
 # Set from the data at instantiation (data.vocab -> model.vocab), and checked against the checkpoint then.
 LINKED = {"model": ("vocab", "vocab_size"), "data": ("text",)}
 

@@ -49,15 +49,17 @@ def step_backward(dstate, cache, p, out):
     rz, n, hn, h_prev = cache
     H = n.shape[-1]
     r, z = rz[:, :H], rz[:, H:]
-    dn = dh * (1.0 - z)  # backprop into n
-    dz = dh * (h_prev - n)  # backprop into z
+    da = out  # (B, 3H), filled block by block: [dr | dz | dn] and then in place their raw forms
+    dr, dz, dn_raw = da[:, :H], da[:, H : 2 * H], da[:, 2 * H :]
+    np.multiply(dh, 1.0 - z, out=dn_raw)  # backprop into n
+    np.multiply(dh, h_prev - n, out=dz)  # backprop into z
     dh_prev = dh * z  # the skip path into h_{t-1}
-    dn_raw = (1.0 - n * n) * dn  # backprop through tanh
-    dr = dn_raw * hn  # backprop into r
+    dn_raw *= 1.0 - n * n  # backprop through tanh
+    np.multiply(dn_raw, hn, out=dr)  # backprop into r
     dhn = dn_raw * r  # backprop into u_n + b_hn
-    drz_raw = np.concatenate([dr, dz], axis=-1) * rz * (1.0 - rz)  # backprop through sigmoid
-    da = np.concatenate([drz_raw, dn_raw], axis=-1, out=out)  # (B, 3H)
-    du = np.concatenate([drz_raw, dhn], axis=-1)  # u_n sits inside the reset product
+    drz = da[:, : 2 * H]
+    drz *= rz * (1.0 - rz)  # backprop through sigmoid
+    du = np.concatenate([drz, dhn], axis=-1)  # u_n sits inside the reset product
     return da, du, (dh_prev,)
 
 

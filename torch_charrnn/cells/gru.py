@@ -49,15 +49,17 @@ def step_backward(dstate, cache, p, out):
     rz, n, hn, h_prev = cache
     H = n.shape[-1]
     r, z = rz[:, :H], rz[:, H:]
-    dn = dh * (1.0 - z)  # backprop into n
-    dz = dh * (h_prev - n)  # backprop into z
+    da = out  # (B, 3H), filled block by block: [dr | dz | dn] and then in place their raw forms
+    dr, dz, dn_raw = da[:, :H], da[:, H : 2 * H], da[:, 2 * H :]
+    torch.mul(dh, 1.0 - z, out=dn_raw)  # backprop into n
+    torch.mul(dh, h_prev - n, out=dz)  # backprop into z
     dh_prev = dh * z  # the skip path into h_{t-1}
-    dn_raw = torch.ops.aten.tanh_backward(dn, n)  # backprop through tanh
-    dr = dn_raw * hn  # backprop into r
+    torch.ops.aten.tanh_backward.grad_input(dn_raw, n, grad_input=dn_raw)  # backprop through tanh
+    torch.mul(dn_raw, hn, out=dr)  # backprop into r
     dhn = dn_raw * r  # backprop into u_n + b_hn
-    drz_raw = torch.ops.aten.sigmoid_backward(torch.cat([dr, dz], dim=-1), rz)  # backprop through sigmoid
-    da = torch.cat([drz_raw, dn_raw], dim=-1, out=out)  # (B, 3H)
-    du = torch.cat([drz_raw, dhn], dim=-1)  # u_n sits inside the reset product
+    drz = da[:, : 2 * H]
+    torch.ops.aten.sigmoid_backward.grad_input(drz, rz, grad_input=drz)  # backprop through sigmoid
+    du = torch.cat([drz, dhn], dim=-1)  # u_n sits inside the reset product
     return da, du, (dh_prev,)
 
 

@@ -33,9 +33,8 @@ def step_backward(dstate, cache, p, out):
     state other than through u (nothing)."""
     (dh,) = dstate
     (h,) = cache
-    da = torch.ops.aten.tanh_backward.grad_input(
-        dh, h, grad_input=out
-    )  # backprop through tanh: (1 - h^2) * dh
+    # backprop through tanh: (1 - h^2) * dh, into ``out``
+    da = torch.ops.aten.tanh_backward.grad_input(dh, h, grad_input=out)
     return da, da, (None,)
 
 
