@@ -2,13 +2,17 @@
 
 from reference_numpy.bptt import backward, cross_entropy, forward, loss_and_grads
 from reference_numpy.cells import CELLS, get_cell
-from reference_numpy.rnn import (
+from reference_numpy.optim import (
     adagrad_step,
-    cast,
+    adam_step,
     clip_grad_norm,
     clip_grad_value,
     clip_grads,
     global_norm,
+    rmsprop_step,
+)
+from reference_numpy.rnn import (
+    cast,
     init_params,
     named_arrays,
     numerical_grads,
@@ -24,6 +28,7 @@ __all__ = [
     "CELLS",
     "RecurrentNN",
     "adagrad_step",
+    "adam_step",
     "backward",
     "build_vocab",
     "cast",
@@ -43,6 +48,7 @@ __all__ = [
     "num_windows",
     "numerical_grads",
     "pick",
+    "rmsprop_step",
     "sample",
     "state_names",
     "train",

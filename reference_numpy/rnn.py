@@ -1,6 +1,7 @@
-"""The character-level RNN in plain NumPy: parameters, clipping, Adagrad, sampling, finite differences.
+"""The character-level RNN in plain NumPy: parameters, sampling, finite differences.
 
-The BPTT itself is in ``reference_numpy/bptt.py`` and the cells in ``reference_numpy/cells/``.
+The BPTT itself is in ``reference_numpy/bptt.py``, the cells in ``reference_numpy/cells/``, and
+clipping and the optimizers in ``reference_numpy/optim.py``.
 Row vectors, as in the tutorial; V = vocabulary size, H = hidden size, L = layers, B = streams,
 T = window. Parameters are ``{"layers": [{"W_xh", "W_hh", "b_h", ...}, ...], "W_hy", "b_y"}``; the
 state is a tuple of (L, B, H) arrays, ``(h,)`` or ``(h, c)``.
@@ -90,55 +91,6 @@ def numerical_grads(params, inputs, targets, state, cell="tanh", delta=1e-5, ind
 def state_names(state: tuple, cell: str = "tanh") -> dict[str, np.ndarray]:
     """The state's arrays by name: ``state.h`` (and ``state.c``)."""
     return {f"state.{name}": s for name, s in zip(get_cell(cell).STATE, state, strict=True)}
-
-
-def global_norm(grads):
-    """The L2 norm of all parameter gradients together (the state's excluded)."""
-    return float(np.sqrt(sum(float((g**2).sum()) for g in named_arrays(grads).values())))
-
-
-def clip_grad_norm(grads, max_norm):
-    """Scale all gradients in place by one factor, torch.nn.utils.clip_grad_norm_'s formula.
-
-    Returns the total norm before clipping.
-    """
-    total_norm = global_norm(grads)
-    coef = max_norm / (total_norm + 1e-6)
-    if coef < 1.0:
-        for g in named_arrays(grads).values():
-            g *= coef
-    return total_norm
-
-
-def clip_grads(grads, algorithm, clip_val):
-    """Clip in place by ``norm`` (global L2 norm) or ``value`` (element-wise), Lightning's two
-    ``gradient_clip_algorithm`` values. Returns whether clipping changed anything."""
-    if algorithm == "norm":
-        return clip_val / (clip_grad_norm(grads, clip_val) + 1e-6) < 1.0
-    if algorithm == "value":
-        clipped = any(np.abs(g).max() > clip_val for g in named_arrays(grads).values())
-        clip_grad_value(grads, clip_val)
-        return clipped
-    raise ValueError(f"clip algorithm must be 'norm' or 'value', got {algorithm!r}")
-
-
-def clip_grad_value(grads, clip_value):
-    """Clamp each gradient element to [-clip_value, clip_value], torch.nn.utils.clip_grad_value_."""
-    for g in named_arrays(grads).values():
-        np.clip(g, -clip_value, clip_value, out=g)
-
-
-def adagrad_step(params, grads, state, lr, eps=1e-10):
-    """One Adagrad update in place, torch.optim.Adagrad's formula (eps outside the sqrt).
-
-    ``state`` maps each state-dict name to its running sum of squares (created at zero).
-    """
-    named_grads = named_arrays(grads)
-    for name, p in named_arrays(params).items():
-        g = named_grads[name]
-        s = state.setdefault(name, np.zeros_like(p))
-        s += g * g
-        p -= lr * g / (np.sqrt(s) + eps)
 
 
 def sample(params, state, x, length, rng, cell="tanh", temperature=1.0, top_k=None):

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from reference_numpy.bptt import cross_entropy, forward, loss_and_grads
-from reference_numpy.rnn import adagrad_step, clip_grads, global_norm, zero_state
+from reference_numpy.optim import adagrad_step, clip_grads, global_norm
+from reference_numpy.rnn import zero_state
 
 
 def build_vocab(text: str) -> str:

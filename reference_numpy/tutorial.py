@@ -19,7 +19,8 @@ import logging
 import numpy as np
 
 from reference_numpy.bptt import loss_and_grads
-from reference_numpy.rnn import adagrad_step, clip_grads, init_params, named_arrays, sample
+from reference_numpy.optim import adagrad_step, clip_grads
+from reference_numpy.rnn import init_params, named_arrays, sample
 from reference_numpy.train import encode, make_streams, num_windows, window
 
 log = logging.getLogger(__name__)

@@ -111,6 +111,48 @@ def test_adagrad_step_matches_torch(lr, eps):
         np.testing.assert_allclose(state[name], opt.state[p]["sum"].numpy(), rtol=1e-13, err_msg=name)
 
 
+def run_both(step, optimizer, steps=6):
+    """``steps`` updates of the NumPy ``step`` and of ``optimizer`` (a torch.optim factory) on the
+    same random gradients; returns the names, the NumPy parameters and state, the torch ones."""
+    rng = np.random.default_rng(3)
+    params, names = random_grads(rng, scale=1.0)
+    state = {}
+    tparams = [torch.tensor(rn.named_arrays(params)[k], requires_grad=True) for k in names]
+    opt = optimizer(tparams)
+    for _ in range(steps):
+        grads, _ = random_grads(rng, scale=0.3)
+        for name, p in zip(names, tparams, strict=True):
+            p.grad = torch.tensor(rn.named_arrays(grads)[name])
+        opt.step()
+        step(params, grads, state)
+    for name, p in zip(names, tparams, strict=True):
+        got = rn.named_arrays(params)[name]
+        np.testing.assert_allclose(got, p.detach().numpy(), rtol=1e-13, atol=1e-15, err_msg=name)
+    return names, state, tparams, opt
+
+
+@pytest.mark.parametrize(("lr", "betas", "eps"), [(1e-3, (0.9, 0.999), 1e-8), (2e-2, (0.5, 0.9), 1e-3)])
+def test_adam_step_matches_torch(lr, betas, eps):
+    names, state, tparams, opt = run_both(
+        lambda p, g, s: rn.adam_step(p, g, s, lr, betas, eps), lambda t: torch.optim.Adam(t, lr, betas, eps)
+    )
+    assert state["step"] == 6
+    for name, p in zip(names, tparams, strict=True):
+        m, v = state[name]
+        np.testing.assert_allclose(m, opt.state[p]["exp_avg"].numpy(), rtol=1e-13, err_msg=name)
+        np.testing.assert_allclose(v, opt.state[p]["exp_avg_sq"].numpy(), rtol=1e-13, err_msg=name)
+
+
+@pytest.mark.parametrize(("lr", "alpha", "eps"), [(1e-2, 0.99, 1e-8), (3e-3, 0.9, 1e-4)])
+def test_rmsprop_step_matches_torch(lr, alpha, eps):
+    names, state, tparams, opt = run_both(
+        lambda p, g, s: rn.rmsprop_step(p, g, s, lr, alpha, eps),
+        lambda t: torch.optim.RMSprop(t, lr, alpha, eps),
+    )
+    for name, p in zip(names, tparams, strict=True):
+        np.testing.assert_allclose(state[name], opt.state[p]["square_avg"].numpy(), rtol=1e-13, err_msg=name)
+
+
 def test_init_params_follows_the_spec():
     params = rn.init_params(50, 40, np.random.default_rng(0), whh_scale=0.5, init_std=0.02, num_layers=2)
     first, second = params["layers"]
