@@ -45,7 +45,13 @@ def run(corpus: str, chars: int, seed: int, **cfg) -> dict:
     L.seed_everything(seed, verbose=False)
     data = CharDataModule(corpus=corpus, batch_size=cfg["batch_size"], seq_len=cfg["seq_len"])
     model = CharRNN(
-        data.vocab_size, cfg["hidden_size"], lr=cfg["lr"], whh_scale=cfg["whh_scale"], vocab=data.vocab
+        data.vocab_size,
+        cfg["hidden_size"],
+        cfg.get("cell", "tanh"),
+        lr=cfg["lr"],
+        whh_scale=cfg["whh_scale"],
+        forget_bias=cfg.get("forget_bias", 0.0),
+        vocab=data.vocab,
     )
     steps = max(1, chars // (cfg["batch_size"] * cfg["seq_len"]))
     trainer = L.Trainer(

@@ -1,0 +1,52 @@
+"""How the gated cells should start: PyTorch's U(-1/sqrt(H), 1/sqrt(H)) (the baseline SPEC.md names)
+against an LSTM forget-gate bias, each at two Adagrad learning rates.
+
+Every run trains on the same characters of tinyshakespeare through Lightning ``fit`` (float32,
+clipping 5, Adagrad) and reports the validation loss, so the variants compare by how much they
+learn per character. Set $CHARRNN_CACHE to a folder holding tinyshakespeare.txt to run offline.
+
+    python benchmarks/init_sweep.py --chars 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import warnings
+
+from sweep import run
+
+BASE = {"hidden_size": 128, "batch_size": 32, "seq_len": 50, "whh_scale": 0.01}
+VARIANTS = [
+    {"cell": "gru", "lr": 0.01},
+    {"cell": "gru", "lr": 0.03},
+    {"cell": "lstm", "lr": 0.01, "forget_bias": 0.0},
+    {"cell": "lstm", "lr": 0.01, "forget_bias": 1.0},
+    {"cell": "lstm", "lr": 0.03, "forget_bias": 0.0},
+    {"cell": "lstm", "lr": 0.03, "forget_bias": 1.0},
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", default="tinyshakespeare")
+    parser.add_argument("--chars", type=int, default=1_000_000, help="training characters per run")
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1])
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    print(f"training characters per run: {args.chars:,}; base: {BASE}; seeds {args.seeds}\n")
+    print("| cell | lr | forget_bias | val loss (nats), mean over seeds | val bpc | chars/s |")
+    print("|---|---|---|---|---|---|")
+    for variant in VARIANTS:
+        runs = [run(args.corpus, args.chars, seed, **{**BASE, **variant}) for seed in args.seeds]
+        val = sum(r["val_loss"] for r in runs) / len(runs)
+        speed = sum(r["chars_per_s"] for r in runs) / len(runs)
+        print(
+            f"| {variant['cell']} | {variant['lr']} | {variant.get('forget_bias', '')} | {val:.3f} "
+            f"| {val / math.log(2):.3f} | {speed:,.0f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
