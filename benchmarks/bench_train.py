@@ -1,5 +1,6 @@
 """Training throughput, side by side in one process, for each cell: this project's step
-(hand-written BPTT and plain autograd), the same through Lightning ``fit``, PyTorch's own module
+(hand-written BPTT, the fused backend over PyTorch's kernels, and plain autograd), the hand-written
+and fused steps through Lightning ``fit``, PyTorch's own module
 (``nn.RNN``/``nn.GRU``/``nn.LSTM`` + ``nn.Linear``, one-hot input, the same clipping and Adagrad),
 and the NumPy reference.
 
@@ -179,7 +180,7 @@ class StepTimer(L.Callback):
         self.end = time.perf_counter()
 
 
-def time_lightning(cell, B, T, H, n, device, dtype):
+def time_lightning(cell, B, T, H, n, device, dtype, bptt="manual"):
     """Seconds per step of Trainer.fit, excluding set-up and the first two steps."""
     skip = 2
     timer = StepTimer(skip)
@@ -195,7 +196,7 @@ def time_lightning(cell, B, T, H, n, device, dtype):
         enable_model_summary=False,
         callbacks=[timer],
     )
-    trainer.fit(CharRNN(V, H, cell, lr=LR), RandomWindows(B, T, n + skip))
+    trainer.fit(CharRNN(V, H, cell, lr=LR, bptt=bptt), RandomWindows(B, T, n + skip))
     return (timer.end - timer.start) / n
 
 
@@ -277,7 +278,8 @@ def main():
     print("|---|---|---|---|---|---|---|---|")
     for cell in args.cells:
         module = MODULES[cell]
-        kinds = ["manual"] + ([] if args.no_autograd else ["autograd"]) + ["lightning", module]
+        kinds = ["manual", "fused"] + ([] if args.no_autograd else ["autograd"])
+        kinds += ["lightning", "lightning+fused", module]
         kinds += ["manual+graph"] if device.type == "cuda" else []
         kinds += [] if args.no_numpy or args.dtype == "bf16" else ["numpy"]
         for name in args.configs:
@@ -288,20 +290,22 @@ def main():
             steps = {
                 k: Step(cell, k, B, T, H, device, args.dtype)
                 for k in kinds
-                if k not in ("lightning", "manual+graph")
+                if k not in ("lightning", "lightning+fused", "manual+graph")
             }
             if "manual+graph" in kinds:
                 steps["manual+graph"] = GraphStep(cell, B, T, H, device, args.dtype)
             per_step = {k: time_step(s, 1, device) for k, s in steps.items()}
             n = {k: max(2, int(budget / max(t, 1e-6))) for k, t in per_step.items()}
             n["lightning"] = n["manual"]
+            n["lightning+fused"] = n["fused"]
             times = {k: [] for k in kinds}
             ceiling = []
             for _ in range(args.rounds):
                 ceiling.append(matmul_ceiling(device, 2048 if device.type == "cpu" else 8192))
                 for k in kinds:
-                    if k == "lightning":
-                        times[k].append(time_lightning(cell, B, T, H, n[k], device, args.dtype))
+                    if k.startswith("lightning"):
+                        bptt = "fused" if k == "lightning+fused" else "manual"
+                        times[k].append(time_lightning(cell, B, T, H, n[k], device, args.dtype, bptt))
                     else:
                         times[k].append(time_step(steps[k], n[k], device))
             top = statistics.median(ceiling)
@@ -311,7 +315,7 @@ def main():
                 gflops = model_flops(cell, B, T, H) / t / 1e9
                 mem = (
                     ""
-                    if args.no_memory or k in ("lightning", "manual+graph")
+                    if args.no_memory or k in ("lightning", "lightning+fused", "manual+graph")
                     else f"{peak_memory_mib(cell, k, B, T, H, device, args.dtype):.0f}"
                 )
                 print(

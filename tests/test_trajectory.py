@@ -62,6 +62,8 @@ def fit_lightning(params, text, clip_val, clip_algorithm, cell, **model_kwargs):
         ("gru", 2, "manual", "value"),
         ("lstm", 2, "manual", "norm"),
         ("lstm", 2, "autograd", "norm"),
+        ("lstm", 1, "fused", "norm"),
+        ("gru", 2, "fused", "value"),
     ],
 )
 def test_training_trajectory_matches_numpy(small_text, cell, L, bptt, clip_algorithm):

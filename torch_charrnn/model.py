@@ -16,6 +16,7 @@ from torch_charrnn.cells import CELLS, get_cell
 from torch_charrnn.checkpoint import upgrade_checkpoint
 from torch_charrnn.corpus import encode
 from torch_charrnn.errors import CharRNNError, DivergedError, require
+from torch_charrnn.fused import forward_fused
 from torch_charrnn.sampling import sample_chunks, sample_text
 
 
@@ -28,6 +29,10 @@ def step_is_due(trainer: L.Trainer, every: int | None = None) -> bool:
     """
     every = trainer.log_every_n_steps if every is None else every
     return every > 0 and (trainer.global_step + 1) % every == 0
+
+
+# The three ways to differentiate a window, all tested equal; "manual" is the one the proofs are about.
+BACKENDS = {"manual": forward_manual, "autograd": forward_autograd, "fused": forward_fused}
 
 
 def detach_state(state: tuple[Tensor, ...] | None) -> tuple[Tensor, ...] | None:
@@ -69,7 +74,9 @@ class CharRNN(L.LightningModule):
         forget_bias: added to the LSTM's forget-gate bias at initialisation.
         bptt: ``manual`` (the default) runs the hand-written backward pass of
             ``torch_charrnn.bptt.ManualBPTT``; ``autograd`` lets autograd differentiate the same
-            cell steps, the oracle the manual pass is tested against.
+            cell steps, the oracle the manual pass is tested against; ``fused`` runs PyTorch's own
+            nn.RNN/nn.GRU/nn.LSTM kernels (cuDNN on a GPU) on the same parameters
+            (``torch_charrnn.fused``).
         vocab: the characters, index order; stored in checkpoints so sampling needs no corpus.
     """
 
@@ -84,7 +91,7 @@ class CharRNN(L.LightningModule):
         whh_scale: float = 0.01,
         init_std: float = 0.01,
         forget_bias: float = 0.0,
-        bptt: Literal["manual", "autograd"] = "manual",
+        bptt: Literal["manual", "autograd", "fused"] = "manual",
         vocab: str | None = None,
     ):
         super().__init__()
@@ -131,7 +138,7 @@ class CharRNN(L.LightningModule):
         B, T = inputs.shape
         if state is None:
             state = self.initial_state(B)
-        run = forward_manual if self.hparams.bptt == "manual" else forward_autograd
+        run = BACKENDS[self.hparams.bptt]
         w = self.weights()
         return run(inputs, state, w["layers"], w["W_hy"], w["b_y"], self.hparams.cell)
 

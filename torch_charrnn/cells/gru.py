@@ -11,6 +11,7 @@ import torch
 
 GATES = 3
 STATE = ("h",)
+FUSED = "GRU"  # the torch.nn module that computes this cell, for bptt="fused"
 
 
 def init(in_size, hidden_size, generator, first_layer=True, whh_scale=0.01, init_std=0.01, forget_bias=0.0):
@@ -67,3 +68,9 @@ def extra_grads(dA, dU, p):
     """b_hn is added to u_n: its gradient is the sum of du_n over the window and the streams."""
     H = p["b_hn"].shape[0]
     return {"b_hn": dU[..., 2 * H :].sum(dim=(0, 1))}
+
+
+def fused_biases(p):
+    """``bias_ih`` and ``bias_hh`` of torch.nn.GRU: b_h is their sum outside the reset product,
+    b_hn is bias_hh's n block, inside it."""
+    return p["b_h"], torch.cat([torch.zeros_like(p["b_h"][: -p["b_hn"].shape[0]]), p["b_hn"]])

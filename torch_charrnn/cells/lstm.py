@@ -11,6 +11,7 @@ import torch
 
 GATES = 4
 STATE = ("h", "c")
+FUSED = "LSTM"  # the torch.nn module that computes this cell, for bptt="fused"
 
 
 def init(in_size, hidden_size, generator, first_layer=True, whh_scale=0.01, init_std=0.01, forget_bias=0.0):
@@ -68,3 +69,8 @@ def step_backward(dstate, cache, p, out):
 
 def extra_grads(dA, dU, p):
     return {}
+
+
+def fused_biases(p):
+    """``bias_ih`` and ``bias_hh`` of the torch.nn module: SPEC.md's b_h is their sum."""
+    return p["b_h"], torch.zeros_like(p["b_h"])

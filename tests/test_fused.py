@@ -1,0 +1,106 @@
+"""``bptt="fused"``: PyTorch's own fused kernels on the model's parameters, proven equal to the
+hand-written BPTT and to autograd, and interchangeable with them through checkpoints."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import CELLS, SMALL_FIT, model_from_numpy, torch_state
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+import reference_numpy as rn
+from torch_charrnn.bptt import cross_entropy
+from torch_charrnn.cli_fit import cli_main
+from torch_charrnn.fused import fused_parameters
+from torch_charrnn.gradcheck import random_problem
+
+
+def run(params, inputs, targets, state, cell, bptt):
+    model = model_from_numpy(params, cell, bptt=bptt)
+    state_t = torch_state(state, requires_grad=True)
+    logits, last = model(torch.from_numpy(inputs), state_t)
+    loss = cross_entropy(logits, torch.from_numpy(targets))
+    loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    grads.update({f"state.{i}": s.grad for i, s in enumerate(state_t)})
+    return [loss, logits, *last], grads
+
+
+@given(
+    cell=st.sampled_from(CELLS),
+    L=st.integers(1, 3),
+    V=st.integers(2, 9),
+    H=st.integers(1, 9),
+    B=st.integers(1, 4),
+    T=st.integers(1, 12),
+    scale=st.sampled_from([0.5, 3.0]),
+    seed=st.integers(0, 2**16),
+)
+@example(cell="lstm", L=2, V=2, H=1, B=1, T=1, scale=3.0, seed=0)
+def test_fused_equals_manual_and_autograd(cell, L, V, H, B, T, scale, seed):
+    params, state, inputs, targets = random_problem(V, H, B, T, scale, seed, cell, L)
+    outs = {b: run(params, inputs, targets, state, cell, b) for b in ("manual", "autograd", "fused")}
+    tol = {"rtol": 1e-10, "atol": 1e-12}
+    for other in ("manual", "autograd"):
+        for got, want in zip(outs["fused"][0], outs[other][0], strict=True):
+            torch.testing.assert_close(got.detach(), want.detach(), **tol)
+        assert set(outs["fused"][1]) == set(outs[other][1])
+        for name, g in outs[other][1].items():
+            torch.testing.assert_close(outs["fused"][1][name], g, **tol, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_fused_runs_on_views_of_the_models_own_weights(cell):
+    """No copy kept in a second module: the torch.nn weights are transposed views of SPEC.md's."""
+    params = rn.init_params(5, 4, __import__("numpy").random.default_rng(0), cell=cell, num_layers=2)
+    model = model_from_numpy(params, cell, bptt="fused")
+    named = fused_parameters(model.weights()["layers"], cell)
+    assert named["weight_ih_l1"].data_ptr() == model.layers[1].W_xh.data_ptr()
+    assert named["weight_hh_l0"].data_ptr() == model.layers[0].W_hh.data_ptr()
+    assert {n for n, _ in model.named_parameters()} == set(rn.named_arrays(params))
+
+
+RUN = [
+    *SMALL_FIT,
+    "--model.hidden_size=12",
+    "--model.cell=lstm",
+    "--model.num_layers=2",
+    "--trainer.precision=64-true",
+]
+
+
+def last(root: Path) -> dict:
+    newest = max(root.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    return torch.load(newest, weights_only=True)
+
+
+@pytest.mark.parametrize(("first", "then"), [("fused", "manual"), ("manual", "fused")])
+def test_a_checkpoint_of_one_backend_resumes_on_the_other(tmp_path, capsys, first, then):
+    """Trained 10 steps with one backend, resumed to 20 with the other: the same run as 20 steps of
+    the second, up to the rounding in which the two backends differ (1e-15 a step, measured)."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    cli_main(
+        ["fit", *RUN, f"--model.bptt={first}", "--trainer.max_steps=10", f"--trainer.default_root_dir={a}"]
+    )
+    written = last(a)
+    assert written["global_step"] == 10 and written["hyper_parameters"]["bptt"] == first
+    cli = cli_main(
+        [
+            "fit",
+            *RUN,
+            f"--model.bptt={then}",
+            "--trainer.max_steps=20",
+            f"--trainer.default_root_dir={a}",
+            "--ckpt_path=last",
+        ]
+    )
+    assert f"--model.bptt {first} -> {then}" in capsys.readouterr().err
+    assert cli.trainer.global_step == 20 and cli.model.hparams.bptt == then
+    cli_main(
+        ["fit", *RUN, f"--model.bptt={then}", "--trainer.max_steps=20", f"--trainer.default_root_dir={b}"]
+    )
+    resumed, straight = last(a)["state_dict"], last(b)["state_dict"]
+    assert set(resumed) == set(straight) == set(written["state_dict"])
+    for name in straight:
+        torch.testing.assert_close(resumed[name], straight[name], rtol=1e-9, atol=1e-12, msg=name)
