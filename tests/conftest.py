@@ -40,6 +40,24 @@ CELLS = list(rn.CELLS)
 CELL_DEPTHS = [(cell, 1) for cell in CELLS] + [(cell, 2) for cell in CELLS]
 
 
+def problems(**overrides):
+    """Hypothesis strategies for a random problem (``gradcheck.random_problem``'s arguments): every
+    cell, L up to 3, and the edges T=1, B=1, H=1, V=2; weights large enough to saturate the gates."""
+    from hypothesis import strategies as st
+
+    return {
+        "cell": st.sampled_from(CELLS),
+        "L": st.integers(1, 3),
+        "V": st.integers(2, 9),
+        "H": st.integers(1, 9),
+        "B": st.integers(1, 4),
+        "T": st.integers(1, 12),
+        "scale": st.sampled_from([0.01, 0.5, 1.0, 3.0, 6.0]),  # 3 and 6 saturate the gates
+        "seed": st.integers(0, 2**16),
+        **overrides,
+    }
+
+
 def model_from_numpy(params: dict, cell: str = "tanh", **kwargs) -> CharRNN:
     """A float64 CharRNN holding exactly the NumPy parameters."""
     V, H = params["W_hy"].shape[::-1]
@@ -53,6 +71,21 @@ def model_from_numpy(params: dict, cell: str = "tanh", **kwargs) -> CharRNN:
 
 def torch_state(state: tuple, requires_grad: bool = False) -> tuple[torch.Tensor, ...]:
     return tuple(torch.tensor(s, requires_grad=requires_grad) for s in state)
+
+
+def through_model(params, inputs, targets, state, cell, bptt):
+    """Loss, logits, last state and every gradient (by state-dict name, and state.h/state.c) of a
+    float64 CharRNN holding ``params``, differentiated by backend ``bptt``."""
+    from torch_charrnn.bptt import cross_entropy
+
+    model = model_from_numpy(params, cell, bptt=bptt)
+    state_t = torch_state(state, requires_grad=True)
+    logits, last = model(torch.from_numpy(inputs), state_t)
+    loss = cross_entropy(logits, torch.from_numpy(targets))
+    loss.backward()
+    grads = {name: p.grad for name, p in model.named_parameters()}
+    grads.update({f"state.{n}": s.grad for n, s in zip(rn.get_cell(cell).STATE, state_t, strict=True)})
+    return loss, logits, last, grads
 
 
 def pytest_collection_modifyitems(config, items):

@@ -4,38 +4,15 @@ CharRNN.forward, for every cell and depth, float64."""
 import numpy as np
 import pytest
 import torch
-from conftest import CELLS, model_from_numpy, torch_state
+from conftest import CELLS, problems, through_model
 from hypothesis import example, given
-from hypothesis import strategies as st
 
 import reference_numpy as rn
-from torch_charrnn.bptt import cross_entropy
 from torch_charrnn.gradcheck import random_problem
 
 
-def through_model(params, inputs, targets, state, cell, bptt):
-    """Loss, logits, last state and every gradient (by state-dict name, and state.h/state.c)."""
-    model = model_from_numpy(params, cell, bptt=bptt)
-    state_t = torch_state(state, requires_grad=True)
-    logits, last = model(torch.from_numpy(inputs), state_t)
-    loss = cross_entropy(logits, torch.from_numpy(targets))
-    loss.backward()
-    grads = {name: p.grad for name, p in model.named_parameters()}
-    grads.update({f"state.{n}": s.grad for n, s in zip(rn.get_cell(cell).STATE, state_t, strict=True)})
-    return loss, logits, last, grads
-
-
 @pytest.mark.parametrize("bptt", ["autograd", "manual"])
-@given(
-    cell=st.sampled_from(CELLS),
-    L=st.integers(1, 3),
-    V=st.integers(2, 9),
-    H=st.integers(1, 9),
-    B=st.integers(1, 4),
-    T=st.integers(1, 12),
-    scale=st.sampled_from([0.01, 0.5, 1.0, 3.0, 6.0]),  # 3 and 6 saturate the gates
-    seed=st.integers(0, 2**16),
-)
+@given(**problems())
 @example(cell="tanh", L=1, V=2, H=1, B=1, T=1, scale=0.5, seed=0)
 @example(cell="gru", L=1, V=2, H=1, B=1, T=1, scale=6.0, seed=1)
 @example(cell="lstm", L=3, V=2, H=1, B=1, T=1, scale=6.0, seed=1)

@@ -5,49 +5,32 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CELLS, SMALL_FIT, model_from_numpy, torch_state
+from conftest import CELLS, SMALL_FIT, model_from_numpy, problems, through_model
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 import reference_numpy as rn
-from torch_charrnn.bptt import cross_entropy
 from torch_charrnn.cli_fit import cli_main
 from torch_charrnn.fused import fused_parameters
 from torch_charrnn.gradcheck import random_problem
 
 
-def run(params, inputs, targets, state, cell, bptt):
-    model = model_from_numpy(params, cell, bptt=bptt)
-    state_t = torch_state(state, requires_grad=True)
-    logits, last = model(torch.from_numpy(inputs), state_t)
-    loss = cross_entropy(logits, torch.from_numpy(targets))
-    loss.backward()
-    grads = {n: p.grad for n, p in model.named_parameters()}
-    grads.update({f"state.{i}": s.grad for i, s in enumerate(state_t)})
-    return [loss, logits, *last], grads
-
-
-@given(
-    cell=st.sampled_from(CELLS),
-    L=st.integers(1, 3),
-    V=st.integers(2, 9),
-    H=st.integers(1, 9),
-    B=st.integers(1, 4),
-    T=st.integers(1, 12),
-    scale=st.sampled_from([0.5, 3.0]),
-    seed=st.integers(0, 2**16),
-)
+@given(**problems(scale=st.sampled_from([0.5, 3.0])))
 @example(cell="lstm", L=2, V=2, H=1, B=1, T=1, scale=3.0, seed=0)
 def test_fused_equals_manual_and_autograd(cell, L, V, H, B, T, scale, seed):
     params, state, inputs, targets = random_problem(V, H, B, T, scale, seed, cell, L)
-    outs = {b: run(params, inputs, targets, state, cell, b) for b in ("manual", "autograd", "fused")}
+    outs = {
+        b: through_model(params, inputs, targets, state, cell, b) for b in ("manual", "autograd", "fused")
+    }
     tol = {"rtol": 1e-10, "atol": 1e-12}
     for other in ("manual", "autograd"):
-        for got, want in zip(outs["fused"][0], outs[other][0], strict=True):
+        loss, logits, last, grads = outs[other]
+        f_loss, f_logits, f_last, f_grads = outs["fused"]
+        for got, want in zip((f_loss, f_logits, *f_last), (loss, logits, *last), strict=True):
             torch.testing.assert_close(got.detach(), want.detach(), **tol)
-        assert set(outs["fused"][1]) == set(outs[other][1])
-        for name, g in outs[other][1].items():
-            torch.testing.assert_close(outs["fused"][1][name], g, **tol, msg=lambda m, n=name: f"{n}: {m}")
+        assert set(f_grads) == set(grads)
+        for name, g in grads.items():
+            torch.testing.assert_close(f_grads[name], g, **tol, msg=lambda m, n=name: f"{n}: {m}")
 
 
 @pytest.mark.parametrize("cell", CELLS)
