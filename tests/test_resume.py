@@ -180,3 +180,95 @@ def test_after_a_divergence_resuming_with_a_lower_lr_trains_on(tmp_path, capsys)
 def test_resume_last_without_a_checkpoint_says_so(tmp_path, capsys):
     err = refused(capsys, tmp_path, ["fit", *SMALL, "--ckpt_path=last"])
     assert "no last.ckpt under" in err
+
+
+# --- the optimizer and the schedule (--optimizer, --lr_scheduler) --------------------------------
+
+ADAM = ["--optimizer=Adam", "--optimizer.lr=0.01", "--optimizer.betas=[0.5, 0.9]"]
+COSINE = ["--lr_scheduler=CosineAnnealingLR", "--lr_scheduler.T_max=40"]
+EXACT = [*SMALL, "--model.hidden_size=12", "--trainer.precision=64-true", "--last.every_n_train_steps=1"]
+
+
+def newest(root: Path) -> dict:
+    return torch.load(max(root.glob("**/last.ckpt"), key=lambda p: p.stat().st_mtime), weights_only=True)
+
+
+def test_an_optimizer_and_its_schedule_resume_exactly(tmp_path, capsys):
+    """Adam with a cosine schedule, stopped at step 12 (mid-epoch) and resumed with nothing but
+    --ckpt_path: the same weights, bit for bit, as one run to 30; the schedule stepped every step."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    cli_main(["fit", *EXACT, *ADAM, *COSINE, "--trainer.max_steps=30", f"--trainer.default_root_dir={a}"])
+    cli_main(["fit", *EXACT, *ADAM, *COSINE, "--trainer.max_steps=12", f"--trainer.default_root_dir={b}"])
+    stopped = newest(b)
+    assert stopped["global_step"] == 12 and stopped["lr_schedulers"][0]["last_epoch"] == 12
+    assert stopped["optimizer_config"]["optimizer"]["class_path"] == "torch.optim.Adam"
+    cli = cli_main(
+        ["fit", *EXACT, "--trainer.max_steps=30", f"--trainer.default_root_dir={b}", "--ckpt_path=last"]
+    )
+    assert "charrnn: resuming" not in capsys.readouterr().err, "nothing was changed"
+    assert isinstance(cli.trainer.optimizers[0], torch.optim.Adam)
+    assert cli.trainer.optimizers[0].param_groups[0]["betas"] == (0.5, 0.9)
+    assert yaml.safe_load((Path(cli.trainer.log_dir) / "config.yaml").read_text())["optimizer"][
+        "class_path"
+    ] == ("torch.optim.Adam")
+    want, got = newest(a), newest(b)
+    assert got["global_step"] == want["global_step"] == 30
+    assert got["lr_schedulers"][0]["last_epoch"] == 30
+    for name, w in want["state_dict"].items():
+        assert torch.equal(got["state_dict"][name], w), name
+
+
+@pytest.fixture(scope="module")
+def adam_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("adam")
+    assert (
+        main(["fit", *SMALL, *ADAM, *COSINE, "--trainer.max_steps=3", f"--trainer.default_root_dir={root}"])
+        == 0
+    )
+    return next(root.glob("**/last.ckpt"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--optimizer=SGD", "--optimizer.lr=0.1"],
+            "--optimizer torch.optim.SGD does not match the checkpoint's torch.optim.Adam",
+        ),
+        (["--optimizer=Adam", "--optimizer.lr=0.1"], "--optimizer.lr differs from the checkpoint's"),
+        (["--lr_scheduler=CosineAnnealingLR", "--lr_scheduler.T_max=99"], "--lr_scheduler.T_max differs"),
+        (["--model.lr=0.5"], "--model.lr differs from the checkpoint's"),
+    ],
+)
+def test_an_optimizer_or_schedule_that_cannot_resume_is_refused(capsys, tmp_path, adam_run, args, message):
+    err = refused(capsys, tmp_path, ["fit", *SMALL, f"--ckpt_path={adam_run}", *args])
+    assert message in err and "leave out --ckpt_path to start a new run" in err
+
+
+def test_another_optimizer_than_the_models_own_is_refused_on_resume(capsys, tmp_path, trained):
+    err = refused(capsys, tmp_path, ["fit", *SMALL, f"--ckpt_path={trained}", *ADAM])
+    assert "does not match the checkpoint's none (the model's own Adagrad)" in err
+
+
+def test_a_new_optimizer_argument_is_honoured_and_the_others_kept(tmp_path, capsys, adam_run):
+    cli = cli_main(
+        [
+            "fit",
+            *SMALL,
+            f"--ckpt_path={adam_run}",
+            "--optimizer=Adam",
+            "--optimizer.eps=1e-6",
+            "--trainer.max_steps=5",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
+    assert "--optimizer.eps 1e-08 -> 1e-06" in capsys.readouterr().err
+    group = cli.trainer.optimizers[0].param_groups[0]
+    assert group["eps"] == 1e-6 and group["betas"] == (0.5, 0.9) and cli.trainer.global_step == 5
+
+
+def test_divergence_names_the_optimizers_learning_rate_option(tmp_path, capsys):
+    args = ["fit", *SMALL, "--optimizer=Adam", "--optimizer.lr=1e30", "--trainer.max_steps=10"]
+    code = main([*args, f"--trainer.default_root_dir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert code == 1 and "a lower --optimizer.lr (now 1e+30)" in err, err

@@ -28,7 +28,7 @@ from torch_charrnn.callbacks import TrainingMonitor
 from torch_charrnn.checkpoint import read_checkpoint
 from torch_charrnn.cli import DESCRIPTION
 from torch_charrnn.data import CharDataModule
-from torch_charrnn.errors import CharRNNError
+from torch_charrnn.errors import CharRNNError, DivergedError
 from torch_charrnn.model import CharRNN
 from torch_charrnn.storage import AtomicCheckpointIO, LastCheckpoint, claim_version, last_checkpoint
 
@@ -99,6 +99,34 @@ class CharRNNCLI(LightningCLI):
         self.checkpoint = read_checkpoint(ckpt_path)
         given = self.parser.parse_args(self._args, defaults=False)[subcommand]
         self.resume_changes = resume_config(config, given, self.checkpoint, ckpt_path)
+        if "optimizer" in config:  # fit: the optimizer and schedule follow the same rule
+            keep, changes = resume_optimizer(given, self.checkpoint, ckpt_path)
+            scheduled = (self.checkpoint.get("optimizer_config") or {}).get("lr_scheduler")
+            if scheduled and any(c.startswith("--model.lr ") for c in self.resume_changes):
+                raise CharRNNError(
+                    f"--model.lr differs from the checkpoint's ({ckpt_path}), whose run has a schedule: a "
+                    "schedule's learning rate cannot change on resume, the restored schedule would "
+                    "override it. Leave out --model.lr, or leave out --ckpt_path to start a new run."
+                )
+            self.resume_changes += changes
+            if keep:
+                self.config = self.parser.parse_object({subcommand: keep}, self.config)
+
+    @staticmethod
+    def configure_optimizers(lightning_module, optimizer, lr_scheduler=None):
+        """LightningCLI's, with the schedule stepped every training step (``interval: step``): runs
+        here are budgeted in steps (``max_steps``) and time, not epochs."""
+        if lr_scheduler is None or isinstance(lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            return LightningCLI.configure_optimizers(lightning_module, optimizer, lr_scheduler)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": lr_scheduler, "interval": "step"}}
+
+    def fit(self, model, **kwargs) -> None:
+        try:
+            self.trainer.fit(model, **kwargs)
+        except DivergedError as err:
+            if self.config.fit.get("optimizer") is not None:  # the learning rate is --optimizer.lr's
+                err.args = (str(err).replace("`lr`", "--optimizer.lr"),)
+            raise
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
@@ -115,6 +143,8 @@ class CharRNNCLI(LightningCLI):
             check_vocabulary(self.model.hparams.vocab, self.checkpoint, ckpt_path)
             if self.resume_changes and rank_zero_only.rank == 0:
                 print(f"charrnn: resuming {ckpt_path} with {', '.join(self.resume_changes)}", file=sys.stderr)
+        if "optimizer" in self.config[self.subcommand]:
+            self.trainer.callbacks.append(RecordOptimizer(self.config[self.subcommand]))
         if type(self.trainer.strategy.checkpoint_io) is L.pytorch.plugins.TorchCheckpointIO:
             self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         for logger in self.trainer.loggers:
@@ -165,6 +195,63 @@ def resume_config(config: Namespace, given: Namespace, checkpoint: dict, path: s
             elif new != old:
                 changes.append(f"--{section}.{key} {old} -> {new}")
     return changes
+
+
+class RecordOptimizer(L.Callback):
+    """Writes the run's ``--optimizer`` and ``--lr_scheduler`` (None: the model's own Adagrad, no
+    schedule) into every checkpoint, so that a resumed run knows which optimizer state it holds."""
+
+    def __init__(self, config: Namespace):
+        self.choices = {k: _plain(config.get(k)) for k in ("optimizer", "lr_scheduler")}
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint["optimizer_config"] = self.choices
+
+
+def _plain(value):
+    """A parsed ``class_path``/``init_args`` choice as plain dicts and lists (weights_only-loadable)."""
+    if isinstance(value, Namespace):
+        return _plain(value.as_dict())
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def resume_optimizer(given: Namespace, checkpoint: dict, path: str) -> tuple[dict, list[str]]:
+    """The resume rule for ``--optimizer`` and ``--lr_scheduler``: left out, the checkpoint's choice
+    is kept (returned, to be parsed into the config); another class is an error (its saved state
+    would not fit); other arguments of the optimizer are honoured and reported, of the schedule an
+    error (its saved state would override them). Returns (choices to keep, changes to report)."""
+    saved = checkpoint.get("optimizer_config") or {}  # absent: the model's own Adagrad, no schedule
+    keep, changes = {}, []
+    for key in ("optimizer", "lr_scheduler"):
+        old, new = saved.get(key), _plain(given.get(key))
+        if new is None:
+            if old is not None:
+                keep[key] = old
+            continue
+        old_class = (
+            old["class_path"] if old else "none (the model's own Adagrad)" if key == "optimizer" else "none"
+        )
+        if old is None or new.get("class_path", old["class_path"]) != old["class_path"]:
+            raise CharRNNError(
+                f"--{key} {new.get('class_path')} does not match the checkpoint's {old_class} ({path}): "
+                f"its saved state belongs to that one. Leave out --{key} to resume with the checkpoint's, "
+                "or leave out --ckpt_path to start a new run."
+            )
+        old_args, new_args = old.get("init_args", {}), new.get("init_args", {})
+        differ = {k: v for k, v in new_args.items() if old_args.get(k) != v}
+        if differ and (key == "lr_scheduler" or (saved.get("lr_scheduler") and "lr" in differ)):
+            raise CharRNNError(
+                f"--{key}.{next(iter(differ))} differs from the checkpoint's ({path}): a schedule and its "
+                "learning rate cannot change on resume, the restored schedule would override them. Leave "
+                f"out --{key}.*, or leave out --ckpt_path to start a new run."
+            )
+        changes += [f"--{key}.{k} {old_args.get(k)} -> {v}" for k, v in differ.items()]
+        keep[key] = {"class_path": old["class_path"], "init_args": {**old_args, **new_args}}
+    return keep, changes
 
 
 def check_vocabulary(vocab: str, checkpoint: dict, path: str) -> None:

@@ -227,9 +227,12 @@ class CharRNN(L.LightningModule):
         saved = checkpoint.get("optimizer_states") or []
         if not saved:
             return
-        fresh = self.configure_optimizers()
+        fresh = self.configure_optimizers()  # an optimizer, or LightningCLI's dict with a schedule
+        fresh = fresh["optimizer"] if isinstance(fresh, dict) else fresh
+        # A restored schedule owns the learning rate (the CLI refuses to change it on resume).
+        keep = {"params", "lr"} if checkpoint.get("lr_schedulers") else {"params"}
         for state, group in zip(saved[0]["param_groups"], fresh.param_groups, strict=True):
-            state.update({k: v for k, v in group.items() if k != "params"})
+            state.update({k: v for k, v in group.items() if k not in keep})
 
     def encode(self, text: str) -> Tensor:
         """Indices (1, len(text)) of ``text`` in this model's vocabulary; unknown characters are listed."""
