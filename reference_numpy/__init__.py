@@ -10,6 +10,7 @@ from reference_numpy.optim import (
     clip_grads,
     global_norm,
     rmsprop_step,
+    warmup_cosine,
 )
 from reference_numpy.rnn import (
     cast,
@@ -52,6 +53,7 @@ __all__ = [
     "sample",
     "state_names",
     "train",
+    "warmup_cosine",
     "window",
     "zero_state",
 ]

@@ -60,10 +60,15 @@ def train(
     clip_val: float | None = 5.0,
     clip_algorithm: str = "norm",
     cell: str = "tanh",
+    optimizer=None,
+    schedule=None,
 ) -> TrainLog:
     """Train ``params`` in place for ``max_steps`` windows (epochs wrap around); returns the log.
 
-    Each step: forward and hand-written BPTT over one window, clip, Adagrad, carry the last state.
+    Each step: forward and hand-written BPTT over one window, clip, an optimizer step, carry the
+    last state. ``optimizer(params, grads, state, lr)`` defaults to Adagrad with ``eps``;
+    ``schedule(step)`` multiplies ``lr`` at each step (default: constant), as a scheduler stepped
+    every training step does.
     """
     if clip_algorithm not in ("norm", "value"):  # before any work: a typo never means another algorithm
         raise ValueError(f"clip_algorithm must be 'norm' or 'value', got {clip_algorithm!r}")
@@ -71,7 +76,7 @@ def train(
     n = num_windows(streams, seq_len)
     if n < 1:
         raise ValueError(f"{streams.shape[1]} characters per stream is too short for a window of {seq_len}")
-    sums = {}  # Adagrad's state
+    sums = {}  # the optimizer's state
     log = TrainLog()
     state = None
     for step in range(max_steps):
@@ -83,7 +88,11 @@ def train(
         norm = global_norm(grads)
         if clip_val is not None:
             log.clipped.append(clip_grads(grads, clip_algorithm, clip_val))
-        adagrad_step(params, grads, sums, lr, eps)
+        step_lr = lr * (1.0 if schedule is None else schedule(step))
+        if optimizer is None:
+            adagrad_step(params, grads, sums, step_lr, eps)
+        else:
+            optimizer(params, grads, sums, step_lr)
         log.loss.append(loss)
         log.grad_norm.append(norm)
     return log

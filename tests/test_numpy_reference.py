@@ -217,3 +217,20 @@ def test_a_mistyped_clip_algorithm_is_refused(algorithm):
         rn.clip_grads(rn.loss_and_grads(params, inputs, inputs, state)[1], algorithm, 1.0)
     with pytest.raises(ValueError, match="must be 'norm' or 'value'"):
         rn.RecurrentNN({"a": 0, "b": 1}, {0: "a", 1: "b"}, 2, clip_algorithm=algorithm)
+
+
+def test_warmup_cosine_matches_the_torch_scheduler_every_step():
+    from torch_charrnn.schedules import WarmupCosine
+
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.2)
+    sched = WarmupCosine(opt, total_steps=30, warmup_steps=5, final_lr_ratio=0.1)
+    lrs = []
+    for _ in range(40):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    want = [0.2 * rn.warmup_cosine(s, 30, 5, 0.1) for s in range(40)]
+    np.testing.assert_allclose(lrs, want, rtol=1e-12)
+    assert lrs[0] == pytest.approx(0.2 / 5) and lrs[4] == pytest.approx(0.2)  # warmup
+    assert lrs[30] == lrs[39] == pytest.approx(0.02)  # the end of the decay, and flat after it
+    assert all(a >= b for a, b in zip(lrs[4:31], lrs[5:31], strict=False)), "decays monotonically"

@@ -193,12 +193,20 @@ def newest(root: Path) -> dict:
     return torch.load(max(root.glob("**/last.ckpt"), key=lambda p: p.stat().st_mtime), weights_only=True)
 
 
-def test_an_optimizer_and_its_schedule_resume_exactly(tmp_path, capsys):
-    """Adam with a cosine schedule, stopped at step 12 (mid-epoch) and resumed with nothing but
+WARMUP_COSINE = [
+    "--lr_scheduler=torch_charrnn.schedules.WarmupCosine",
+    "--lr_scheduler.total_steps=25",
+    "--lr_scheduler.warmup_steps=4",
+]
+
+
+@pytest.mark.parametrize("schedule", [COSINE, WARMUP_COSINE], ids=["CosineAnnealingLR", "WarmupCosine"])
+def test_an_optimizer_and_its_schedule_resume_exactly(tmp_path, capsys, schedule):
+    """Adam with a schedule, stopped at step 12 (mid-epoch) and resumed with nothing but
     --ckpt_path: the same weights, bit for bit, as one run to 30; the schedule stepped every step."""
     a, b = tmp_path / "a", tmp_path / "b"
-    cli_main(["fit", *EXACT, *ADAM, *COSINE, "--trainer.max_steps=30", f"--trainer.default_root_dir={a}"])
-    cli_main(["fit", *EXACT, *ADAM, *COSINE, "--trainer.max_steps=12", f"--trainer.default_root_dir={b}"])
+    cli_main(["fit", *EXACT, *ADAM, *schedule, "--trainer.max_steps=30", f"--trainer.default_root_dir={a}"])
+    cli_main(["fit", *EXACT, *ADAM, *schedule, "--trainer.max_steps=12", f"--trainer.default_root_dir={b}"])
     stopped = newest(b)
     assert stopped["global_step"] == 12 and stopped["lr_schedulers"][0]["last_epoch"] == 12
     assert stopped["optimizer_config"]["optimizer"]["class_path"] == "torch.optim.Adam"

@@ -101,6 +101,64 @@ def test_training_trajectory_matches_numpy(small_text, cell, L, bptt, clip_algor
     assert np.abs(moved).max() > 1e-3, "training must move the parameters"
 
 
+def test_training_trajectory_with_adam_and_a_schedule_matches_numpy(small_text):
+    """Adam with a warmup-cosine schedule stepped every step (what `charrnn fit --optimizer Adam
+    --lr_scheduler torch_charrnn.schedules.WarmupCosine` builds) against NumPy's Adam and schedule."""
+    from torch_charrnn.cli_fit import CharRNNCLI
+    from torch_charrnn.schedules import WarmupCosine
+
+    vocab = rn.build_vocab(small_text)
+    data = rn.encode(small_text, vocab)
+    init = rn.init_params(len(vocab), 32, np.random.default_rng(0), "lstm", 1, init_std=0.1)
+    lr, total, warmup = 3e-3, 40, 5
+
+    def schedule(step):
+        return rn.warmup_cosine(step, total, warmup)
+
+    def adam(params, grads, state, step_lr):
+        rn.adam_step(params, grads, state, step_lr)
+
+    kwargs = {"cell": "lstm", "optimizer": adam, "schedule": schedule}
+    dry = rn.train(rn.cast(init, np.float64), data, B, T, STEPS, lr, clip_val=None, **kwargs)
+    clip_val = float(np.median(dry.grad_norm))  # so that clipping fires on some steps only
+    params = rn.cast(init, np.float64)
+    log = rn.train(params, data, B, T, STEPS, lr, clip_val=clip_val, **kwargs)
+
+    data_module = CharDataModule(
+        text=small_text, batch_size=B, seq_len=T, val_fraction=0.0, test_fraction=0.0
+    )
+    model = model_from_numpy(init, "lstm", vocab=data_module.vocab)
+
+    def configure_optimizers():
+        opt = torch.optim.Adam([*model.layers.parameters(), model.W_hy, model.b_y], lr=lr)
+        return CharRNNCLI.configure_optimizers(model, opt, WarmupCosine(opt, total, warmup))
+
+    model.configure_optimizers = configure_optimizers
+    record = RecordClipping()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        precision="64-true",
+        max_steps=STEPS,
+        gradient_clip_val=clip_val,
+        limit_val_batches=0,
+        log_every_n_steps=1,
+        callbacks=[record],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, data_module)
+    assert any(log.clipped) and not all(log.clipped), "clipping must fire on some steps and not on others"
+    assert record.clipped == log.clipped
+    assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == STEPS
+    mine = dict(model.named_parameters())
+    for name, value in rn.named_arrays(params).items():
+        torch.testing.assert_close(
+            mine[name].detach(), torch.from_numpy(value), rtol=1e-9, atol=1e-12, msg=name
+        )
+
+
 def test_clipping_changes_the_trajectory(small_text):
     """Without clipping the NumPy run ends elsewhere, so the match above depends on Lightning clipping."""
     vocab = rn.build_vocab(small_text)
