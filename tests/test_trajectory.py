@@ -26,9 +26,13 @@ class RecordClipping(L.Callback):
         self.norms.append(float(trainer.callback_metrics["grad/norm"]))
 
 
-def fit_lightning(params, text, clip_val, clip_algorithm, cell, **model_kwargs):
+def fit_lightning(params, text, clip_val, clip_algorithm, cell, optimizers=None, **model_kwargs):
+    """Train a float64 CharRNN holding ``params`` for STEPS steps; ``optimizers(model)`` replaces its
+    configure_optimizers (as LightningCLI's --optimizer/--lr_scheduler do)."""
     data = CharDataModule(text=text, batch_size=B, seq_len=T, val_fraction=0.0, test_fraction=0.0)
     model = model_from_numpy(params, cell, lr=LR, eps=EPS, vocab=data.vocab, **model_kwargs)
+    if optimizers is not None:
+        model.configure_optimizers = lambda: optimizers(model)
     record = RecordClipping()
     trainer = L.Trainer(
         accelerator="cpu",
@@ -45,7 +49,7 @@ def fit_lightning(params, text, clip_val, clip_algorithm, cell, **model_kwargs):
         enable_model_summary=False,
     )
     trainer.fit(model, data)
-    return model, record
+    return model, record, trainer
 
 
 @pytest.mark.parametrize(
@@ -79,7 +83,7 @@ def test_training_trajectory_matches_numpy(small_text, cell, L, bptt, clip_algor
 
     params = rn.cast(init, np.float64)
     log = rn.train(params, data, B, T, STEPS, LR, EPS, clip_val, clip_algorithm, cell)
-    model, record = fit_lightning(init, small_text, clip_val, clip_algorithm, cell, bptt=bptt)
+    model, record, _ = fit_lightning(init, small_text, clip_val, clip_algorithm, cell, bptt=bptt)
 
     assert any(log.clipped) and not all(log.clipped), "clipping must fire on some steps and not on others"
     assert record.clipped == log.clipped
@@ -124,31 +128,11 @@ def test_training_trajectory_with_adam_and_a_schedule_matches_numpy(small_text):
     params = rn.cast(init, np.float64)
     log = rn.train(params, data, B, T, STEPS, lr, clip_val=clip_val, **kwargs)
 
-    data_module = CharDataModule(
-        text=small_text, batch_size=B, seq_len=T, val_fraction=0.0, test_fraction=0.0
-    )
-    model = model_from_numpy(init, "lstm", vocab=data_module.vocab)
-
-    def configure_optimizers():
+    def optimizers(model):
         opt = torch.optim.Adam([*model.layers.parameters(), model.W_hy, model.b_y], lr=lr)
         return CharRNNCLI.configure_optimizers(model, opt, WarmupCosine(opt, total, warmup))
 
-    model.configure_optimizers = configure_optimizers
-    record = RecordClipping()
-    trainer = L.Trainer(
-        accelerator="cpu",
-        precision="64-true",
-        max_steps=STEPS,
-        gradient_clip_val=clip_val,
-        limit_val_batches=0,
-        log_every_n_steps=1,
-        callbacks=[record],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(model, data_module)
+    model, record, trainer = fit_lightning(init, small_text, clip_val, "norm", "lstm", optimizers)
     assert any(log.clipped) and not all(log.clipped), "clipping must fire on some steps and not on others"
     assert record.clipped == log.clipped
     assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == STEPS
