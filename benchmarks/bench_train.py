@@ -34,7 +34,12 @@ import reference_numpy as rn
 from torch_charrnn import CharRNN
 from torch_charrnn.bptt import cross_entropy
 
-CONFIGS = {"B1 T20 H75": (1, 20, 75), "B64 T100 H256": (64, 100, 256), "B128 T100 H512": (128, 100, 512)}
+CONFIGS = {
+    "B1 T20 H75": (1, 20, 75),
+    "B32 T50 H256": (32, 50, 256),  # configs/tinyshakespeare.yaml's shape
+    "B64 T100 H256": (64, 100, 256),
+    "B128 T100 H512": (128, 100, 512),
+}
 GATED_CONFIGS = ["B64 T100 H256", "B128 T100 H512"]  # the tutorial's tiny B1 T20 H75 is for the tanh cell
 V = 65  # tinyshakespeare's vocabulary
 LR, CLIP = 0.01, 5.0
