@@ -280,3 +280,28 @@ def test_divergence_names_the_optimizers_learning_rate_option(tmp_path, capsys):
     code = main([*args, f"--trainer.default_root_dir={tmp_path}"])
     err = capsys.readouterr().err
     assert code == 1 and "a lower --optimizer.lr (now 1e+30)" in err, err
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "validate"])
+def test_the_checkpoint_is_read_from_disk_once(tmp_path, trained, monkeypatch, subcommand):
+    """charrnn's own check reads it; Lightning's restore is served that same read."""
+    loads = []
+    real_load = torch.load
+
+    def counting_load(f, *args, **kwargs):
+        loads.append(f)
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    cli = cli_main(
+        [
+            subcommand,
+            *SMALL,
+            f"--ckpt_path={trained}",
+            "--trainer.max_steps=4",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
+    assert len(loads) == 1, loads
+    if subcommand == "fit":
+        assert cli.trainer.global_step == 4, "restored from the checkpoint's step 3"

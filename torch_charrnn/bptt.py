@@ -39,7 +39,7 @@ def run_layers(inputs: Tensor, state: tuple, layers: list[dict], cell: str, keep
     c = get_cell(cell)
     x = inputs.t()  # (T, B), time-major
     T, B = x.shape
-    below = x
+    below, H = x, state[0].shape[-1]
     tape, last, every_h = [], [], []
     for l, p in enumerate(layers):
         if l == 0:
@@ -47,7 +47,6 @@ def run_layers(inputs: Tensor, state: tuple, layers: list[dict], cell: str, keep
         else:
             a = below @ p["W_xh"] + p["b_h"]  # (T, B, G*H): the layer below's h, one matmul
         s = tuple(st[l] for st in state)
-        H = state[0].shape[-1]
         # h_t overwrites the input share a_t that its own step has consumed (its first H columns):
         # no buffer to fill. Under autograd, which cannot record out=, the states are stacked instead.
         hs = None if torch.is_grad_enabled() else a[..., :H]

@@ -66,7 +66,9 @@ class CharRNNCLI(LightningCLI):
     best checkpoint by ``val/bpc`` kept, the TensorBoard monitor always on, and SPEC'd resuming."""
 
     checkpoint: dict | None = None  # the one passed with --ckpt_path, read once
-    resume_changes: list[str] = []  # the options that differ from the checkpoint's, as "--model.lr a -> b"
+    resume_changes: (
+        tuple[str, ...] | list[str]
+    ) = ()  # options that differ from the checkpoint's: "--model.lr a -> b"
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
@@ -146,7 +148,8 @@ class CharRNNCLI(LightningCLI):
         if "optimizer" in self.config[self.subcommand]:
             self.trainer.callbacks.append(RecordOptimizer(self.config[self.subcommand]))
         if type(self.trainer.strategy.checkpoint_io) is L.pytorch.plugins.TorchCheckpointIO:
-            self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+            read = {self.config[self.subcommand].ckpt_path: self.checkpoint} if self.checkpoint else {}
+            self.trainer.strategy.checkpoint_io = AtomicCheckpointIO(preloaded=read)
         for logger in self.trainer.loggers:
             if isinstance(logger, TensorBoardLogger) and rank_zero_only.rank == 0:
                 claim_version(logger)

@@ -28,7 +28,21 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     A failed write (a full disk, a file-size limit) removes the temporary file, leaves the
     previous checkpoint at that path as it was, and stops the run with a RunError that names the
     folder, the space the checkpoint needs and the space there is.
+
+    Args:
+        preloaded: checkpoints already read (``checkpoint.read_checkpoint``), by path: the first
+            load of each is served from here, so ``--ckpt_path`` is read from disk once.
     """
+
+    def __init__(self, preloaded: dict[str, dict] | None = None):
+        super().__init__()
+        self._preloaded = {os.path.abspath(k): v for k, v in (preloaded or {}).items()}
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
+        checkpoint = self._preloaded.pop(os.path.abspath(path), None)
+        if checkpoint is not None:
+            return checkpoint
+        return super().load_checkpoint(path, weights_only=weights_only)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         path = Path(path)
