@@ -179,12 +179,37 @@ def forward_manual(inputs, state, layers, W_hy, b_y, cell="tanh"):
     return out[0], tuple(out[1:])
 
 
+SATURATED = (
+    0.99  # |tanh| or |2σ - 1| above this: the derivative is under 2% of its peak, little gradient passes
+)
+
+
+def activation_statistics(caches: list, cell: str) -> dict[tuple[str, str], Tensor]:
+    """One layer's gates and states over a window (its steps' caches), as the monitor shows them:
+    ``("saturation", name)`` the share of units of a sigmoid or tanh activation that are
+    saturated, ``("mean", name)`` a sigmoid gate's mean, ``("norm", name)`` a state's norm
+    (mean over steps and streams)."""
+    c = get_cell(cell)
+    per_step = [c.activations(cache) for cache in caches]
+    stats = {}
+    for name, (kind, _) in per_step[0].items():
+        v = torch.stack([step[name][1] for step in per_step]).detach()  # (T, B, H)
+        if kind == "state":
+            stats["norm", name] = v.norm(dim=-1).mean()
+            continue
+        level = (2 * v - 1) if kind == "sigmoid" else v
+        stats["saturation", name] = (level.abs() > SATURATED).float().mean()
+        if kind == "sigmoid":
+            stats["mean", name] = v.mean()
+    return stats
+
+
 def hidden_gradients(inputs: Tensor, targets: Tensor, state: tuple, layers, W_hy, b_y, cell="tanh"):
     """How the gradient fades or explodes through time, for one window, in every layer.
 
     Returns the mean over streams of ||dL/dh_t|| for the whole window's loss L, the same for the
-    last character's loss alone (how far back one prediction reaches), both (L, T), and every
-    layer's states (L, T, B, H).
+    last character's loss alone (how far back one prediction reaches), both (L, T), every
+    layer's states (L, T, B, H), and every layer's ``activation_statistics``.
     """
     with torch.enable_grad():
         leaves = [{k: v.detach().requires_grad_() for k, v in p.items()} for p in layers]
@@ -199,4 +224,5 @@ def hidden_gradients(inputs: Tensor, targets: Tensor, state: tuple, layers, W_hy
     last = torch.stack([d.norm(dim=-1).mean() if d is not None else norms.new_zeros(()) for d in dlast]).view(
         L, T
     )
-    return norms, last, torch.stack([h.detach() for h in every_h])
+    stats = [activation_statistics(entry[3], cell) for entry in tape]
+    return norms, last, torch.stack([h.detach() for h in every_h]), stats

@@ -10,10 +10,10 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from torch_charrnn.bptt import hidden_gradients
+from torch_charrnn.bptt import SATURATED, hidden_gradients
 from torch_charrnn.model import step_is_due
 
-SATURATED = 0.99  # |h| above this: tanh'(h) < 0.02, the unit passes almost no gradient
+STAT_TAGS = {"saturation": "gates/{}_saturation", "mean": "gates/{}_mean", "norm": "hidden/{}_norm"}
 
 
 def _writer(trainer: L.Trainer):
@@ -25,7 +25,9 @@ def _writer(trainer: L.Trainer):
 
 
 class TrainingMonitor(L.Callback):
-    """Throughput, generated text, histograms, dL/dh_t through the window, and tanh saturation.
+    """Throughput, generated text, histograms, dL/dh_t through the window in every layer, and
+    what the cell's gates do: saturation of every gate, the mean of every sigmoid gate (the LSTM's
+    forget gate: how much memory is kept), the norm of the LSTM's cell state.
 
     Args:
         every_n_steps: how often to log histograms and the gradient-through-time diagnostics.
@@ -56,15 +58,23 @@ class TrainingMonitor(L.Callback):
         inputs, targets = batch
         state = pl_module.carried_state("train", batch_idx, inputs.shape[0])
         w = pl_module.weights()
-        norms, last, hs = hidden_gradients(
+        norms, last, hs, stats = hidden_gradients(
             inputs, targets, state, w["layers"], w["W_hy"], w["b_y"], pl_module.hparams.cell
-        )  # (L, T), (L, T), (L, T, B, H)
-        saturation = (hs.abs() > SATURATED).float().mean()
-        pl_module.log("hidden/saturation", saturation)
-        first, final = norms[0, 0], norms[0, -1]  # the first layer's: the one that reads the characters
-        pl_module.log("grad/dh_first", first)
-        pl_module.log("grad/dh_last", final)
-        pl_module.log("grad/dh_first_over_last", first / final.clamp_min(1e-30))
+        )  # (L, T), (L, T), (L, T, B, H), a dict per layer
+        scalars = {"hidden/saturation": (hs.abs() > SATURATED).float().mean()}
+        for l in range(norms.shape[0]):
+            # layer 0's tags have no suffix (a one-layer model's); a layer above adds _l1, _l2, ...
+            suffix = f"_l{l}" if l else ""
+            first, final = norms[l, 0], norms[l, -1]
+            scalars[f"grad/dh_first{suffix}"] = first
+            scalars[f"grad/dh_last{suffix}"] = final
+            scalars[f"grad/dh_first_over_last{suffix}"] = first / final.clamp_min(1e-30)
+            for (kind, name), value in stats[l].items():
+                scalars[STAT_TAGS[kind].format(name) + suffix] = value
+        # Straight to the loggers, at this step only: self.log from this hook would write the last
+        # value again at every logged step until the next one (Lightning keeps hook results).
+        for logger in trainer.loggers:
+            logger.log_metrics({k: v.item() for k, v in scalars.items()}, step=trainer.global_step)
         self._log_through_time(trainer, norms, last, hs)
 
     @rank_zero_only

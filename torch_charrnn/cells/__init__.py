@@ -9,6 +9,7 @@ A cell module has:
     step(...)       one time step forward, given the input share a and the recurrent share u
     step_backward   that step's derivatives, each beside the operation it differentiates
     extra_grads     gradients of parameters beyond W_xh, W_hh, b_h (GRU's b_hn), from the window's du
+    activations     (torch only) a step's gates and states by name, for the TensorBoard monitor
     FUSED, fused_biases   (torch only, optional) the torch.nn module computing the same cell and
                     its two biases from this layer's, for bptt="fused"
 """

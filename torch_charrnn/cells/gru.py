@@ -43,6 +43,14 @@ def step(a, state, p, out=None):
     return (h,), (rz, n, hn, h_prev)
 
 
+def activations(cache):
+    """What the monitor shows of one step (see ``tanh.activations``): the reset and update gates
+    and the candidate."""
+    rz, n, _, _ = cache
+    H = n.shape[-1]
+    return {"r": ("sigmoid", rz[:, :H]), "z": ("sigmoid", rz[:, H:]), "n": ("tanh", n)}
+
+
 def step_backward(dstate, cache, p, out):
     """Gradients w.r.t. a and u = h_{t-1} W_hh (B, 3H), and what flows into h_{t-1} other than
     through u (z * dh)."""

@@ -45,6 +45,22 @@ def step(a, state, p, out=None):
     return (h, c), (gates, g, c_prev, tc)
 
 
+def activations(cache):
+    """What the monitor shows of one step (see ``tanh.activations``): the four gates and the cell
+    state c_t (the memory the forget gate keeps)."""
+    gates, g, c_prev, _ = cache
+    H = g.shape[-1]
+    i, f, o = gates[:, :H], gates[:, H : 2 * H], gates[:, 3 * H :]
+    c = torch.addcmul(f * c_prev, i, g)  # c_t, as step computed it
+    return {
+        "i": ("sigmoid", i),
+        "f": ("sigmoid", f),
+        "g": ("tanh", g),
+        "o": ("sigmoid", o),
+        "c": ("state", c),
+    }
+
+
 def step_backward(dstate, cache, p, out):
     """Gradients w.r.t. a and u = h_{t-1} W_hh (the same: they are added), and what flows into
     c_{t-1}."""

@@ -39,6 +39,13 @@ def step_backward(dstate, cache, p, out):
     return da, da, (None,)
 
 
+def activations(cache):
+    """What the monitor shows of one step, by name, with the nonlinearity that produced it
+    ("sigmoid" or "tanh": saturation is |2σ-1| or |tanh| above 0.99) or "state" (its norm is shown)."""
+    (h,) = cache
+    return {"h": ("tanh", h)}
+
+
 def extra_grads(dA, dU, p):
     return {}
 
