@@ -16,6 +16,13 @@ settings.register_profile("dev", deadline=None, max_examples=30, suppress_health
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path_factory, monkeypatch):
+    """Every test encodes corpus files into a cache of its own, never the user's ~/.cache (a test
+    that needs a particular cache sets $CHARRNN_CACHE itself, after this)."""
+    monkeypatch.setenv("CHARRNN_CACHE", str(tmp_path_factory.mktemp("charrnn-cache")))
+
+
 # A charrnn fit that takes seconds: the first 5,000 characters of the built-in corpus, 4 streams
 # of 16-character windows, on the CPU, quiet, without the monitor's extra passes.
 SMALL_FIT = [

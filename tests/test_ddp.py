@@ -9,6 +9,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import reference_numpy as rn
+from torch_charrnn.corpus import builtin_text
 
 CHARRNN = str(Path(sys.executable).parent / "charrnn")
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,9 +37,13 @@ def last_run(root: Path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("cell", "L"), [("tanh", 1), ("lstm", 2)])
-def test_two_process_ddp_matches_one_process_on_the_same_global_streams(tmp_path, cell, L):
+def test_two_process_ddp_matches_one_process_on_the_same_global_streams(tmp_path, cell, L, monkeypatch):
     one, two = tmp_path / "one", tmp_path / "two"
-    model = [f"--model.cell={cell}", f"--model.num_layers={L}"]
+    # a corpus file: every process reads the memory-mapped cache that prepare_data encoded once
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(builtin_text()[:30000], encoding="utf-8")
+    monkeypatch.setenv("CHARRNN_CACHE", str(tmp_path / "cache"))
+    model = [f"--model.cell={cell}", f"--model.num_layers={L}", f"--data.corpus={corpus}"]
     # 1 process with 8 streams against 2 processes with 4 streams each: the same 8 global streams.
     subprocess.run(
         [CHARRNN, *COMMON, *model, "--data.batch_size=8", f"--trainer.default_root_dir={one}"], check=True
@@ -69,3 +74,5 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_streams(tmp_path
             ckpt2["state_dict"][name], ckpt1["state_dict"][name], rtol=1e-12, atol=1e-14
         )
     assert bpc2 == pytest.approx(bpc1, rel=1e-6)  # logged in float32 by TensorBoard
+    # what the runs relied on: one encoded cache, written whole, shared by all three processes
+    assert sorted(p.suffix for p in (tmp_path / "cache" / "encoded").iterdir()) == [".bin", ".json"]

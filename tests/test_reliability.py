@@ -12,6 +12,7 @@ import torch
 from conftest import SMALL_FIT
 
 from torch_charrnn.cli import main
+from torch_charrnn.corpus import builtin_text
 
 CHARRNN = str(Path(sys.executable).parent / "charrnn")
 SMALL = [*SMALL_FIT, "--model.hidden_size=8"]
@@ -222,17 +223,29 @@ def newest_checkpoint(root: Path) -> tuple[Path | None, int]:
     return path, torch.load(path, map_location="cpu", weights_only=True)["global_step"]
 
 
+def on_a_corpus_file(tmp_path: Path) -> list[str]:
+    """RESUME on a corpus file, so the runs read the memory-mapped encoded cache."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(builtin_text()[:4000], encoding="utf-8")
+    return [*RESUME, f"--data.corpus={corpus}"]
+
+
+def one_cache(tmp_path: Path) -> bool:
+    return sorted(p.suffix for p in (tmp_path / "cache" / "encoded").iterdir()) == [".bin", ".json"]
+
+
 @pytest.mark.slow
 def test_sigkill_at_any_moment_then_resume_ends_exactly_where_an_uninterrupted_run_ends(tmp_path):
     straight, broken = tmp_path / "straight", tmp_path / "broken"
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    env = {**os.environ, "PYTHONHASHSEED": "0", "CHARRNN_CACHE": str(tmp_path / "cache")}
+    run = on_a_corpus_file(tmp_path)
     subprocess.run(
-        [CHARRNN, *RESUME, f"--trainer.default_root_dir={straight}"], check=True, env=env, capture_output=True
+        [CHARRNN, *run, f"--trainer.default_root_dir={straight}"], check=True, env=env, capture_output=True
     )
 
     killed_at = []
     for target in (20, 70):  # two kills, each once its run has checkpointed this step, then resumed
-        args = [CHARRNN, *RESUME, f"--trainer.default_root_dir={broken}"]
+        args = [CHARRNN, *run, f"--trainer.default_root_dir={broken}"]
         if killed_at:
             args.append("--ckpt_path=last")
         proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -251,7 +264,7 @@ def test_sigkill_at_any_moment_then_resume_ends_exactly_where_an_uninterrupted_r
     assert killed_at[0] < killed_at[1], "the second run resumed and got further before its kill"
 
     subprocess.run(
-        [CHARRNN, *RESUME, f"--trainer.default_root_dir={broken}", "--ckpt_path=last"], check=True, env=env
+        [CHARRNN, *run, f"--trainer.default_root_dir={broken}", "--ckpt_path=last"], check=True, env=env
     )
 
     want, got = final_weights(straight), final_weights(broken)
@@ -259,11 +272,13 @@ def test_sigkill_at_any_moment_then_resume_ends_exactly_where_an_uninterrupted_r
     for name in want:
         assert torch.equal(got[name], want[name]), name
     assert not torch.equal(want["layers.1.W_hh"], early["layers.1.W_hh"]), "the weights moved after the kill"
+    assert one_cache(tmp_path), "every run read the one memory-mapped cache"
 
 
-def test_mid_epoch_resume_in_process_continues_the_same_windows(tmp_path):
+def test_mid_epoch_resume_in_process_continues_the_same_windows(tmp_path, monkeypatch):
     """Stop at step 30 of a 56-window epoch, resume to 80: same weights as one run to 80."""
-    base = [a for a in RESUME if not a.startswith("--trainer.max_steps")]
+    monkeypatch.setenv("CHARRNN_CACHE", str(tmp_path / "cache"))
+    base = [a for a in on_a_corpus_file(tmp_path) if not a.startswith("--trainer.max_steps")]
     assert main([*base, "--trainer.max_steps=80", f"--trainer.default_root_dir={tmp_path / 'a'}"]) == 0
     assert main([*base, "--trainer.max_steps=30", f"--trainer.default_root_dir={tmp_path / 'b'}"]) == 0
     assert (
@@ -283,3 +298,4 @@ def test_mid_epoch_resume_in_process_continues_the_same_windows(tmp_path):
     assert set(a) == set(b)
     for name in a:
         assert torch.equal(a[name], b[name]), name
+    assert one_cache(tmp_path)

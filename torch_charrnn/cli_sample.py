@@ -10,6 +10,7 @@ import torch
 
 from torch_charrnn.checkpoint import checkpoint_weights, read_checkpoint
 from torch_charrnn.corpus import encode
+from torch_charrnn.encoded import to_symbols
 from torch_charrnn.errors import CharRNNError
 from torch_charrnn.sampling import sample_chunks
 
@@ -55,8 +56,9 @@ def main(argv: list[str]) -> int:
     vocab = checkpoint["hyper_parameters"]["vocab"]
     if args.top_k is not None and not 1 <= args.top_k <= len(vocab):
         parser.error(f"--top_k must be between 1 and the vocabulary size {len(vocab)}, got {args.top_k}")
+    unit = checkpoint["hyper_parameters"].get("unit", "chars")  # "bytes": a byte model, UTF-8 text
     try:
-        encode(args.prime, vocab)
+        encode(to_symbols(args.prime, unit), vocab)
     except CharRNNError as err:
         parser.error(f"--prime has {err}")
     weights, cell = checkpoint_weights(checkpoint)
@@ -67,7 +69,7 @@ def main(argv: list[str]) -> int:
             out.write(f"--- sample {i + 1} of {args.num_samples} ---\n")
         out.write(args.prime)
         for chunk in sample_chunks(
-            weights, cell, vocab, args.length, args.prime, args.temperature, args.top_k, generator
+            weights, cell, vocab, args.length, args.prime, args.temperature, args.top_k, generator, unit=unit
         ):
             out.write(chunk[0])
             out.flush()

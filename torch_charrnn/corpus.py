@@ -7,8 +7,10 @@ them into its flags (``--data.encoding``).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -42,16 +44,72 @@ def fetch_tinyshakespeare(url: str = TINYSHAKESPEARE_URL, directory: Path | None
     return fetch(url, TINYSHAKESPEARE_SHA256, TINYSHAKESPEARE_FILE, directory)
 
 
-def fetch(url: str, sha256: str, fname: str, directory: Path | None = None) -> Path:
-    """Download ``url`` to ``directory/fname`` unless a file with that sha256 is already there."""
+@dataclass(frozen=True)
+class Archive:
+    """A corpus published as a zip of one file (Matt Mahoney's enwik8 and text8)."""
+
+    url: str
+    sha256: str  # of the zip
+    member: str  # the file inside it
+    unit: str  # how the literature models it: "bytes" (enwik8) or "chars"
+
+
+# The standard character-level benchmarks: 10^8 symbols each, split 90M / 5M / 5M (the default
+# fractions 0.05 / 0.05 give exactly that split).
+ARCHIVES = {
+    "enwik8": Archive(
+        "http://mattmahoney.net/dc/enwik8.zip",
+        "547994d9980ebed1288380d652999f38a14fe291a6247c157c3d33d4932534bc",
+        "enwik8",
+        "bytes",
+    ),
+    "text8": Archive(
+        "http://mattmahoney.net/dc/text8.zip",
+        "a6640522afe85d1963ad56c05b0ede0a0c000dddc9671758a6cc09b7a38e5232",
+        "text8",
+        "chars",
+    ),
+}
+
+
+def fetch_archive(name: str, directory: Path | None = None) -> Path:
+    """Download ``ARCHIVES[name]`` once (the zip sha256-verified), unzip it beside, return the file."""
+    import pooch
+
+    archive = ARCHIVES[name]
+    unzip = pooch.Unzip(members=[archive.member], extract_dir=f"{name}.unzipped")
+    paths = fetch(archive.url, archive.sha256, f"{name}.zip", directory, processor=unzip)
+    return Path(paths[0])
+
+
+def corpus_path(corpus: str) -> Path | None:
+    """The file behind ``corpus`` (downloaded once for a named one); None for the built-in text."""
+    if corpus == BUILTIN:
+        return None
+    if corpus == TINYSHAKESPEARE:
+        return fetch_tinyshakespeare()
+    if corpus in ARCHIVES:
+        return fetch_archive(corpus)
+    return Path(corpus).expanduser()
+
+
+def fetch(url: str, sha256: str, fname: str, directory: Path | None = None, processor=None):
+    """Download ``url`` to ``directory/fname`` unless a file with that sha256 is already there;
+    returns its path (or what ``processor``, a pooch processor such as Unzip, returns)."""
     import pooch
     import requests
 
     directory = Path(directory or cache_dir())
     try:
-        return Path(
-            pooch.retrieve(url, known_hash=f"sha256:{sha256}", fname=fname, path=directory, progressbar=False)
+        got = pooch.retrieve(
+            url,
+            known_hash=f"sha256:{sha256}",
+            fname=fname,
+            path=directory,
+            processor=processor,
+            progressbar=_show_progress(),
         )
+        return got if processor is not None else Path(got)
     except (requests.RequestException, OSError) as err:
         raise CorpusError(
             f"could not download {url} ({err}). With no network, download that file by hand on another "
@@ -65,45 +123,22 @@ def fetch(url: str, sha256: str, fname: str, directory: Path | None = None) -> P
         ) from err
 
 
-def read_text(path: Path, encoding: str = "utf-8") -> str:
-    """Decode a text file; a decoding error names the byte offset and the option to change."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise CorpusError(
-            f"corpus file {path} does not exist. Pass `corpus` builtin, tinyshakespeare, "
-            "or the path of a text file."
-        )
-    data = path.read_bytes()
-    try:
-        return data.decode(encoding)
-    except UnicodeDecodeError as err:
-        raise CorpusError(
-            f"{path} is not valid {encoding}: byte {err.start} (0x{data[err.start]:02x}) cannot be decoded. "
-            "Pass its encoding as `encoding` (for example latin-1 or cp1252)."
-        ) from err
-    except LookupError as err:
-        raise CorpusError(f"unknown encoding {encoding!r}: pass a Python codec name as `encoding`") from err
+def _show_progress() -> bool:
+    """pooch's download bar, on an interactive terminal only (tqdm is installed with Lightning)."""
+    import sys
 
-
-def load_corpus(corpus: str, encoding: str = "utf-8") -> str:
-    """The text of ``corpus``: ``builtin``, ``tinyshakespeare`` (downloaded once), or a file path."""
-    if corpus == BUILTIN:
-        return builtin_text()
-    if corpus == TINYSHAKESPEARE:
-        return read_text(fetch_tinyshakespeare(), "utf-8")  # a no-op download once cached
-    return read_text(Path(corpus), encoding)
-
-
-def build_vocab(text: str) -> str:
-    """The sorted distinct characters of ``text``: the same in every process, unlike set() order."""
-    return "".join(sorted(set(text)))
+    return sys.stderr.isatty()
 
 
 def encode(text: str, vocab: str) -> Tensor:
     """Indices (len(text),) of ``text`` in ``vocab``; characters outside it are listed in the error."""
-    index = {c: i for i, c in enumerate(vocab)}
-    try:
-        return torch.tensor([index[c] for c in text], dtype=torch.long)
-    except KeyError:
-        unknown = sorted({c for c in text if c not in index})
-        raise CharRNNError(f"characters not in the model's vocabulary: {unknown}") from None
+    from torch_charrnn.encoded import symbols_of
+
+    ids, symbols = symbols_of(vocab), symbols_of(text)
+    table = np.full(int(max(ids.max(initial=0), symbols.max(initial=0))) + 1, -1, dtype=np.int64)
+    table[ids] = np.arange(len(ids))
+    out = table[symbols]
+    if (out < 0).any():
+        unknown = sorted(map(chr, np.unique(symbols[out < 0]).tolist()))
+        raise CharRNNError(f"characters not in the model's vocabulary: {unknown}")
+    return torch.from_numpy(out)

@@ -8,19 +8,15 @@ streams are split so that process r keeps streams r*B .. (r+1)*B - 1, in order.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import lightning as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
-from torch_charrnn.corpus import (
-    BUILTIN,
-    TINYSHAKESPEARE,
-    build_vocab,
-    encode,
-    fetch_tinyshakespeare,
-    load_corpus,
-)
+from torch_charrnn import encoded as enc
+from torch_charrnn.corpus import ARCHIVES, BUILTIN, builtin_text, corpus_path
 from torch_charrnn.errors import CorpusError, require
 
 
@@ -51,8 +47,10 @@ class StreamWindows(IterableDataset):
         return max(0, (self.streams.shape[1] - 1) // self.seq_len)
 
     def __getitem__(self, k: int) -> tuple[Tensor, Tensor]:
+        """Window k as int64 (the streams may be uint8 or int16, memory-mapped: widened per window)."""
         T = self.seq_len
-        return self.streams[:, k * T : (k + 1) * T], self.streams[:, k * T + 1 : (k + 1) * T + 1]
+        window = self.streams[:, k * T : (k + 1) * T + 1].long()
+        return window[:, :-1], window[:, 1:]
 
     def __iter__(self):
         start, self.start = self.start, 0
@@ -89,10 +87,15 @@ class CharDataModule(L.LightningDataModule):
         seq_len: window length for truncated BPTT (T).
         val_fraction: share of the corpus for validation, taken after the training text.
         test_fraction: share of the corpus for test, taken last.
-        encoding: how to decode a corpus file.
-        max_chars: keep only the first ``max_chars`` characters of the corpus.
+        encoding: how to decode a corpus file (``unit`` chars).
+        max_chars: keep only the first ``max_chars`` symbols of the corpus.
         eval_batch_size: streams for validation and test (default: ``batch_size``).
         text: use this string as the corpus instead (for tests and notebooks).
+        unit: the symbols: ``chars`` (code points after decoding) or ``bytes`` (the file's bytes,
+            as the published enwik8 results model it); default: ``bytes`` for enwik8, else ``chars``.
+
+    A corpus file is encoded once, in ``prepare_data``, into a memory-mapped cache
+    (``torch_charrnn.encoded``) that every process and later run reads.
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class CharDataModule(L.LightningDataModule):
         max_chars: int | None = None,
         eval_batch_size: int | None = None,
         text: str | None = None,
+        unit: Literal["chars", "bytes"] | None = None,
     ):
         super().__init__()
         for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
@@ -125,7 +129,12 @@ class CharDataModule(L.LightningDataModule):
             f"`val_fraction` + `test_fraction` = {val_fraction + test_fraction} leaves no training text; "
             "their sum must be below 1",
         )
+        archive = ARCHIVES.get(corpus) if text is None else None
+        unit = unit or (archive.unit if archive else "chars")  # resolved before it is saved
+        enc.check_unit(unit)
         self.save_hyperparameters(ignore=["text"])
+        # as resolved (LightningCLI hands save_hyperparameters the options as given, None included)
+        self.save_hyperparameters({**self.hparams, "unit": unit})
         self.corpus = corpus
         self.batch_size = batch_size
         self.seq_len = seq_len
@@ -134,39 +143,50 @@ class CharDataModule(L.LightningDataModule):
         self.encoding = encoding
         self.max_chars = max_chars
         self.eval_batch_size = eval_batch_size or batch_size
-        self._text = None
+        self.unit = unit
+        self._encoded: enc.Encoded | None = None
         if text is not None:
-            self._text = text[:max_chars] if max_chars is not None else text
-            self._check(self._text)
-        self._vocab: str | None = None
+            self._set(enc.encode_text(text[:max_chars] if max_chars is not None else text, self.unit))
         self.splits: dict[str, StreamWindows] = {}
 
+    def _set(self, encoded: enc.Encoded) -> None:
+        self._check(encoded)
+        self._encoded = encoded
+
     def prepare_data(self) -> None:
-        if self._text is None and self.corpus == TINYSHAKESPEARE:
-            fetch_tinyshakespeare()
+        """Download a named corpus and encode a corpus file into the cache, once (on each node)."""
+        if self._encoded is None and self.corpus != BUILTIN:
+            enc.prepare(corpus_path(self.corpus), self.encoding, self.unit, self.max_chars)
+
+    @property
+    def encoded(self) -> enc.Encoded:
+        """The corpus as indices (memory-mapped from the cache for a file)."""
+        if self._encoded is None:
+            if self.corpus == BUILTIN:
+                text = builtin_text()
+                encoded = enc.encode_text(text[: self.max_chars] if self.max_chars else text, self.unit)
+            else:  # prepare_data ran already under a Trainer: then this only maps the cache
+                path = corpus_path(self.corpus)
+                encoded = enc.load(enc.prepare(path, self.encoding, self.unit, self.max_chars))
+            self._set(encoded)
+        return self._encoded
 
     @property
     def text(self) -> str:
-        if self._text is None:
-            text = load_corpus(self.corpus, self.encoding)
-            text = text[: self.max_chars] if self.max_chars is not None else text
-            self._check(text)
-            self._text = text
-        return self._text
+        """The corpus as text, decoded back from its indices (for tests and small corpora)."""
+        return self.encoded.decode()
 
-    def _check(self, text: str) -> None:
+    def _check(self, encoded: enc.Encoded) -> None:
         """Refuse a corpus that cannot give every stream of every split one window."""
-        where = f"corpus {self.corpus!r}" + (
-            f" (first {self.max_chars} characters)" if self.max_chars else ""
-        )
-        if not text:
+        where = f"corpus {self.corpus!r}" + (f" (first {self.max_chars} symbols)" if self.max_chars else "")
+        if not len(encoded):
             raise CorpusError(f"{where} is empty: pass a text file with some text in it as `corpus`")
-        if len(set(text)) < 2:
+        if len(encoded.vocab) < 2:
             raise CorpusError(
-                f"{where} has a single distinct character ({text[0]!r}): there is nothing to predict; "
+                f"{where} has a single distinct character ({encoded.vocab!r}): there is nothing to predict; "
                 "pass a corpus with at least two distinct characters"
             )
-        for split, (start, stop) in self.split_bounds(len(text)).items():
+        for split, (start, stop) in self.split_bounds(len(encoded)).items():
             if split != "train" and stop == start and getattr(self, f"{split}_fraction") == 0:
                 continue  # that split is turned off
             B = self.batch_size if split == "train" else self.eval_batch_size
@@ -186,10 +206,8 @@ class CharDataModule(L.LightningDataModule):
 
     @property
     def vocab(self) -> str:
-        """The sorted distinct characters of the whole corpus (all splits)."""
-        if self._vocab is None:
-            self._vocab = build_vocab(self.text)
-        return self._vocab
+        """The sorted distinct characters (or bytes, as latin-1 characters) of the whole corpus."""
+        return self.encoded.vocab
 
     @property
     def vocab_size(self) -> int:
@@ -197,7 +215,7 @@ class CharDataModule(L.LightningDataModule):
 
     def split_bounds(self, n: int | None = None) -> dict[str, tuple[int, int]]:
         """Character ranges of the contiguous train, val and test splits (of ``n`` characters)."""
-        n = len(self.text) if n is None else n
+        n = len(self.encoded) if n is None else n
         n_val, n_test = int(n * self.val_fraction), int(n * self.test_fraction)
         n_train = n - n_val - n_test
         return {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, n)}
@@ -205,7 +223,7 @@ class CharDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        data = encode(self.text, self.vocab)  # (N,)
+        data = self.encoded.data  # (N,), uint8/int16/int32, memory-mapped for a file
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         for split, (start, stop) in self.split_bounds().items():
             if stop == start:

@@ -7,6 +7,7 @@ imports torch and nothing of the training stack. ``weights`` is ``{"layers": [..
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Iterator
 
 import torch
@@ -15,6 +16,7 @@ from torch import Tensor
 from torch_charrnn.bptt import run_layers
 from torch_charrnn.cells import get_cell
 from torch_charrnn.corpus import encode
+from torch_charrnn.encoded import to_symbols
 
 
 @torch.no_grad()
@@ -83,20 +85,30 @@ def sample_chunks(
     top_k: int | None = None,
     generator: torch.Generator | None = None,
     num_streams: int = 1,
+    unit: str = "chars",
 ) -> Iterator[list[str]]:
-    """Generate ``length`` characters after ``prime``, yielding text a chunk at a time per stream.
+    """Generate ``length`` symbols after ``prime``, yielding text a chunk at a time per stream.
 
-    The state is warmed up on the prime (or on ``default_prime``) and carried from one character
-    to the next. Unknown prime characters raise a CharRNNError that lists them.
+    The state is warmed up on the prime (or on ``default_prime``) and carried from one symbol
+    to the next. Unknown prime characters raise a CharRNNError that lists them. A byte model
+    (``unit="bytes"``) reads the prime's UTF-8 bytes and its output is decoded as UTF-8 (a
+    character split across chunks comes out whole; invalid bytes as U+FFFD).
     """
     W_hy = weights["W_hy"]
-    ids = encode(prime or default_prime(vocab), vocab).to(W_hy.device).expand(num_streams, -1)  # (B, P)
+    prime = to_symbols(prime, unit) if prime else default_prime(vocab)
+    ids = encode(prime, vocab).to(W_hy.device).expand(num_streams, -1)  # (B, P)
     L, H = len(weights["layers"]), W_hy.shape[0]
     state = tuple(W_hy.new_zeros(L, num_streams, H) for _ in get_cell(cell).STATE)
     if ids.shape[1] > 1:
         state = run_layers(ids[:, :-1], state, weights["layers"], cell)[1]  # warm up on the prime
+    decoders = [codecs.getincrementaldecoder("utf-8")(errors="replace") for _ in range(num_streams)]
     for chunk in generate(weights, cell, state, ids[:, -1], length, generator, temperature, top_k):
-        yield ["".join(vocab[i] for i in row) for row in chunk.tolist()]
+        texts = ["".join(vocab[i] for i in row) for row in chunk.tolist()]
+        if unit == "bytes":
+            texts = [d.decode(t.encode("latin-1")) for d, t in zip(decoders, texts, strict=True)]
+        yield texts
+    if unit == "bytes":
+        yield [d.decode(b"", final=True) for d in decoders]
 
 
 def sample_text(weights: dict, cell: str, vocab: str, length: int, prime: str = "", **kwargs) -> str:

@@ -1,0 +1,219 @@
+"""The encoded corpus: vectorised encoding, the smallest index type, the memory-mapped cache (its
+key, its atomic write, the disk check), byte models, and enwik8/text8 from a local server."""
+
+import hashlib
+import io
+import threading
+import zipfile
+from functools import partial
+from http.server import HTTPServer, SimpleHTTPRequestHandler
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from torch_charrnn import CharDataModule
+from torch_charrnn import corpus as corpus_module
+from torch_charrnn import encoded as enc
+from torch_charrnn.corpus import Archive, builtin_text
+from torch_charrnn.errors import CorpusError
+
+TEXT = "To be, or not to be, that is the question: caf\u00e9 \u00e0 la cr\u00e8me, \u65e5\u672c\u8a9e.\n" * 40
+
+
+def by_hand(text: str) -> tuple[list[int], str]:
+    """The per-character reference: sorted distinct characters, each character's index."""
+    vocab = "".join(sorted(set(text)))
+    return [vocab.index(c) for c in text], vocab
+
+
+@given(st.text(min_size=1, max_size=300))
+def test_vectorised_encoding_equals_the_per_character_reference(text):
+    got = enc.encode_text(text)
+    ids, vocab = by_hand(text)
+    assert got.vocab == vocab and got.data.tolist() == ids
+    assert got.decode() == text
+
+
+def test_indices_take_the_smallest_integer_type_and_windows_widen_them():
+    small = enc.encode_text("abc" * 10)
+    wide = enc.encode_text("".join(map(chr, range(0x100, 0x100 + 300))) * 2)  # 300 distinct characters
+    assert small.data.dtype == torch.uint8 and wide.data.dtype == torch.int16
+    assert enc.smallest_dtype(2**15 + 1)[1] == torch.int32
+    data = CharDataModule(text="".join(map(chr, range(0x100, 0x100 + 300))) * 20, batch_size=2, seq_len=5)
+    data.setup()
+    x, y = data.splits["train"][0]
+    assert data.encoded.data.dtype == torch.int16 and x.dtype == y.dtype == torch.long
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHARRNN_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "encoded"
+
+
+def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def test_a_file_is_encoded_once_into_a_memory_mapped_cache(tmp_path, cache, monkeypatch):
+    path = write(tmp_path / "c.txt", TEXT)
+    monkeypatch.setattr(enc, "CHUNK", 7)  # many chunks: multi-byte characters split across them
+    meta = enc.prepare(path, verbose=False)
+    ids, vocab = by_hand(TEXT)
+    got = enc.load(meta)
+    assert got.vocab == vocab and got.data.tolist() == ids and got.data.dtype == torch.uint8
+    assert sorted(p.suffix for p in cache.iterdir()) == [".bin", ".json"]
+    built = (cache / meta.with_suffix(".bin").name).stat().st_mtime_ns
+    calls = []
+    monkeypatch.setattr(enc, "_chunks", lambda *a: calls.append(a) or iter(()))
+    assert enc.prepare(path, verbose=False) == meta and not calls, "a second run reads the cache"
+    assert meta.with_suffix(".bin").stat().st_mtime_ns == built
+
+
+def test_the_cache_is_memory_mapped_not_read(tmp_path, cache):
+    path = write(tmp_path / "c.txt", "ab" * 3_000_000)
+    data = enc.load(enc.prepare(path, verbose=False)).data
+    data[0] = 1  # a private mapping: the tensor is writable and the file is not touched
+    assert enc.load(enc.prepare(path, verbose=False)).data[0].item() == 0
+
+
+def test_a_changed_corpus_or_option_never_reuses_a_stale_cache(tmp_path, cache):
+    path = write(tmp_path / "c.txt", TEXT)
+    first = enc.prepare(path, verbose=False)
+    variants = {
+        "max_chars": enc.prepare(path, max_chars=100, verbose=False),
+        "unit": enc.prepare(path, unit="bytes", verbose=False),
+        "encoding": enc.prepare(
+            write(tmp_path / "l.txt", "caf\u00e9" * 50, "latin-1"), "latin-1", verbose=False
+        ),
+    }
+    assert len({first, *variants.values()}) == 4
+    assert len(enc.load(variants["max_chars"])) == 100
+    write(path, TEXT.replace("question", "answer!!"))  # same length, new content and time
+    changed = enc.prepare(path, verbose=False)
+    assert changed != first and "answer" in enc.load(changed).decode()
+
+
+def test_a_failed_write_leaves_no_cache_and_no_partial_file(tmp_path, cache, monkeypatch):
+    path = write(tmp_path / "c.txt", TEXT)
+    real = enc._chunks
+
+    def broken(*args):
+        broken.passes += 1
+        for i, chunk in enumerate(real(*args)):
+            if broken.passes == 2 and i == 2:
+                raise OSError("disk went away")
+            yield chunk
+
+    broken.passes = 0
+    monkeypatch.setattr(enc, "CHUNK", 64)
+    monkeypatch.setattr(enc, "_chunks", broken)
+    with pytest.raises(OSError, match="disk went away"):
+        enc.prepare(path, verbose=False)
+    assert broken.passes == 2 and list(cache.iterdir()) == []
+    monkeypatch.setattr(enc, "_chunks", real)
+    assert enc.load(enc.prepare(path, verbose=False)).decode() == TEXT
+
+
+def test_a_corpus_too_large_for_the_disk_fails_before_writing(tmp_path, cache, monkeypatch):
+    path = write(tmp_path / "c.txt", TEXT)
+    monkeypatch.setattr(enc.shutil, "disk_usage", lambda _: type("U", (), {"free": 10 << 20})())
+    with pytest.raises(CorpusError, match=r"needs 0 MiB in .*encoded but only 10 MiB.*CHARRNN_CACHE"):
+        enc.prepare(path, verbose=False)
+    assert list(cache.iterdir()) == []
+
+
+def test_a_decoding_error_names_the_byte_across_chunks(tmp_path, cache, monkeypatch):
+    path = tmp_path / "bad.txt"
+    path.write_bytes("caf\u00e9 ".encode() * 10 + b"\xff" + b"tail")
+    monkeypatch.setattr(enc, "CHUNK", 4)
+    with pytest.raises(CorpusError, match=r"byte 60 \(0xff\).*`encoding`.*`unit` bytes"):
+        enc.prepare(path, verbose=False)
+
+
+def test_bytes_unit_models_the_file_as_bytes(tmp_path, cache):
+    path = write(tmp_path / "c.txt", TEXT)
+    data = CharDataModule(corpus=str(path), unit="bytes", batch_size=2, seq_len=8)
+    raw = TEXT.encode("utf-8")
+    assert data.vocab == "".join(map(chr, sorted(set(raw)))) and len(data.encoded) == len(raw)
+    assert data.text == TEXT  # decoded back through UTF-8
+    assert data.unit == "bytes"
+
+
+def test_the_datamodule_maps_the_cache_prepared_in_prepare_data(tmp_path, cache):
+    path = write(tmp_path / "c.txt", builtin_text()[:20000])
+    data = CharDataModule(corpus=str(path), batch_size=4, seq_len=16)
+    data.prepare_data()
+    assert len(list(cache.glob("*.bin"))) == 1
+    data.setup()
+    assert data.text == builtin_text()[:20000]
+    same = CharDataModule(text=builtin_text()[:20000], batch_size=4, seq_len=16)
+    same.setup()
+    for (x, y), (sx, sy) in zip(data.splits["train"], same.splits["train"], strict=True):
+        assert torch.equal(x, sx) and torch.equal(y, sy)
+
+
+# --- enwik8 and text8, from a local server -------------------------------------------------------
+
+
+@pytest.fixture
+def mirror(tmp_path, monkeypatch, cache):
+    """enwik8 and text8 look-alikes (10,000 symbols each) zipped on a loopback HTTP server."""
+    www = tmp_path / "www"
+    www.mkdir()
+    rng = np.random.default_rng(0)
+    payloads = {
+        "enwik8": "<p>caf\u00e9 [[Wiki]] ok</p>\n".encode() * 400,  # 25 bytes, 24 characters: 10,000 bytes
+        "text8": bytes(rng.choice(np.frombuffer(b"abcdefghijklmnopqrstuvwxyz ", np.uint8), 10_000)),
+    }
+    hits = []
+    for name, payload in payloads.items():
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr(name, payload)
+        (www / f"{name}.zip").write_bytes(buf.getvalue())
+
+    class Handler(SimpleHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = HTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(www)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    for name, unit in (("enwik8", "bytes"), ("text8", "chars")):
+        sha = hashlib.sha256((www / f"{name}.zip").read_bytes()).hexdigest()
+        monkeypatch.setitem(corpus_module.ARCHIVES, name, Archive(f"{url}/{name}.zip", sha, name, unit))
+    yield payloads, hits
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.mark.parametrize("name", ["enwik8", "text8"])
+def test_enwik8_and_text8_download_once_and_split_90_5_5(mirror, name):
+    payloads, hits = mirror
+    data = CharDataModule(corpus=name, batch_size=4, seq_len=16)
+    data.prepare_data()
+    data.setup()
+    assert data.split_bounds() == {"train": (0, 9000), "val": (9000, 9500), "test": (9500, 10000)}
+    assert data.unit == ("bytes" if name == "enwik8" else "chars")
+    assert len(data.encoded) == len(payloads[name]) == 10_000
+    assert data.encoded.decode().encode("utf-8") == payloads[name]
+    again = CharDataModule(corpus=name, batch_size=4, seq_len=16)
+    again.prepare_data()
+    assert again.vocab == data.vocab and hits == [f"/{name}.zip"], "downloaded once"
+
+
+def test_a_tampered_archive_is_refused(mirror, monkeypatch):
+    good = corpus_module.ARCHIVES["text8"]
+    monkeypatch.setitem(corpus_module.ARCHIVES, "text8", Archive(good.url, "0" * 64, "text8", "chars"))
+    with pytest.raises(CorpusError, match="not the expected one"):
+        CharDataModule(corpus="text8", batch_size=4, seq_len=16).prepare_data()

@@ -1,0 +1,256 @@
+"""A corpus as symbol indices: encoded once, in chunks, without per-character Python, into the
+smallest integer type that holds its vocabulary, and cached on disk to be memory-mapped by every
+process and every later run.
+
+A symbol is a character (``unit="chars"``: a Unicode code point after decoding) or a byte
+(``unit="bytes"``: the file as it is, as the published enwik8 results model it). A byte vocabulary
+is kept as the characters with those code points (latin-1), so a vocabulary is always a string.
+
+The cache (``$CHARRNN_CACHE/encoded``) holds ``<key>.bin`` (the indices) and ``<key>.json`` (the
+vocabulary and the length). The key covers everything that changes the indices: the file (its
+resolved path, size and modification time), the encoding, the unit, ``max_chars`` and this
+module's format, so a changed corpus or option never reuses a stale cache. Both files are written
+beside their final names and renamed into place, the index file first, so a reader sees a whole
+cache or none.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from torch_charrnn.errors import CharRNNError, CorpusError
+
+FORMAT = 1  # bump when the cache's layout or the encoding rules change
+CHUNK = 1 << 24  # bytes read and encoded at a time (16 MiB): bounds the memory of preparation
+UNITS = ("chars", "bytes")
+CODE_POINTS = 0x110000
+PROGRESS_FROM = 64 << 20  # a progress bar for files of this size and more (bytes)
+DTYPES = ((256, np.uint8, torch.uint8), (2**15, np.int16, torch.int16), (2**31, np.int32, torch.int32))
+
+
+@dataclass
+class Encoded:
+    """A corpus as indices into its vocabulary: ``data`` (N,) in a small integer type, possibly
+    memory-mapped from the cache (read-only: widen a window with ``.long()`` before use)."""
+
+    data: Tensor
+    vocab: str
+    unit: str = "chars"
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def decode(self, start: int = 0, stop: int | None = None) -> str:
+        """The symbols ``start:stop`` as text (bytes decoded as UTF-8, errors replaced)."""
+        return decode(self.data[start:stop], self.vocab, self.unit)
+
+
+def smallest_dtype(vocab_size: int) -> tuple[np.dtype, torch.dtype]:
+    """The smallest integer type (NumPy's and torch's) that holds indices below ``vocab_size``."""
+    return next((np_t, torch_t) for limit, np_t, torch_t in DTYPES if vocab_size <= limit)
+
+
+def symbols_of(text: str) -> np.ndarray:
+    """The code points of ``text`` (uint32), without a Python loop."""
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+
+def encode_text(text: str, unit: str = "chars") -> Encoded:
+    """An in-memory string, encoded (the built-in corpus, ``CharDataModule(text=...)``)."""
+    check_unit(unit)
+    symbols = symbols_of(text) if unit == "chars" else np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+    counts = np.bincount(symbols, minlength=256 if unit == "bytes" else 1)
+    vocab_ids = np.flatnonzero(counts)
+    np_t, _ = smallest_dtype(len(vocab_ids))
+    table = np.zeros(len(counts), dtype=np_t)
+    table[vocab_ids] = np.arange(len(vocab_ids), dtype=np_t)
+    return Encoded(torch.from_numpy(table[symbols]), vocab_string(vocab_ids), unit)
+
+
+def vocab_string(ids: np.ndarray) -> str:
+    """Code points (or byte values) as the vocabulary string, in index order."""
+    return "".join(map(chr, ids.tolist()))
+
+
+def check_unit(unit: str) -> None:
+    if unit not in UNITS:
+        raise CharRNNError(f"`unit` must be one of {', '.join(UNITS)}, got {unit!r}")
+
+
+def decode(indices: Tensor, vocab: str, unit: str = "chars") -> str:
+    """Indices back to text; a byte model's symbols are decoded as UTF-8, errors replaced."""
+    text = "".join(vocab[i] for i in indices.tolist())
+    return text.encode("latin-1").decode("utf-8", errors="replace") if unit == "bytes" else text
+
+
+def to_symbols(text: str, unit: str) -> str:
+    """Text as the model's symbols: itself for characters, its UTF-8 bytes as latin-1 characters
+    for a byte model (so that indexing the vocabulary string works alike)."""
+    return text.encode("utf-8").decode("latin-1") if unit == "bytes" else text
+
+
+def cache_key(path: Path, encoding: str, unit: str, max_chars: int | None) -> str:
+    stat = path.stat()
+    ident = [FORMAT, str(path.resolve()), stat.st_size, stat.st_mtime_ns, encoding, unit, max_chars]
+    return hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:24]
+
+
+def _chunks(path: Path, encoding: str, unit: str, max_chars: int | None, progress=None):
+    """The file's symbols (code points or bytes) chunk by chunk, at most ``max_chars`` in all."""
+    decoder = None if unit == "bytes" else codecs.getincrementaldecoder(encoding)()
+    done, size = 0, path.stat().st_size
+    with open(path, "rb") as f:
+        offset = 0
+        while max_chars is None or done < max_chars:
+            raw = f.read(CHUNK)
+            last = f.tell() >= size
+            if decoder is None:
+                symbols = np.frombuffer(raw, dtype=np.uint8)
+            else:
+                pending = decoder.getstate()[0]
+                try:
+                    symbols = symbols_of(decoder.decode(raw, final=last))
+                except UnicodeDecodeError as err:
+                    at, byte = offset - len(pending) + err.start, (pending + raw)[err.start]
+                    raise CorpusError(
+                        f"{path} is not valid {encoding}: byte {at} (0x{byte:02x}) cannot be decoded. Pass "
+                        "its encoding as `encoding` (for example latin-1 or cp1252), or model it as bytes "
+                        "with `unit` bytes."
+                    ) from err
+            if max_chars is not None:
+                symbols = symbols[: max_chars - done]
+            done += len(symbols)
+            offset += len(raw)
+            if progress is not None:
+                progress(len(raw))
+            if len(symbols):
+                yield symbols
+            if last:
+                return
+
+
+def _check_codec(encoding: str) -> None:
+    try:
+        codecs.lookup(encoding)
+    except LookupError as err:
+        raise CorpusError(f"unknown encoding {encoding!r}: pass a Python codec name as `encoding`") from err
+
+
+def prepare(
+    path: Path,
+    encoding: str = "utf-8",
+    unit: str = "chars",
+    max_chars: int | None = None,
+    directory: Path | None = None,
+    verbose: bool = True,
+) -> Path:
+    """Encode the text file ``path`` into the cache unless an up-to-date cache is there; returns
+    the cache's ``.json``. Two passes over the file in chunks: the vocabulary and length first
+    (and a check that the disk has room), then the indices."""
+    from torch_charrnn.corpus import cache_dir
+
+    check_unit(unit)
+    if unit == "chars":
+        _check_codec(encoding)
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CorpusError(
+            f"corpus file {path} does not exist. Pass `corpus` builtin, tinyshakespeare, enwik8, text8, "
+            "or the path of a text file."
+        )
+    directory = Path(directory or cache_dir()) / "encoded"
+    key = cache_key(path, encoding, unit, max_chars)
+    meta_path, bin_path = directory / f"{key}.json", directory / f"{key}.bin"
+    if _valid(meta_path, bin_path):
+        return meta_path
+    directory.mkdir(parents=True, exist_ok=True)
+    size = path.stat().st_size
+    bar = _progress(path, 2 * size if max_chars is None else None, verbose and size >= PROGRESS_FROM)
+    counts, n = np.zeros(256 if unit == "bytes" else CODE_POINTS, dtype=np.int64), 0
+    step = None if bar is None else bar.update
+    for symbols in _chunks(path, encoding, unit, max_chars, step):
+        counts += np.bincount(symbols, minlength=len(counts))[: len(counts)]
+        n += len(symbols)
+    vocab_ids = np.flatnonzero(counts)
+    np_t, _ = smallest_dtype(max(len(vocab_ids), 1))
+    need, free = n * np.dtype(np_t).itemsize, shutil.disk_usage(directory).free
+    if need + (64 << 20) > free:
+        raise CorpusError(
+            f"the encoded corpus needs {need / 2**20:,.0f} MiB in {directory} but only "
+            f"{free / 2**20:,.0f} MiB are free; nothing was written. Free some space or point "
+            "$CHARRNN_CACHE at a larger disk."
+        )
+    table = np.zeros(len(counts), dtype=np_t)
+    table[vocab_ids] = np.arange(len(vocab_ids), dtype=np_t)
+    tmp = bin_path.with_name(f"{bin_path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as out:
+            for symbols in _chunks(path, encoding, unit, max_chars, step):
+                table[symbols].tofile(out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, bin_path)
+        meta = {
+            "format": FORMAT,
+            "source": str(path.resolve()),
+            "encoding": encoding,
+            "unit": unit,
+            "max_chars": max_chars,
+            "length": n,
+            "dtype": np.dtype(np_t).name,
+            "vocab": vocab_string(vocab_ids),
+        }
+        tmp_meta = meta_path.with_name(f"{meta_path.name}.tmp-{os.getpid()}")
+        tmp_meta.write_text(json.dumps(meta))
+        os.replace(tmp_meta, meta_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        if bar is not None:
+            bar.close()
+    return meta_path
+
+
+def _valid(meta_path: Path, bin_path: Path) -> bool:
+    try:
+        meta = json.loads(meta_path.read_text())
+        return bin_path.stat().st_size == meta["length"] * np.dtype(meta["dtype"]).itemsize
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def load(meta_path: Path) -> Encoded:
+    """A prepared cache, memory-mapped: pages are read as windows need them and shared by every
+    process on the machine."""
+    meta = json.loads(Path(meta_path).read_text())
+    _, torch_t = smallest_dtype(max(len(meta["vocab"]), 1))
+    bin_path = Path(meta_path).with_suffix(".bin")
+    data = torch.from_file(str(bin_path), shared=False, size=meta["length"], dtype=torch_t)
+    return Encoded(data, meta["vocab"], meta["unit"])
+
+
+def _progress(path: Path, total: int | None, verbose: bool):
+    """A progress bar on stderr (two passes over the file) while a corpus is encoded."""
+    if not verbose:
+        return None
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=total,
+        unit="B",
+        unit_scale=True,
+        file=sys.stderr,
+        mininterval=1.0,
+        desc=f"charrnn: encoding {path.name} (once; cached)",
+    )
+    return bar
