@@ -39,7 +39,18 @@ def events(log_dir: Path) -> EventAccumulator:
     return acc
 
 
-@pytest.mark.parametrize(("cell", "L"), [("tanh", 1), ("lstm", 2)])
+# What the monitor shows of each cell's gates and states (written out, not derived from the code).
+GATE_TAGS = {
+    "tanh": ["gates/h_saturation"],
+    "gru": ["gates/r_saturation", "gates/r_mean", "gates/z_saturation", "gates/z_mean", "gates/n_saturation"],
+    "lstm": [
+        *("gates/i_saturation", "gates/i_mean", "gates/f_saturation", "gates/f_mean"),
+        *("gates/g_saturation", "gates/o_saturation", "gates/o_mean", "hidden/c_norm"),
+    ],
+}
+
+
+@pytest.mark.parametrize(("cell", "L"), [("tanh", 1), ("gru", 1), ("lstm", 2)])
 def test_fit_on_builtin_corpus_writes_checkpoints_config_and_tensorboard(tmp_path, capsys, cell, L):
     cli = fit(
         tmp_path,
@@ -75,6 +86,21 @@ def test_fit_on_builtin_corpus_writes_checkpoints_config_and_tensorboard(tmp_pat
         "hp_metric",
     ]:
         assert tag in scalars, f"{tag} missing from {sorted(scalars)}"
+    # every layer's gradient through time and gates: layer 0 unsuffixed, the layers above _l1, ...
+    per_layer = ["grad/dh_first", "grad/dh_last", "grad/dh_first_over_last", *GATE_TAGS[cell]]
+    for l in range(L):
+        for tag in per_layer:
+            tag += f"_l{l}" if l else ""
+            assert tag in scalars, f"{tag} missing from {sorted(scalars)}"
+            values = [e.value for e in acc.Scalars(tag)]
+            assert len(values) == 3  # steps 4, 8 and 12 (--monitor.every_n_steps=4)
+            if "saturation" in tag:
+                assert all(0 <= v <= 1 for v in values)
+            elif tag.endswith(("_mean", "_mean_l1")):
+                assert all(0 < v < 1 for v in values)  # a sigmoid's mean
+            else:
+                assert all(v > 0 for v in values)
+    assert not any(t.endswith(f"_l{L}") for t in scalars), "no tags for a layer the model lacks"
     top = f"layers.{L - 1}.W_hh"
     assert {f"params/{top}", f"grads/{top}", "params/W_hy", "hidden/h"} <= set(acc.Tags()["histograms"])
     assert "grad/dh_through_time" in acc.Tags()["images"]
@@ -206,3 +232,24 @@ def test_checkpoint_loads_on_cpu_without_the_corpus(tmp_path):
     assert model.hparams.vocab == cli.datamodule.vocab
     text = model.sample_text(20, prime="The")
     assert len(text) == 20 and set(text) <= set(model.hparams.vocab)
+
+
+def test_a_byte_model_trains_samples_and_decodes_utf8(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CHARRNN_CACHE", str(tmp_path / "cache"))
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("Caf\u00e9 cr\u00e8me, \u65e5\u672c\u8a9e \u00e0 la carte.\n" * 400, encoding="utf-8")
+    cli = fit(tmp_path, f"--data.corpus={corpus}", "--data.unit=bytes", "--trainer.max_steps=3")
+    raw = corpus.read_bytes()
+    assert cli.model.hparams.unit == "bytes" and cli.model.hparams.vocab == "".join(
+        map(chr, sorted(set(raw)))
+    )
+    ckpt = last_checkpoint(cli.trainer).last_model_path
+    assert torch.load(ckpt, weights_only=True)["hyper_parameters"]["unit"] == "bytes"
+    capsys.readouterr()
+    from torch_charrnn.cli import main
+
+    assert (
+        main(["sample", f"--ckpt_path={ckpt}", "--prime=Caf\u00e9", "--length=200", "--temperature=0"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert out.startswith("Caf\u00e9") and len(out.encode("utf-8")) >= 200  # 200 bytes, decoded as UTF-8

@@ -41,7 +41,7 @@ TRAINER_DEFAULTS = {
 # Options that fix the shapes of the model's tensors: a checkpoint's weights only fit its own.
 SHAPE_OPTIONS = {"model": ("hidden_size", "cell", "num_layers")}
 # Set from the data at instantiation (data.vocab -> model.vocab), and checked against the checkpoint then.
-LINKED = {"model": ("vocab", "vocab_size"), "data": ("text",)}
+LINKED = {"model": ("vocab", "vocab_size", "unit"), "data": ("text",)}
 
 
 # Not ours, and read by newcomers as problems: Lightning's advertisement for its cloud services,
@@ -73,6 +73,7 @@ class CharRNNCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
         parser.link_arguments("data.vocab", "model.vocab", apply_on="instantiate")
+        parser.link_arguments("data.unit", "model.unit", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
@@ -308,10 +309,11 @@ def with_flags(message: str) -> str:
     return re.sub(r"`(\w+)`", lambda m: f"--{sections[m[1]]}.{m[1]}" if m[1] in sections else m[0], message)
 
 
-def cli_main(args: list[str] | None = None, run: bool = True) -> CharRNNCLI:
-    """Run Lightning's CLI in-process (``args`` as on the command line, after ``charrnn``)."""
+def cli_main(args: list[str] | None = None, run: bool = True, cli_class: type = CharRNNCLI) -> CharRNNCLI:
+    """Run Lightning's CLI in-process (``args`` as on the command line, after ``charrnn``);
+    ``cli_class``: a subclass of CharRNNCLI, for tools that hook into a run (benchmarks/race.py)."""
     try:
-        return CharRNNCLI(
+        return cli_class(
             CharRNN,
             CharDataModule,
             trainer_defaults=TRAINER_DEFAULTS,

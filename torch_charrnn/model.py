@@ -15,6 +15,7 @@ from torch_charrnn.bptt import LN2, cross_entropy, forward_autograd, forward_man
 from torch_charrnn.cells import CELLS, get_cell
 from torch_charrnn.checkpoint import upgrade_checkpoint
 from torch_charrnn.corpus import encode
+from torch_charrnn.encoded import decode, to_symbols
 from torch_charrnn.errors import CharRNNError, DivergedError, require
 from torch_charrnn.fused import forward_fused
 from torch_charrnn.sampling import sample_chunks, sample_text
@@ -78,6 +79,8 @@ class CharRNN(L.LightningModule):
             nn.RNN/nn.GRU/nn.LSTM kernels (cuDNN on a GPU) on the same parameters
             (``torch_charrnn.fused``).
         vocab: the characters, index order; stored in checkpoints so sampling needs no corpus.
+        unit: what a symbol is, from the data: ``chars`` or ``bytes`` (then ``vocab`` holds byte
+            values as latin-1 characters, and text in and out is UTF-8).
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class CharRNN(L.LightningModule):
         forget_bias: float = 0.0,
         bptt: Literal["manual", "autograd", "fused"] = "manual",
         vocab: str | None = None,
+        unit: Literal["chars", "bytes"] = "chars",
     ):
         super().__init__()
         require(vocab_size >= 2, f"`vocab_size` must be at least 2, got {vocab_size}")
@@ -202,7 +206,7 @@ class CharRNN(L.LightningModule):
         inputs, _ = batch
         logits, state = self(inputs, self.carried_state("predict", batch_idx, inputs.shape[0]))
         self._state["predict"] = detach_state(state)
-        return ["".join(self.hparams.vocab[i] for i in row) for row in logits.argmax(-1).tolist()]
+        return [decode(row, self._vocab(), self.hparams.unit) for row in logits.argmax(-1)]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # With the loader's position and the optimizer, this makes a resumed run continue exactly.
@@ -235,8 +239,8 @@ class CharRNN(L.LightningModule):
             state.update({k: v for k, v in group.items() if k not in keep})
 
     def encode(self, text: str) -> Tensor:
-        """Indices (1, len(text)) of ``text`` in this model's vocabulary; unknown characters are listed."""
-        return encode(text, self._vocab())[None].to(self.device)
+        """Indices (1, N) of ``text``'s symbols in this model's vocabulary; unknown characters are listed."""
+        return encode(to_symbols(text, self.hparams.unit), self._vocab())[None].to(self.device)
 
     def _vocab(self) -> str:
         if self.hparams.vocab is None:
@@ -246,10 +250,12 @@ class CharRNN(L.LightningModule):
     def sample(self, length: int, prime: str = "", **kwargs) -> Iterator[list[str]]:
         """Generate ``length`` characters after ``prime``, yielding text a chunk at a time per stream;
         ``temperature``, ``top_k``, ``generator``, ``num_streams`` as in ``sampling.sample_chunks``."""
+        kwargs.setdefault("unit", self.hparams.unit)
         return sample_chunks(self.weights(), self.hparams.cell, self._vocab(), length, prime, **kwargs)
 
     def sample_text(self, length: int, prime: str = "", **kwargs) -> str:
         """The ``length`` characters generated after ``prime``, as one string (see ``sample``)."""
+        kwargs.setdefault("unit", self.hparams.unit)
         return sample_text(self.weights(), self.hparams.cell, self._vocab(), length, prime, **kwargs)
 
     def configure_optimizers(self):
@@ -273,17 +279,21 @@ class CharRNN(L.LightningModule):
             self.log("grad/norm", self._grad_norm)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
-        """Log the share of steps on which clipping fired since the last logged step, then let
-        Lightning clip."""
-        if gradient_clip_val:
-            if gradient_clip_algorithm in (None, "norm"):
-                fired = gradient_clip_val / (self._grad_norm + 1e-6) < 1.0  # clip_grad_norm_'s own test
-            else:
-                grads = [p.grad for p in self.parameters() if p.grad is not None]
-                fired = torch.stack([g.abs().max() for g in grads]).max() > gradient_clip_val
-            self._clipped = self._clipped + fired  # steps clipped since the last logged step
-            self._unlogged_steps += 1
-            if step_is_due(self.trainer):
-                self.log("grad/clipped", self._clipped.float() / self._unlogged_steps)
-                self._clipped, self._unlogged_steps = torch.zeros((), device=self.device), 0
-        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        """Clip as Lightning's ``clip_gradients`` would, but by norm with the norm
+        ``on_before_optimizer_step`` already took (one pass over the gradients a step, not two), and
+        log the share of steps on which clipping fired since the last logged step."""
+        if not gradient_clip_val:
+            return
+        if gradient_clip_algorithm in (None, "norm"):
+            fired = gradient_clip_val / (self._grad_norm + 1e-6) < 1.0  # clip_grad_norm_'s own test
+            # torch.nn.utils.clip_grad_norm_'s scaling, given the total norm it would compute again
+            torch.nn.utils.clip_grads_with_norm_(self.parameters(), gradient_clip_val, self._grad_norm)
+        else:
+            grads = [p.grad for p in self.parameters() if p.grad is not None]
+            fired = torch.stack([g.abs().max() for g in grads]).max() > gradient_clip_val
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        self._clipped = self._clipped + fired  # steps clipped since the last logged step
+        self._unlogged_steps += 1
+        if step_is_due(self.trainer):
+            self.log("grad/clipped", self._clipped.float() / self._unlogged_steps)
+            self._clipped, self._unlogged_steps = torch.zeros((), device=self.device), 0

@@ -1,0 +1,218 @@
+"""Quality per minute, side by side: each contestant trains on the same corpus for the same wall-clock
+time, back to back in one process, and its validation loss is taken after 1, 3 and 5 minutes.
+
+Contestants:
+
+- ``configs/X.yaml``: ``charrnn fit --config configs/X.yaml`` itself (LightningCLI, TensorBoard,
+  checkpoints, the config's own validation: all of it counts against its time).
+- ``nn.RNN``, ``nn.GRU``, ``nn.LSTM``: PyTorch's own module (one layer, ``--hidden``, one-hot input,
+  ``nn.Linear`` output) trained in a plain loop with Adam ``--lr`` constant and norm clipping 5,
+  on the same streams (``CharDataModule``, ``--batch``, ``--seq``), state carried between windows
+  and reset at each epoch: the baseline the project must beat.
+
+The clock counts training time from the first step; it stops while the race itself measures. The
+measurement is the same for everyone: the mean cross-entropy over the whole validation split
+(``CharDataModule``'s, 32 streams, windows of 100, state carried), in nats per character. A run that
+ends before a mark (its ``max_steps``) is measured at its end and keeps that value.
+
+    python benchmarks/race.py configs/tinyshakespeare.yaml nn.RNN            # the optimizers issue
+    python benchmarks/race.py configs/tinyshakespeare_lstm.yaml nn.LSTM --seq 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import tempfile
+import time
+import warnings
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from torch_charrnn import CharDataModule
+from torch_charrnn.cli_fit import CharRNNCLI, cli_main
+
+EVAL_B, EVAL_T = 32, 100
+
+
+def eval_windows(corpus: str):
+    data = CharDataModule(corpus=corpus, batch_size=EVAL_B, seq_len=EVAL_T)
+    data.prepare_data()
+    data.setup()
+    return data, list(data.val_dataloader())
+
+
+@torch.no_grad()
+def val_loss(step, windows) -> float:
+    """Mean cross-entropy over the validation windows; ``step(inputs, state) -> (logits, state)``."""
+    state, total = None, 0.0
+    for inputs, targets in windows:
+        logits, state = step(inputs, state)
+        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)).item()
+    return total / len(windows)
+
+
+class Clock:
+    """Training time since the first step, excluding the race's own measurements; records the
+    validation loss at each mark."""
+
+    def __init__(self, marks, measure):
+        self.marks, self.measure = list(marks), measure
+        self.results: dict[float, float] = {}
+        self.start, self.paused, self.steps = None, 0.0, 0
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start - self.paused
+
+    def tick(self) -> bool:
+        """Called before each step: measures at the marks passed; False once the last one is."""
+        if self.start is None:
+            self.start = time.perf_counter()
+        while self.marks and self.elapsed() >= self.marks[0] * 60:
+            self._record(self.marks.pop(0))
+        self.steps += bool(self.marks)
+        return bool(self.marks)
+
+    def finish(self) -> None:
+        """The run ended before its marks: it keeps its final loss."""
+        while self.marks:
+            self._record(self.marks.pop(0))
+
+    def _record(self, mark) -> None:
+        began = time.perf_counter()
+        self.results[mark] = self.measure()
+        print(f"  {mark:g} min: val {self.results[mark]:.4f} nats/char ({self.steps} steps)", flush=True)
+        self.paused += time.perf_counter() - began
+
+
+class RaceCallback(L.Callback):
+    def __init__(self, clock: Clock):
+        self.clock = clock
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if not self.clock.tick():
+            trainer.should_stop = True
+            return -1  # Lightning: skip the rest of this epoch
+
+
+class RaceCLI(CharRNNCLI):
+    """``charrnn fit`` with the race's clock added to the trainer's callbacks."""
+
+    clock: Clock
+    windows: list
+
+    def before_fit(self) -> None:
+        self.clock.measure = lambda: _eval_model(self.model, self.windows)
+        self.trainer.callbacks.append(RaceCallback(self.clock))
+
+    def after_fit(self) -> None:  # the race prints its own sample
+        pass
+
+
+def run_config(path, clock, windows, extra):
+    with tempfile.TemporaryDirectory() as root:
+        RaceCLI.clock, RaceCLI.windows = clock, windows
+        args = ["fit", "--config", path, "--trainer.default_root_dir", root, *extra]
+        cli = cli_main(args, cli_class=RaceCLI)
+        clock.finish()
+        generator = torch.Generator().manual_seed(0)
+        return cli.model.sample_text(200, temperature=0.8, generator=generator)
+
+
+def _eval_model(model, windows):
+    was_training = model.training
+    model.eval()
+    loss = val_loss(lambda x, s: model(x, s), windows)
+    model.train(was_training)
+    return loss
+
+
+class Baseline(nn.Module):
+    def __init__(self, kind, V, H):
+        super().__init__()
+        self.rnn = getattr(nn, kind)(V, H, batch_first=True)
+        self.out = nn.Linear(H, V)
+        self.V = V
+
+    def forward(self, x, state=None):
+        hs, state = self.rnn(F.one_hot(x, self.V).float(), state)
+        return self.out(hs), state
+
+
+def detach(state):
+    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+
+
+def run_baseline(kind, clock, windows, corpus, B, T, H, lr, seed):
+    L.seed_everything(seed, verbose=False)
+    data = CharDataModule(corpus=corpus, batch_size=B, seq_len=T)
+    data.prepare_data()
+    data.setup()
+    model = Baseline(kind, data.vocab_size, H)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    clock.measure = lambda: _eval_model(model, windows)
+    running = True
+    while running:
+        state = None  # every epoch starts the streams from zero
+        for inputs, targets in data.splits["train"]:
+            if not clock.tick():
+                running = False
+                break
+            logits, state = model(inputs, state)
+            state = detach(state)
+            loss = F.cross_entropy(logits.reshape(-1, data.vocab_size), targets.reshape(-1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+    return ""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("contestants", nargs="+", help="configs/X.yaml, nn.RNN, nn.GRU or nn.LSTM")
+    parser.add_argument("--marks", type=float, nargs="+", default=[1, 3, 5], help="minutes")
+    parser.add_argument("--corpus", default="tinyshakespeare")
+    parser.add_argument("--batch", type=int, default=32, help="the baselines' batch size")
+    parser.add_argument("--seq", type=int, default=50, help="the baselines' window")
+    parser.add_argument("--hidden", type=int, default=256, help="the baselines' hidden size")
+    parser.add_argument("--lr", type=float, default=2e-3, help="the baselines' Adam learning rate")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fit-args", nargs="*", default=[], help="extra charrnn fit options for configs")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    _, windows = eval_windows(args.corpus)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; marks {args.marks} min; val: "
+        f"{len(windows)} windows of {EVAL_B}x{EVAL_T}\n"
+    )
+    rows = []
+    for who in args.contestants:
+        print(who, flush=True)
+        clock = Clock(args.marks, None)
+        if who.startswith("nn."):
+            label = f"{who} H{args.hidden} B{args.batch} T{args.seq} Adam {args.lr:g} constant"
+            sample = run_baseline(
+                who[3:], clock, windows, args.corpus, args.batch, args.seq, args.hidden, args.lr, args.seed
+            )
+        else:
+            label = f"charrnn fit --config {who}"
+            sample = run_config(who, clock, windows, args.fit_args)
+        rows.append((label, clock))
+        if sample:
+            print("  sample: " + sample.replace("\n", "\n          "), flush=True)
+    marks = " | ".join(f"{m:g} min" for m in args.marks)
+    print(f"\n| contestant | {marks} | steps |\n|---|{'---|' * len(args.marks)}---|")
+    for label, clock in rows:
+        cells = " | ".join(f"{clock.results[m]:.3f}" for m in args.marks)
+        print(f"| {label} | {cells} | {clock.steps} |")
+    print("\nval loss in nats/char (bits/char = nats / ln 2 = nats x %.3f)" % (1 / math.log(2)))
+
+
+if __name__ == "__main__":
+    main()
