@@ -4,7 +4,9 @@ time, back to back in one process, and its validation loss is taken after 1, 3 a
 Contestants:
 
 - ``configs/X.yaml``: ``charrnn fit --config configs/X.yaml`` itself (LightningCLI, TensorBoard,
-  checkpoints, the config's own validation: all of it counts against its time).
+  checkpoints, the config's own validation: all of it counts against its time). Options after
+  commas change it: ``configs/X.yaml,--model.hidden_size=384,--model.num_layers=2`` (how cells,
+  sizes, depths, optimizers and schedules are compared at a fixed budget).
 - ``nn.RNN``, ``nn.GRU``, ``nn.LSTM``: PyTorch's own module (one layer, ``--hidden``, one-hot input,
   ``nn.Linear`` output) trained in a plain loop with Adam ``--lr`` constant and norm clipping 5,
   on the same streams (``CharDataModule``, ``--batch``, ``--seq``), state carried between windows
@@ -201,8 +203,9 @@ def main() -> None:
                 who[3:], clock, windows, args.corpus, args.batch, args.seq, args.hidden, args.lr, args.seed
             )
         else:
-            label = f"charrnn fit --config {who}"
-            sample = run_config(who, clock, windows, args.fit_args)
+            path, *options = who.split(",")
+            label = " ".join([f"charrnn fit --config {path}", *options])
+            sample = run_config(path, clock, windows, [*options, *args.fit_args])
         rows.append((label, clock))
         if sample:
             print("  sample: " + sample.replace("\n", "\n          "), flush=True)

@@ -1,4 +1,8 @@
+import contextlib
 import os
+import threading
+from functools import partial
+from http.server import HTTPServer, SimpleHTTPRequestHandler
 
 import pytest
 import torch
@@ -103,3 +107,25 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@contextlib.contextmanager
+def http_server(directory):
+    """Serves ``directory`` on an ephemeral loopback port; yields (base URL, the paths requested)."""
+    hits = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = HTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(directory)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", hits
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -177,7 +177,19 @@ def test_the_readme_config_table_is_what_each_config_sets():
         assert int(row["H"]) == value("model", "hidden_size"), path.name
         assert int(row["B"].removesuffix(" per process")) == value("data", "batch_size"), path.name
         assert int(row["T"]) == value("data", "seq_len"), path.name
-        assert float(row["lr"]) == value("model", "lr"), path.name
+        assert row["cell"] == value("model", "cell"), path.name
+        optimizer = cfg.get("optimizer")
+        if optimizer is None:  # the model's own Adagrad
+            assert row["optimizer"] == f"Adagrad {value('model', 'lr'):g}", path.name
+        else:
+            name = optimizer["class_path"].rsplit(".", 1)[-1]
+            schedule = cfg.get("lr_scheduler", {}).get("class_path", "").rsplit(".", 1)[-1]
+            want = f"{name} {optimizer['init_args']['lr']:g}" + (", warmup + cosine" if schedule else "")
+            assert row["optimizer"] == want, path.name
+            if schedule:  # the decay ends with the budget: at max_steps
+                assert cfg["lr_scheduler"]["init_args"]["total_steps"] == value("trainer", "max_steps"), (
+                    path.name
+                )
         amount, unit = row["stops after"].split()
         if unit == "epochs":
             assert int(amount) == value("trainer", "max_epochs") and not value("trainer", "max_time"), (

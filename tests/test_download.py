@@ -1,11 +1,9 @@
 """Downloading a corpus with pooch, against a real HTTP server on 127.0.0.1."""
 
 import hashlib
-import threading
-from functools import partial
-from http.server import HTTPServer, SimpleHTTPRequestHandler
 
 import pytest
+from conftest import http_server
 
 from torch_charrnn.corpus import fetch, fetch_tinyshakespeare
 from torch_charrnn.errors import CorpusError
@@ -19,22 +17,8 @@ def server(tmp_path):
     www = tmp_path / "www"
     www.mkdir()
     (www / "input.txt").write_bytes(CONTENT)
-    hits = []
-
-    class Handler(SimpleHTTPRequestHandler):
-        def do_GET(self):
-            hits.append(self.path)
-            super().do_GET()
-
-        def log_message(self, *args):
-            pass
-
-    httpd = HTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(www)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/input.txt", hits
-    httpd.shutdown()
-    httpd.server_close()
+    with http_server(www) as (url, hits):
+        yield f"{url}/input.txt", hits
 
 
 def test_download_with_the_right_hash_is_cached_and_not_fetched_again(tmp_path, server):

@@ -3,15 +3,13 @@ key, its atomic write, the disk check), byte models, and enwik8/text8 from a loc
 
 import hashlib
 import io
-import threading
 import zipfile
-from functools import partial
-from http.server import HTTPServer, SimpleHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import http_server
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -171,30 +169,16 @@ def mirror(tmp_path, monkeypatch, cache):
         "enwik8": "<p>caf\u00e9 [[Wiki]] ok</p>\n".encode() * 400,  # 25 bytes, 24 characters: 10,000 bytes
         "text8": bytes(rng.choice(np.frombuffer(b"abcdefghijklmnopqrstuvwxyz ", np.uint8), 10_000)),
     }
-    hits = []
     for name, payload in payloads.items():
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w") as z:
             z.writestr(name, payload)
         (www / f"{name}.zip").write_bytes(buf.getvalue())
-
-    class Handler(SimpleHTTPRequestHandler):
-        def do_GET(self):
-            hits.append(self.path)
-            super().do_GET()
-
-        def log_message(self, *args):
-            pass
-
-    httpd = HTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(www)))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    for name, unit in (("enwik8", "bytes"), ("text8", "chars")):
-        sha = hashlib.sha256((www / f"{name}.zip").read_bytes()).hexdigest()
-        monkeypatch.setitem(corpus_module.ARCHIVES, name, Archive(f"{url}/{name}.zip", sha, name, unit))
-    yield payloads, hits
-    httpd.shutdown()
-    httpd.server_close()
+    with http_server(www) as (url, hits):
+        for name, unit in (("enwik8", "bytes"), ("text8", "chars")):
+            sha = hashlib.sha256((www / f"{name}.zip").read_bytes()).hexdigest()
+            monkeypatch.setitem(corpus_module.ARCHIVES, name, Archive(f"{url}/{name}.zip", sha, name, unit))
+        yield payloads, hits
 
 
 @pytest.mark.parametrize("name", ["enwik8", "text8"])
