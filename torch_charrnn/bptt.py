@@ -179,9 +179,8 @@ def forward_manual(inputs, state, layers, W_hy, b_y, cell="tanh"):
     return out[0], tuple(out[1:])
 
 
-SATURATED = (
-    0.99  # |tanh| or |2σ - 1| above this: the derivative is under 2% of its peak, little gradient passes
-)
+# |tanh| or |2σ - 1| above this: the derivative is under 2% of its peak, little gradient passes
+SATURATED = 0.99
 
 
 def activation_statistics(caches: list, cell: str) -> dict[tuple[str, str], Tensor]:

@@ -9,8 +9,7 @@ from pathlib import Path
 import torch
 
 from torch_charrnn.checkpoint import checkpoint_weights, read_checkpoint
-from torch_charrnn.corpus import encode
-from torch_charrnn.encoded import to_symbols
+from torch_charrnn.encoded import encode
 from torch_charrnn.errors import CharRNNError
 from torch_charrnn.sampling import sample_chunks
 
@@ -58,7 +57,7 @@ def main(argv: list[str]) -> int:
         parser.error(f"--top_k must be between 1 and the vocabulary size {len(vocab)}, got {args.top_k}")
     unit = checkpoint["hyper_parameters"].get("unit", "chars")  # "bytes": a byte model, UTF-8 text
     try:
-        encode(to_symbols(args.prime, unit), vocab)
+        encode(args.prime, vocab, unit)
     except CharRNNError as err:
         parser.error(f"--prime has {err}")
     weights, cell = checkpoint_weights(checkpoint)

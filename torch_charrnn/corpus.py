@@ -1,4 +1,5 @@
-"""Corpora as text, and text as indices: the built-in corpus, downloads, decoding, the vocabulary.
+"""Corpora: the built-in text, the downloads (tinyshakespeare, enwik8, text8), the cache folder.
+Text as indices is ``torch_charrnn.encoded``.
 
 Option names in messages are written in backticks (`encoding`); the ``charrnn`` command turns
 them into its flags (``--data.encoding``).
@@ -10,11 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
-from torch import Tensor
-
-from torch_charrnn.errors import CharRNNError, CorpusError
+from torch_charrnn.errors import CorpusError
 
 BUILTIN = "builtin"
 TINYSHAKESPEARE = "tinyshakespeare"
@@ -128,17 +125,3 @@ def _show_progress() -> bool:
     import sys
 
     return sys.stderr.isatty()
-
-
-def encode(text: str, vocab: str) -> Tensor:
-    """Indices (len(text),) of ``text`` in ``vocab``; characters outside it are listed in the error."""
-    from torch_charrnn.encoded import symbols_of
-
-    ids, symbols = symbols_of(vocab), symbols_of(text)
-    table = np.full(int(max(ids.max(initial=0), symbols.max(initial=0))) + 1, -1, dtype=np.int64)
-    table[ids] = np.arange(len(ids))
-    out = table[symbols]
-    if (out < 0).any():
-        unknown = sorted(map(chr, np.unique(symbols[out < 0]).tolist()))
-        raise CharRNNError(f"characters not in the model's vocabulary: {unknown}")
-    return torch.from_numpy(out)

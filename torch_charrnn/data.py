@@ -8,6 +8,7 @@ streams are split so that process r keeps streams r*B .. (r+1)*B - 1, in order.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import lightning as L
@@ -145,6 +146,7 @@ class CharDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.unit = unit
         self._encoded: enc.Encoded | None = None
+        self._cache: Path | None = None  # the encoded cache prepare_data made (or found)
         if text is not None:
             self._set(enc.encode_text(text[:max_chars] if max_chars is not None else text, self.unit))
         self.splits: dict[str, StreamWindows] = {}
@@ -156,7 +158,7 @@ class CharDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         """Download a named corpus and encode a corpus file into the cache, once (on each node)."""
         if self._encoded is None and self.corpus != BUILTIN:
-            enc.prepare(corpus_path(self.corpus), self.encoding, self.unit, self.max_chars)
+            self._cache = enc.prepare(corpus_path(self.corpus), self.encoding, self.unit, self.max_chars)
 
     @property
     def encoded(self) -> enc.Encoded:
@@ -165,9 +167,10 @@ class CharDataModule(L.LightningDataModule):
             if self.corpus == BUILTIN:
                 text = builtin_text()
                 encoded = enc.encode_text(text[: self.max_chars] if self.max_chars else text, self.unit)
-            else:  # prepare_data ran already under a Trainer: then this only maps the cache
-                path = corpus_path(self.corpus)
-                encoded = enc.load(enc.prepare(path, self.encoding, self.unit, self.max_chars))
+            else:  # a process that did not run prepare_data (DDP rank > 0) finds the cache it made
+                if self._cache is None:
+                    self.prepare_data()
+                encoded = enc.load(self._cache)
             self._set(encoded)
         return self._encoded
 

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from torch_charrnn.corpus import cache_dir
 from torch_charrnn.errors import CharRNNError, CorpusError
 
 FORMAT = 1  # bump when the cache's layout or the encoding rules change
@@ -88,10 +89,30 @@ def check_unit(unit: str) -> None:
         raise CharRNNError(f"`unit` must be one of {', '.join(UNITS)}, got {unit!r}")
 
 
+def encode(text: str, vocab: str, unit: str = "chars") -> Tensor:
+    """Indices (N,) of ``text``'s symbols in ``vocab`` (for a byte model, of its UTF-8 bytes);
+    characters outside the vocabulary are listed in the error."""
+    ids, symbols = symbols_of(vocab), symbols_of(to_symbols(text, unit))
+    table = np.full(int(max(ids.max(initial=0), symbols.max(initial=0))) + 1, -1, dtype=np.int64)
+    table[ids] = np.arange(len(ids))
+    out = table[symbols]
+    if (out < 0).any():
+        unknown = sorted(map(chr, np.unique(symbols[out < 0]).tolist()))
+        raise CharRNNError(f"characters not in the model's vocabulary: {unknown}")
+    return torch.from_numpy(out)
+
+
+def symbol_bytes(indices: Tensor, vocab: str) -> bytes:
+    """A byte model's indices as the bytes they stand for."""
+    return symbols_of(vocab)[indices.cpu().numpy()].astype(np.uint8).tobytes()
+
+
 def decode(indices: Tensor, vocab: str, unit: str = "chars") -> str:
-    """Indices back to text; a byte model's symbols are decoded as UTF-8, errors replaced."""
-    text = "".join(vocab[i] for i in indices.tolist())
-    return text.encode("latin-1").decode("utf-8", errors="replace") if unit == "bytes" else text
+    """Indices back to text, without a Python loop; a byte model's bytes are decoded as UTF-8,
+    errors replaced."""
+    if unit == "bytes":
+        return symbol_bytes(indices, vocab).decode("utf-8", errors="replace")
+    return symbols_of(vocab)[indices.cpu().numpy()].tobytes().decode("utf-32-le", "surrogatepass")
 
 
 def to_symbols(text: str, unit: str) -> str:
@@ -158,8 +179,6 @@ def prepare(
     """Encode the text file ``path`` into the cache unless an up-to-date cache is there; returns
     the cache's ``.json``. Two passes over the file in chunks: the vocabulary and length first
     (and a check that the disk has room), then the indices."""
-    from torch_charrnn.corpus import cache_dir
-
     check_unit(unit)
     if unit == "chars":
         _check_codec(encoding)
@@ -233,9 +252,9 @@ def load(meta_path: Path) -> Encoded:
     """A prepared cache, memory-mapped: pages are read as windows need them and shared by every
     process on the machine."""
     meta = json.loads(Path(meta_path).read_text())
-    _, torch_t = smallest_dtype(max(len(meta["vocab"]), 1))
     bin_path = Path(meta_path).with_suffix(".bin")
-    data = torch.from_file(str(bin_path), shared=False, size=meta["length"], dtype=torch_t)
+    dtype = getattr(torch, meta["dtype"])  # uint8, int16 or int32: the names are NumPy's and torch's
+    data = torch.from_file(str(bin_path), shared=False, size=meta["length"], dtype=dtype)
     return Encoded(data, meta["vocab"], meta["unit"])
 
 

@@ -14,8 +14,7 @@ from torchmetrics import MeanMetric
 from torch_charrnn.bptt import LN2, cross_entropy, forward_autograd, forward_manual
 from torch_charrnn.cells import CELLS, get_cell
 from torch_charrnn.checkpoint import upgrade_checkpoint
-from torch_charrnn.corpus import encode
-from torch_charrnn.encoded import decode, to_symbols
+from torch_charrnn.encoded import decode, encode
 from torch_charrnn.errors import CharRNNError, DivergedError, require
 from torch_charrnn.fused import forward_fused
 from torch_charrnn.sampling import sample_chunks, sample_text
@@ -240,7 +239,7 @@ class CharRNN(L.LightningModule):
 
     def encode(self, text: str) -> Tensor:
         """Indices (1, N) of ``text``'s symbols in this model's vocabulary; unknown characters are listed."""
-        return encode(to_symbols(text, self.hparams.unit), self._vocab())[None].to(self.device)
+        return encode(text, self._vocab(), self.hparams.unit)[None].to(self.device)
 
     def _vocab(self) -> str:
         if self.hparams.vocab is None:

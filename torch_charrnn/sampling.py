@@ -15,8 +15,7 @@ from torch import Tensor
 
 from torch_charrnn.bptt import run_layers
 from torch_charrnn.cells import get_cell
-from torch_charrnn.corpus import encode
-from torch_charrnn.encoded import to_symbols
+from torch_charrnn.encoded import decode, encode, symbol_bytes
 
 
 @torch.no_grad()
@@ -95,20 +94,24 @@ def sample_chunks(
     character split across chunks comes out whole; invalid bytes as U+FFFD).
     """
     W_hy = weights["W_hy"]
-    prime = to_symbols(prime, unit) if prime else default_prime(vocab)
-    ids = encode(prime, vocab).to(W_hy.device).expand(num_streams, -1)  # (B, P)
+    ids = encode(prime, vocab, unit) if prime else encode(default_prime(vocab), vocab)  # (P,)
+    ids = ids.to(W_hy.device).expand(num_streams, -1)  # (B, P)
     L, H = len(weights["layers"]), W_hy.shape[0]
     state = tuple(W_hy.new_zeros(L, num_streams, H) for _ in get_cell(cell).STATE)
     if ids.shape[1] > 1:
         state = run_layers(ids[:, :-1], state, weights["layers"], cell)[1]  # warm up on the prime
+    chunks = (
+        c.cpu() for c in generate(weights, cell, state, ids[:, -1], length, generator, temperature, top_k)
+    )
+    if unit != "bytes":
+        for chunk in chunks:
+            yield [decode(row, vocab) for row in chunk]
+        return
+    # a character's bytes may straddle two chunks: one incremental UTF-8 decoder per stream
     decoders = [codecs.getincrementaldecoder("utf-8")(errors="replace") for _ in range(num_streams)]
-    for chunk in generate(weights, cell, state, ids[:, -1], length, generator, temperature, top_k):
-        texts = ["".join(vocab[i] for i in row) for row in chunk.tolist()]
-        if unit == "bytes":
-            texts = [d.decode(t.encode("latin-1")) for d, t in zip(decoders, texts, strict=True)]
-        yield texts
-    if unit == "bytes":
-        yield [d.decode(b"", final=True) for d in decoders]
+    for chunk in chunks:
+        yield [d.decode(symbol_bytes(row, vocab)) for d, row in zip(decoders, chunk, strict=True)]
+    yield [d.decode(b"", final=True) for d in decoders]
 
 
 def sample_text(weights: dict, cell: str, vocab: str, length: int, prime: str = "", **kwargs) -> str:
