@@ -20,8 +20,8 @@ import warnings
 
 import torch
 from matplotlib.figure import Figure
+from race import eval_windows  # benchmarks/race.py, beside this script
 
-from torch_charrnn import CharDataModule
 from torch_charrnn.bptt import hidden_gradients
 from torch_charrnn.cli_fit import cli_main
 
@@ -57,10 +57,7 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    data = CharDataModule(corpus="tinyshakespeare", batch_size=32, seq_len=args.window)
-    data.prepare_data()
-    data.setup()
-    windows = list(data.val_dataloader())[: args.windows]
+    windows = eval_windows("tinyshakespeare", args.window)[: args.windows]  # as the race measures
     minutes = f"00:00:{int(args.minutes):02d}:{round(args.minutes % 1 * 60):02d}"
     fig = Figure(figsize=(7, 4.2), layout="constrained")
     ax = fig.add_subplot()

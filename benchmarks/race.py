@@ -41,11 +41,12 @@ from torch_charrnn.cli_fit import CharRNNCLI, cli_main
 EVAL_B, EVAL_T = 32, 100
 
 
-def eval_windows(corpus: str):
-    data = CharDataModule(corpus=corpus, batch_size=EVAL_B, seq_len=EVAL_T)
+def eval_windows(corpus: str, seq_len: int = EVAL_T) -> list:
+    """The whole validation split as EVAL_B streams of ``seq_len``-character windows, in order."""
+    data = CharDataModule(corpus=corpus, batch_size=EVAL_B, seq_len=seq_len)
     data.prepare_data()
     data.setup()
-    return data, list(data.val_dataloader())
+    return list(data.val_dataloader())
 
 
 @torch.no_grad()
@@ -171,7 +172,6 @@ def run_baseline(kind, clock, windows, corpus, B, T, H, lr, seed):
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
-    return ""
 
 
 def main() -> None:
@@ -188,7 +188,7 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    _, windows = eval_windows(args.corpus)
+    windows = eval_windows(args.corpus)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; marks {args.marks} min; val: "
         f"{len(windows)} windows of {EVAL_B}x{EVAL_T}\n"
@@ -197,9 +197,10 @@ def main() -> None:
     for who in args.contestants:
         print(who, flush=True)
         clock = Clock(args.marks, None)
+        sample = None  # the baselines print none
         if who.startswith("nn."):
             label = f"{who} H{args.hidden} B{args.batch} T{args.seq} Adam {args.lr:g} constant"
-            sample = run_baseline(
+            run_baseline(
                 who[3:], clock, windows, args.corpus, args.batch, args.seq, args.hidden, args.lr, args.seed
             )
         else:
