@@ -11,9 +11,17 @@ ceiling (a 2048³ float32 matmul, GPU: 8192³) measured in the same run. Peak me
 resident memory of one training step, measured in a fresh process per variant (CPU), or
 ``torch.cuda.max_memory_allocated`` (GPU).
 
+Lightning's overhead is measured paired: within one ``Trainer.fit``, the bare step of the same
+backend runs in blocks of 50 between Lightning's steps (``Paired``), so both see the same minute of
+the machine; a second table gives each median step and their ratio. (Timed in separate rounds
+instead, the ratio at B32 T50 ranged from -3% to +32% on this 2-core machine, whose speed drifts by
+a third within a minute.) ``benchmarks/bench_overhead.py`` does the same for a whole ``charrnn fit`` run.
+
     python benchmarks/bench_train.py                      # every cell and config, CPU
     python benchmarks/bench_train.py --cells gru lstm     # only the gated cells
     python benchmarks/bench_train.py --device cuda        # add --dtype bf16 for autocast
+    python benchmarks/bench_train.py --cells tanh --configs "B1 T1 H1" "B32 T50 H256" \
+        --no-memory --no-numpy --no-autograd --rounds 9  # Lightning's cost a step, alone and at B32
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from torch_charrnn import CharRNN
 from torch_charrnn.bptt import cross_entropy
 
 CONFIGS = {
+    "B1 T1 H1": (1, 1, 1),  # no arithmetic to speak of: Lightning's fixed cost a step
     "B1 T20 H75": (1, 20, 75),
     "B32 T50 H256": (32, 50, 256),  # configs/tinyshakespeare.yaml's shape
     "B64 T100 H256": (64, 100, 256),
@@ -171,38 +180,66 @@ class RandomWindows(L.LightningDataModule):
         return torch.utils.data.DataLoader(self.windows, batch_size=None)
 
 
-class StepTimer(L.Callback):
-    def __init__(self, skip):
-        self.skip, self.start, self.end = skip, None, None
+class Paired(L.Callback):
+    """Runs ``block`` bare steps (``bare(batch)``) at the start of every ``block``-th training step,
+    and times every Lightning step and every bare step, so that the machine's drift (by a third
+    within a minute on this 2-core machine) hits both alike, while each runs warm: alternated one
+    for one, the two models evict each other from the cache and both steps slow by a third.
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if batch_idx == self.skip:
-            sync(pl_module.device)
-            self.start = time.perf_counter()
+    A Lightning step is one whole cycle of the run, from one ``on_train_batch_start`` to the next
+    (loading the window, Lightning's loop, the hooks, the step, and whatever else the run does),
+    less the bare steps run inside it. The first ``skip`` of each warm up.
+    """
 
-    def on_train_end(self, trainer, pl_module):
+    def __init__(self, bare, block: int = 50, skip: int = 10):
+        self.bare, self.block, self.skip = bare, block, skip
+        self.lightning: list[float] = []
+        self.bare_times: list[float] = []
+        self._start: float | None = None
+        self._inside, self._calls = 0.0, 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         sync(pl_module.device)
-        self.end = time.perf_counter()
+        now = time.perf_counter()
+        if self._start is not None:
+            self.lightning.append(now - self._start - self._inside)
+        self._start, self._inside = now, 0.0
+        if self._calls % self.block == 0:
+            for _ in range(self.block):
+                begin = time.perf_counter()
+                self.bare(batch)
+                sync(pl_module.device)
+                self.bare_times.append(time.perf_counter() - begin)
+            self._inside = time.perf_counter() - now
+        self._calls += 1
+
+    def ratios(self) -> tuple[float, float, float, float]:
+        """(Lightning's median step, the bare median step, in seconds; median ratio, ratio of means)."""
+        lightning, bare = self.lightning[self.skip :], self.bare_times[self.skip :]
+        median_l, median_b = statistics.median(lightning), statistics.median(bare)
+        return median_l, median_b, median_l / median_b, statistics.mean(lightning) / statistics.mean(bare)
 
 
-def time_lightning(cell, B, T, H, n, device, dtype, bptt="manual"):
-    """Seconds per step of Trainer.fit, excluding set-up and the first two steps."""
-    skip = 2
-    timer = StepTimer(skip)
+def time_lightning(cell, B, T, H, n, device, dtype, bare, bptt="manual"):
+    """Median seconds per step of Trainer.fit, and of ``bare`` (the same step without Lightning)
+    run in blocks between its steps in the same fit (``Paired``); set-up and the first steps excluded."""
+    paired = Paired(lambda batch: bare(), block=max(1, min(50, n // 4)))
+    steps = n + paired.skip + 1
     trainer = L.Trainer(
         accelerator=device.type,
         devices=1,
         precision="bf16-mixed" if dtype == "bf16" else "32-true",
-        max_steps=n + skip,
+        max_steps=steps,
         gradient_clip_val=CLIP,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[timer],
+        callbacks=[paired],
     )
-    trainer.fit(CharRNN(V, H, cell, lr=LR, bptt=bptt), RandomWindows(B, T, n + skip))
-    return (timer.end - timer.start) / n
+    trainer.fit(CharRNN(V, H, cell, lr=LR, bptt=bptt), RandomWindows(B, T, steps))
+    lightning, bare_step, _, _ = paired.ratios()
+    return lightning, bare_step
 
 
 def matmul_ceiling(device, n):
@@ -265,7 +302,8 @@ def main():
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--cells", nargs="*", default=list(MODULES), choices=list(MODULES))
-    parser.add_argument("--configs", nargs="*", default=list(CONFIGS))
+    default_configs = [c for c in CONFIGS if c != "B1 T1 H1"]
+    parser.add_argument("--configs", nargs="*", default=default_configs, choices=CONFIGS)
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--no-numpy", action="store_true")
     parser.add_argument("--no-autograd", action="store_true")
@@ -281,6 +319,7 @@ def main():
         "| peak step memory (MiB) |"
     )
     print("|---|---|---|---|---|---|---|---|")
+    overheads = []
     for cell in args.cells:
         module = MODULES[cell]
         kinds = ["manual", "fused"] + ([] if args.no_autograd else ["autograd"])
@@ -304,13 +343,18 @@ def main():
             n["lightning"] = n["manual"]
             n["lightning+fused"] = n["fused"]
             times = {k: [] for k in kinds}
+            paired_bare = {k: [] for k in kinds if k.startswith("lightning")}
             ceiling = []
             for _ in range(args.rounds):
                 ceiling.append(matmul_ceiling(device, 2048 if device.type == "cpu" else 8192))
                 for k in kinds:
                     if k.startswith("lightning"):
                         bptt = "fused" if k == "lightning+fused" else "manual"
-                        times[k].append(time_lightning(cell, B, T, H, n[k], device, args.dtype, bptt))
+                        lightning, bare = time_lightning(
+                            cell, B, T, H, n[k], device, args.dtype, steps[bptt], bptt
+                        )
+                        times[k].append(lightning)
+                        paired_bare[k].append(bare)
                     else:
                         times[k].append(time_step(steps[k], n[k], device))
             top = statistics.median(ceiling)
@@ -329,6 +373,21 @@ def main():
                     flush=True,
                 )
             print(f"| {cell} | {name} | matmul ceiling | | {top:.0f} | 100% | | |", flush=True)
+            for k, bare in paired_bare.items():
+                rounds = sorted(100 * (t / b - 1) for t, b in zip(times[k], bare, strict=True))
+                lightning, bare = statistics.median(times[k]), statistics.median(bare)
+                overheads.append(
+                    f"| {cell} | {name} | {k} | {lightning * 1e3:.3f} | {bare * 1e3:.3f} "
+                    f"| {(lightning - bare) * 1e3:.3f} | {100 * (lightning / bare - 1):+.1f}% "
+                    f"| {rounds[0]:+.1f}% to {rounds[-1]:+.1f}% |"
+                )
+    print(
+        "\nLightning's overhead: Trainer.fit against its bare step run between its steps in the same "
+        "fit (medians over rounds)\n\n| cell | config | variant | Trainer.fit step (ms) | bare step (ms) "
+        "| difference (ms) | overhead | overhead, round by round |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    print("\n".join(overheads))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,139 @@
+"""Where the time of a real ``charrnn fit`` step goes, beyond the step itself: the run, as the
+config has it, against a bare step of the same model, optimizer, schedule and clipping, paired
+step by step in one process.
+
+Every 50 steps of the run, 50 bare steps run on a twin of the model with its own optimizer and
+schedule (``bench_train.Paired``): a forward with the state carried, the loss, ``zero_grad``,
+``backward``, ``clip_grad_norm_``, the optimizer's and the schedule's ``step``. Each step of the run
+is timed from one ``on_train_batch_start`` to the next, less the bare steps inside, so it holds
+everything the run does per step (loading the window, Lightning's loop and hooks, logging, the
+progress bar, the monitor, validation and checkpoints when they come), and the machine's drift hits
+both alike. The median ratio is the steady per-step overhead; the ratio of means counts the
+occasional work too (validation, checkpoints, the monitor's figures, written metrics).
+
+Variants are the config with options added; they run in turn, ``--rounds`` times, and each figure
+is the median over rounds:
+
+    python benchmarks/bench_overhead.py configs/tinyshakespeare.yaml
+    python benchmarks/bench_overhead.py configs/tinyshakespeare.yaml --steps 3000 \\
+        --variant "no bar=--trainer.enable_progress_bar=false"
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import statistics
+import tempfile
+import warnings
+
+import torch
+from bench_train import Paired
+from lightning.pytorch.cli import instantiate_class
+
+from torch_charrnn import CharRNN
+from torch_charrnn.bptt import cross_entropy
+from torch_charrnn.cli_fit import CharRNNCLI, cli_main
+
+DEFAULT_VARIANTS = {
+    "as configured": "",
+    "no progress bar": "--trainer.enable_progress_bar=false",
+    "metrics written every 1000 steps": "--trainer.log_every_n_steps=1000",
+    "monitor off": "--monitor.every_n_steps=1000000 --monitor.sample_length=0",
+    "all three off": "--trainer.enable_progress_bar=false --trainer.log_every_n_steps=1000 "
+    "--monitor.every_n_steps=1000000 --monitor.sample_length=0",
+}
+
+
+class BareStep:
+    """The step a plain PyTorch loop would run, on a twin of ``model`` (same weights), with the
+    optimizer and schedule the run's config names (or CharRNN's own Adagrad when it names none)."""
+
+    def __init__(self, model: CharRNN, optimizer_init, scheduler_init, clip: float | None):
+        hparams = {k: v for k, v in model.hparams.items() if not k.startswith("_")}  # LightningCLI's own
+        self.model = CharRNN(**hparams).to(model.device)
+        self.model.load_state_dict(model.state_dict())
+        if optimizer_init:
+            self.optimizer = instantiate_class(self.model.parameters(), optimizer_init)
+        else:
+            self.optimizer = self.model.configure_optimizers()
+        self.scheduler = instantiate_class(self.optimizer, scheduler_init) if scheduler_init else None
+        self.clip, self.state = clip, None
+
+    def __call__(self, batch) -> None:
+        inputs, targets = batch
+        logits, state = self.model(inputs, self.state)
+        self.state = tuple(s.detach() for s in state)
+        loss = cross_entropy(logits, targets)
+        self.optimizer.zero_grad()
+        loss.backward()
+        if self.clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+
+
+class PairedCLI(CharRNNCLI):
+    """``charrnn fit`` with the bare twin's step paired to each of its steps."""
+
+    paired: Paired
+
+    def before_fit(self) -> None:
+        config = self.config_init[self.subcommand]
+        bare = BareStep(
+            self.model,
+            config.get("optimizer"),
+            config.get("lr_scheduler"),
+            self.trainer.gradient_clip_val,
+        )
+        PairedCLI.paired = Paired(bare)
+        self.trainer.callbacks.append(PairedCLI.paired)
+
+    def after_fit(self) -> None:
+        pass
+
+
+def run(config: str, steps: int, extra: list[str]) -> tuple[float, float, float, float]:
+    with tempfile.TemporaryDirectory() as root:
+        args = ["fit", "--config", config, "--trainer.default_root_dir", root]
+        args += [f"--trainer.max_steps={steps}", "--trainer.max_time=null", *extra]
+        cli_main(args, cli_class=PairedCLI)
+    return PairedCLI.paired.ratios()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", help="a charrnn fit config, e.g. configs/tinyshakespeare.yaml")
+    parser.add_argument("--steps", type=int, default=1500, help="training steps per run")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--variant",
+        action="append",
+        metavar="NAME=OPTIONS",
+        help="a variant to time: a name, '=', and charrnn fit options (repeatable; default: the "
+        "config as it is and with the progress bar, the metrics and the monitor turned off)",
+    )
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    variants = dict(v.split("=", 1) for v in args.variant) if args.variant else DEFAULT_VARIANTS
+    results = {name: [] for name in variants}
+    for _ in range(args.rounds):
+        for name, options in variants.items():
+            results[name].append(run(args.config, args.steps, shlex.split(options)))
+    print(
+        f"\n{args.config}, {args.steps} steps a run, {args.rounds} rounds, medians over rounds; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads\n"
+    )
+    print("| variant | run step (ms, median) | bare step (ms, median) | overhead: median step | mean |")
+    print("|---|---|---|---|---|")
+    for name, rows in results.items():
+        lightning, bare, median, mean = (statistics.median(column) for column in zip(*rows, strict=True))
+        print(
+            f"| {name} | {lightning * 1e3:.2f} | {bare * 1e3:.2f} | {100 * (median - 1):+.1f}% "
+            f"| {100 * (mean - 1):+.1f}% |"
+        )
+
+
+if __name__ == "__main__":
+    main()
