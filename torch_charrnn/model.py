@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Literal
 
@@ -123,8 +124,8 @@ class CharRNN(L.LightningModule):
         self._state: dict[str, tuple[Tensor, ...] | None] = dict.fromkeys(("train", "val", "test", "predict"))
         self.best_val_bpc = float("inf")
         self._loss = torch.zeros(())
-        self._grad_norm = torch.zeros(())
-        self._clipped, self._unlogged_steps = torch.zeros(()), 0
+        self._grad_norm, self._norm_value = torch.zeros(()), 0.0
+        self._clipped, self._unlogged_steps = 0, 0
 
     def weights(self) -> dict:
         """The parameters as ``{"layers": [{"W_xh", "W_hh", "b_h", ...}, ...], "W_hy", "b_y"}``,
@@ -264,12 +265,14 @@ class CharRNN(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer) -> None:
         """Stop before a non-finite step is applied; log the gradient norm before clipping."""
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        grads = [p.grad for p in _params(optimizer) if p.grad is not None]
         self._grad_norm = torch.nn.utils.get_total_norm(grads)
-        if not torch.isfinite(self._grad_norm + self._loss):
+        # As Python numbers: one host sync a step (on a GPU; none on the CPU), no tensor arithmetic
+        self._norm_value, loss = self._grad_norm.item(), self._loss.item()
+        if not (math.isfinite(self._norm_value) and math.isfinite(loss)):
             raise DivergedError(
-                f"training diverged at step {self.global_step}: the loss is {self._loss.item():.4g} and the "
-                f"gradient norm {self._grad_norm.item():.4g}. Nothing from this step was applied or saved; "
+                f"training diverged at step {self.global_step}: the loss is {loss:.4g} and the "
+                f"gradient norm {self._norm_value:.4g}. Nothing from this step was applied or saved; "
                 "resume from the last good checkpoint (--ckpt_path last) with a lower `lr` (now "
                 f"{optimizer.param_groups[0]['lr']:g}) or a smaller `gradient_clip_val` (now "
                 f"{self.trainer.gradient_clip_val})."
@@ -284,15 +287,20 @@ class CharRNN(L.LightningModule):
         if not gradient_clip_val:
             return
         if gradient_clip_algorithm in (None, "norm"):
-            fired = gradient_clip_val / (self._grad_norm + 1e-6) < 1.0  # clip_grad_norm_'s own test
-            # torch.nn.utils.clip_grad_norm_'s scaling, given the total norm it would compute again
-            torch.nn.utils.clip_grads_with_norm_(self.parameters(), gradient_clip_val, self._grad_norm)
+            # clip_grad_norm_'s own test and scaling, given the total norm it would compute again
+            fired = gradient_clip_val / (self._norm_value + 1e-6) < 1.0
+            torch.nn.utils.clip_grads_with_norm_(_params(optimizer), gradient_clip_val, self._grad_norm)
         else:
-            grads = [p.grad for p in self.parameters() if p.grad is not None]
-            fired = torch.stack([g.abs().max() for g in grads]).max() > gradient_clip_val
+            grads = [p.grad for p in _params(optimizer) if p.grad is not None]
+            fired = bool(torch.stack([g.abs().max() for g in grads]).max() > gradient_clip_val)
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
-        self._clipped = self._clipped + fired  # steps clipped since the last logged step
+        self._clipped += fired  # steps clipped since the last logged step
         self._unlogged_steps += 1
         if step_is_due(self.trainer):
-            self.log("grad/clipped", self._clipped.float() / self._unlogged_steps)
-            self._clipped, self._unlogged_steps = torch.zeros((), device=self.device), 0
+            self.log("grad/clipped", self._clipped / self._unlogged_steps)
+            self._clipped, self._unlogged_steps = 0, 0
+
+
+def _params(optimizer) -> list[Tensor]:
+    """The parameters ``optimizer`` steps: those whose gradients are checked and clipped."""
+    return [p for group in optimizer.param_groups for p in group["params"]]
