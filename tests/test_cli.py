@@ -135,6 +135,25 @@ def test_fit_on_a_text_file(tmp_path):
     assert cli.model.hparams.vocab_size == len(cli.model.hparams.vocab)
 
 
+def progress_bars(cli) -> list:
+    from lightning.pytorch.callbacks import ProgressBar
+
+    return [c for c in cli.trainer.callbacks if isinstance(c, ProgressBar)]
+
+
+def test_the_progress_bar_redraws_every_10_steps_unless_turned_off_or_given(tmp_path, capsys):
+    # TINY turns the bar off; the later option wins
+    (bar,) = progress_bars(fit(tmp_path, "--trainer.max_steps=2", "--trainer.enable_progress_bar=true"))
+    assert bar.refresh_rate == 10 and bar.is_enabled
+    assert "Epoch 0" in capsys.readouterr().out  # it is drawn (Lightning draws on stdout)
+    assert progress_bars(fit(tmp_path, "--trainer.max_steps=2")) == []
+    given = ["--trainer.callbacks+=TQDMProgressBar", "--trainer.callbacks.refresh_rate=1"]
+    cli = fit(tmp_path, "--trainer.max_steps=2", "--trainer.enable_progress_bar=true", *given)
+    (bar,) = progress_bars(cli)
+    assert bar.refresh_rate == 1
+    assert cli.trainer.log_every_n_steps == 50  # metrics are written as often as Lightning's default
+
+
 def config_paths():
     return sorted((ROOT / "configs").glob("*.yaml"))
 

@@ -166,7 +166,13 @@ def test_after_a_divergence_resuming_with_a_lower_lr_trains_on(tmp_path, capsys)
     assert good.read_bytes() == good_bytes
     assert list(tmp_path.glob("**/last.ckpt")) == [good], "the diverged run saved nothing"
 
-    cli = cli_main([*args, "--ckpt_path=last", "--model.lr=0.001", "--trainer.max_steps=10"])
+    resumed = [
+        "--ckpt_path=last",
+        "--model.lr=0.001",
+        "--trainer.max_steps=10",
+        "--trainer.log_every_n_steps=1",
+    ]
+    cli = cli_main([*args, *resumed])
     assert cli.trainer.global_step == 10
     assert cli.trainer.optimizers[0].param_groups[0]["lr"] == 0.001
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
