@@ -257,6 +257,19 @@ def test_seed_config_is_the_tutorials_run():
     assert cfg["trainer"]["gradient_clip_val"] == 5
 
 
+def test_default_config_is_what_charrnn_fit_does_with_no_arguments():
+    import inspect
+
+    from torch_charrnn import CharDataModule
+    from torch_charrnn.cli_fit import TRAINER_DEFAULTS
+
+    cfg = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    assert cfg["trainer"] == TRAINER_DEFAULTS
+    for section, cls in (("model", CharRNN), ("data", CharDataModule)):
+        defaults = {k: p.default for k, p in inspect.signature(cls).parameters.items()}
+        assert {k: defaults[k] for k in cfg[section]} == cfg[section], f"configs/default.yaml: {section}"
+
+
 def test_checkpoint_loads_on_cpu_without_the_corpus(tmp_path):
     cli = fit(tmp_path, "--trainer.max_steps=2", "--trainer.limit_val_batches=0")
     model = CharRNN.load_from_checkpoint(last_checkpoint(cli.trainer).last_model_path, map_location="cpu")
