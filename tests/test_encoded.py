@@ -118,6 +118,32 @@ def test_a_failed_write_leaves_no_cache_and_no_partial_file(tmp_path, cache, mon
     assert enc.load(enc.prepare(path, verbose=False)).decode() == TEXT
 
 
+def test_what_a_killed_preparation_left_is_removed_but_a_live_ones_is_not(tmp_path, cache):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    path = write(tmp_path / "c.txt", TEXT)
+    key = enc.cache_key(path, "utf-8", "chars", None)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])  # a process that has exited
+    gone.wait()
+    cache.mkdir(parents=True)
+    abandoned = cache / f"{key}.bin.tmp-{gone.pid}"
+    quiet_but_alive = cache / f"{key}.bin.tmp-{os.getppid()}"  # a process still running
+    gone_but_fresh = cache / f"{key}.json.tmp-{gone.pid}"
+    other_key = cache / f"other.bin.tmp-{gone.pid}"
+    an_hour_ago = time.time() - 3600
+    for tmp in (abandoned, quiet_but_alive, gone_but_fresh, other_key):
+        tmp.write_bytes(b"\0" * 1000)
+    for tmp in (abandoned, quiet_but_alive, other_key):
+        os.utime(tmp, (an_hour_ago, an_hour_ago))
+
+    assert enc.load(enc.prepare(path, verbose=False)).decode() == TEXT
+    assert not abandoned.exists()
+    assert quiet_but_alive.exists() and gone_but_fresh.exists() and other_key.exists()
+
+
 def test_a_corpus_too_large_for_the_disk_fails_before_writing(tmp_path, cache, monkeypatch):
     path = write(tmp_path / "c.txt", TEXT)
     monkeypatch.setattr(enc.shutil, "disk_usage", lambda _: type("U", (), {"free": 10 << 20})())

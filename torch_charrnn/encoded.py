@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -194,6 +195,7 @@ def prepare(
     if _valid(meta_path, bin_path):
         return meta_path
     directory.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(directory, key)
     size = path.stat().st_size
     bar = _progress(path, 2 * size if max_chars is None else None, verbose and size >= PROGRESS_FROM)
     counts, n = np.zeros(256 if unit == "bytes" else CODE_POINTS, dtype=np.int64), 0
@@ -238,6 +240,31 @@ def prepare(
         if bar is not None:
             bar.close()
     return meta_path
+
+
+def _remove_abandoned(directory: Path, key: str, quiet_for: float = 60.0) -> None:
+    """Delete what a killed preparation of ``key`` left (``<key>.bin.tmp-<pid>``, as big as the
+    index): files whose process is gone and that nothing has written to for ``quiet_for`` seconds
+    (a live preparation writes every chunk; the pid alone cannot tell for a cache another machine
+    shares)."""
+    for tmp in directory.glob(f"{key}.*.tmp-*"):
+        try:
+            pid = int(tmp.name.rsplit("-", 1)[1])
+            idle = time.time() - tmp.stat().st_mtime
+        except (ValueError, FileNotFoundError):
+            continue
+        if idle > quiet_for and not _running(pid):
+            tmp.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _valid(meta_path: Path, bin_path: Path) -> bool:
