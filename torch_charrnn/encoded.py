@@ -72,12 +72,18 @@ def encode_text(text: str, unit: str = "chars") -> Encoded:
     """An in-memory string, encoded (the built-in corpus, ``CharDataModule(text=...)``)."""
     check_unit(unit)
     symbols = symbols_of(text) if unit == "chars" else np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
-    counts = np.bincount(symbols, minlength=256 if unit == "bytes" else 1)
+    vocab_ids, table = index_table(np.bincount(symbols, minlength=256 if unit == "bytes" else 1))
+    return Encoded(torch.from_numpy(table[symbols]), vocab_string(vocab_ids), unit)
+
+
+def index_table(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """From each symbol's count: the vocabulary (the symbols that occur, in order) and a lookup
+    table from symbol to index, in the smallest integer type that holds them."""
     vocab_ids = np.flatnonzero(counts)
     np_t, _ = smallest_dtype(len(vocab_ids))
     table = np.zeros(len(counts), dtype=np_t)
     table[vocab_ids] = np.arange(len(vocab_ids), dtype=np_t)
-    return Encoded(torch.from_numpy(table[symbols]), vocab_string(vocab_ids), unit)
+    return vocab_ids, table
 
 
 def vocab_string(ids: np.ndarray) -> str:
@@ -203,17 +209,14 @@ def prepare(
     for symbols in _chunks(path, encoding, unit, max_chars, step):
         counts += np.bincount(symbols, minlength=len(counts))[: len(counts)]
         n += len(symbols)
-    vocab_ids = np.flatnonzero(counts)
-    np_t, _ = smallest_dtype(max(len(vocab_ids), 1))
-    need, free = n * np.dtype(np_t).itemsize, shutil.disk_usage(directory).free
+    vocab_ids, table = index_table(counts)
+    need, free = n * table.itemsize, shutil.disk_usage(directory).free
     if need + (64 << 20) > free:
         raise CorpusError(
             f"the encoded corpus needs {need / 2**20:,.0f} MiB in {directory} but only "
             f"{free / 2**20:,.0f} MiB are free; nothing was written. Free some space or point "
             "$CHARRNN_CACHE at a larger disk."
         )
-    table = np.zeros(len(counts), dtype=np_t)
-    table[vocab_ids] = np.arange(len(vocab_ids), dtype=np_t)
     tmp = bin_path.with_name(f"{bin_path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as out:
@@ -229,7 +232,7 @@ def prepare(
             "unit": unit,
             "max_chars": max_chars,
             "length": n,
-            "dtype": np.dtype(np_t).name,
+            "dtype": table.dtype.name,
             "vocab": vocab_string(vocab_ids),
         }
         tmp_meta = meta_path.with_name(f"{meta_path.name}.tmp-{os.getpid()}")
@@ -262,8 +265,8 @@ def _running(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # someone else's process
-        return True
+    except PermissionError:  # it runs, as someone else
+        pass
     return True
 
 
@@ -291,7 +294,7 @@ def _progress(path: Path, total: int | None, verbose: bool):
         return None
     from tqdm import tqdm
 
-    bar = tqdm(
+    return tqdm(
         total=total,
         unit="B",
         unit_scale=True,
@@ -299,4 +302,3 @@ def _progress(path: Path, total: int | None, verbose: bool):
         mininterval=1.0,
         desc=f"charrnn: encoding {path.name} (once; cached)",
     )
-    return bar
