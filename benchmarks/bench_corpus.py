@@ -34,7 +34,7 @@ start = time.perf_counter()
 import json, sys, warnings
 warnings.filterwarnings("ignore")
 import lightning as L
-from torch_charrnn import cli_fit
+from torch_charrnn.cli import fit as cli_fit
 
 marks = {"imported": time.perf_counter()}
 
@@ -112,7 +112,7 @@ def main() -> None:
     )
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
-    from torch_charrnn.corpus import fetch_tinyshakespeare
+    from torch_charrnn.data.corpus import fetch_tinyshakespeare
 
     source = args.source or fetch_tinyshakespeare()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_corpus_"))

@@ -32,8 +32,8 @@ from bench_train import Paired
 from lightning.pytorch.cli import instantiate_class
 
 from torch_charrnn import CharRNN
-from torch_charrnn.bptt import cross_entropy
-from torch_charrnn.cli_fit import CharRNNCLI, cli_main
+from torch_charrnn.cli.fit import CharRNNCLI, cli_main
+from torch_charrnn.rnn.bptt import cross_entropy
 
 DEFAULT_VARIANTS = {
     "as configured": "",

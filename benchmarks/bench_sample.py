@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 import reference_numpy as rn
-from torch_charrnn.sampling import generate
+from torch_charrnn.rnn.sampling import generate
 
 V, H = 65, 256
 

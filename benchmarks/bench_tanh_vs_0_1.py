@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from torch_charrnn.bptt import cross_entropy, forward_manual
+from torch_charrnn.rnn.bptt import cross_entropy, forward_manual
 
 RELEASE_0_1 = "d99be8f"  # the last commit with torch_charrnn/rnn.py's tanh-only ManualBPTT
 CONFIGS = {"B64 T100 H256": (64, 100, 256), "B128 T100 H512": (128, 100, 512)}

@@ -40,7 +40,7 @@ from torch import nn
 
 import reference_numpy as rn
 from torch_charrnn import CharRNN
-from torch_charrnn.bptt import cross_entropy
+from torch_charrnn.rnn.bptt import cross_entropy
 
 CONFIGS = {
     "B1 T1 H1": (1, 1, 1),  # no arithmetic to speak of: Lightning's fixed cost a step

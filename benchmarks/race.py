@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torch_charrnn import CharDataModule
-from torch_charrnn.cli_fit import CharRNNCLI, cli_main
+from torch_charrnn.cli.fit import CharRNNCLI, cli_main
 
 EVAL_B, EVAL_T = 32, 100
 

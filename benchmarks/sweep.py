@@ -23,7 +23,7 @@ import lightning as L
 import torch
 
 from torch_charrnn import CharDataModule, CharRNN
-from torch_charrnn.schedules import WarmupCosine
+from torch_charrnn.training.schedules import WarmupCosine
 
 BASE = {"hidden_size": 256, "batch_size": 64, "seq_len": 100, "lr": 0.01, "whh_scale": 0.01}
 VARIANTS = [

@@ -1,6 +1,6 @@
 """Truncated BPTT over one window, for any cell and any depth, in plain NumPy.
 
-Mirrors ``torch_charrnn/bptt.py``: the same names, the same order, row vectors and time-major
+Mirrors ``torch_charrnn/rnn/bptt.py``: the same names, the same order, row vectors and time-major
 work (T, B, ...). For each layer the input projection of the whole window comes first (a gather
 of W_xh rows for layer 0, which reads characters; one matmul for a layer above, which reads h of
 the layer below), then the recurrence alone in the time loop, one cell step at a time; the

@@ -92,7 +92,7 @@ def rmsprop_step(params, grads, state, lr=1e-2, alpha=0.99, eps=1e-8):
 
 def warmup_cosine(step, total_steps, warmup_steps=0, final_lr_ratio=0.0):
     """The factor on the base learning rate at ``step`` (0-based): linear warmup, then half a cosine
-    down to ``final_lr_ratio`` at ``total_steps`` (``torch_charrnn.schedules.WarmupCosine``'s)."""
+    down to ``final_lr_ratio`` at ``total_steps`` (``torch_charrnn.training.schedules.WarmupCosine``'s)."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))

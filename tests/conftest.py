@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, settings
 
 import reference_numpy as rn
 from torch_charrnn import CharRNN
-from torch_charrnn.corpus import builtin_text
+from torch_charrnn.data.corpus import builtin_text
 
 # Derandomized in CI so a red run is reproducible; deadline off because CPU timing varies.
 settings.register_profile(
@@ -87,7 +87,7 @@ def torch_state(state: tuple, requires_grad: bool = False) -> tuple[torch.Tensor
 def through_model(params, inputs, targets, state, cell, bptt):
     """Loss, logits, last state and every gradient (by state-dict name, and state.h/state.c) of a
     float64 CharRNN holding ``params``, differentiated by backend ``bptt``."""
-    from torch_charrnn.bptt import cross_entropy
+    from torch_charrnn.rnn.bptt import cross_entropy
 
     model = model_from_numpy(params, cell, bptt=bptt)
     state_t = torch_state(state, requires_grad=True)

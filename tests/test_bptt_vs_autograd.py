@@ -8,7 +8,7 @@ from conftest import CELLS, problems, through_model
 from hypothesis import example, given
 
 import reference_numpy as rn
-from torch_charrnn.gradcheck import random_problem
+from torch_charrnn.rnn.gradcheck import random_problem
 
 
 @pytest.mark.parametrize("bptt", ["autograd", "manual"])

@@ -9,8 +9,8 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from torch_charrnn import CharRNN
-from torch_charrnn.cli_fit import cli_main
-from torch_charrnn.storage import last_checkpoint
+from torch_charrnn.cli.fit import cli_main
+from torch_charrnn.training.storage import last_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
@@ -176,7 +176,7 @@ def test_the_readme_config_table_is_what_each_config_sets():
     import inspect
 
     from torch_charrnn import CharDataModule
-    from torch_charrnn.cli_fit import TRAINER_DEFAULTS
+    from torch_charrnn.cli.fit import TRAINER_DEFAULTS
 
     table = readme_config_table()
     assert set(table) == {p.name for p in config_paths()}
@@ -261,7 +261,7 @@ def test_default_config_is_what_charrnn_fit_does_with_no_arguments():
     import inspect
 
     from torch_charrnn import CharDataModule
-    from torch_charrnn.cli_fit import TRAINER_DEFAULTS
+    from torch_charrnn.cli.fit import TRAINER_DEFAULTS
 
     cfg = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
     assert cfg["trainer"] == TRAINER_DEFAULTS

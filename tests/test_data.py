@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import reference_numpy as rn
 from torch_charrnn import CharDataModule
-from torch_charrnn.corpus import builtin_text
+from torch_charrnn.data.corpus import builtin_text
 from torch_charrnn.errors import CorpusError
 
 

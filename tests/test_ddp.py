@@ -9,7 +9,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import reference_numpy as rn
-from torch_charrnn.corpus import builtin_text
+from torch_charrnn.data.corpus import builtin_text
 
 CHARRNN = str(Path(sys.executable).parent / "charrnn")
 ROOT = Path(__file__).resolve().parents[1]

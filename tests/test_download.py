@@ -5,7 +5,7 @@ import hashlib
 import pytest
 from conftest import http_server
 
-from torch_charrnn.corpus import fetch, fetch_tinyshakespeare
+from torch_charrnn.data.corpus import fetch, fetch_tinyshakespeare
 from torch_charrnn.errors import CorpusError
 
 CONTENT = b"First Citizen:\nBefore we proceed any further, hear me speak.\n" * 50

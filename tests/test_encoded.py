@@ -14,9 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from torch_charrnn import CharDataModule
-from torch_charrnn import corpus as corpus_module
-from torch_charrnn import encoded as enc
-from torch_charrnn.corpus import Archive, builtin_text
+from torch_charrnn.data import corpus as corpus_module
+from torch_charrnn.data import encoded as enc
+from torch_charrnn.data.corpus import Archive, builtin_text
 from torch_charrnn.errors import CorpusError
 
 TEXT = "To be, or not to be, that is the question: caf\u00e9 \u00e0 la cr\u00e8me, \u65e5\u672c\u8a9e.\n" * 40

@@ -10,9 +10,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 import reference_numpy as rn
-from torch_charrnn.cli_fit import cli_main
-from torch_charrnn.fused import fused_parameters
-from torch_charrnn.gradcheck import random_problem
+from torch_charrnn.cli.fit import cli_main
+from torch_charrnn.rnn.fused import fused_parameters
+from torch_charrnn.rnn.gradcheck import random_problem
 
 
 @given(**problems(scale=st.sampled_from([0.5, 3.0])))

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from torch_charrnn import CharDataModule, CharRNN
-from torch_charrnn.bptt import cross_entropy
+from torch_charrnn.rnn.bptt import cross_entropy
 
 pytestmark = pytest.mark.gpu
 

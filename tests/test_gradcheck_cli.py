@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 import reference_numpy
-from torch_charrnn.cells import gru
 from torch_charrnn.cli import main
+from torch_charrnn.rnn.cells import gru
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from torch_charrnn import CharRNN
-from torch_charrnn.bptt import cross_entropy, flatten, forward_autograd, forward_manual
-from torch_charrnn.gradcheck import random_problem
+from torch_charrnn.rnn.bptt import cross_entropy, flatten, forward_autograd, forward_manual
+from torch_charrnn.rnn.gradcheck import random_problem
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 

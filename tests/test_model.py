@@ -11,7 +11,7 @@ from conftest import CELL_DEPTHS, SMALL_FIT, model_from_numpy
 
 import reference_numpy as rn
 from torch_charrnn import CharDataModule, CharRNN
-from torch_charrnn.cli_fit import cli_main
+from torch_charrnn.cli.fit import cli_main
 
 
 def quiet_trainer(**kwargs):

@@ -4,8 +4,8 @@ read back in test_cli.py)."""
 import pytest
 import torch
 
-from torch_charrnn.bptt import activation_statistics, hidden_gradients, run_layers
-from torch_charrnn.cells import get_cell
+from torch_charrnn.rnn.bptt import activation_statistics, hidden_gradients, run_layers
+from torch_charrnn.rnn.cells import get_cell
 
 V, H, B, T = 7, 5, 3, 6
 

@@ -6,7 +6,7 @@ import torch
 from conftest import CELL_DEPTHS
 
 import reference_numpy as rn
-from torch_charrnn.gradcheck import random_problem
+from torch_charrnn.rnn.gradcheck import random_problem
 
 SHAPES = [  # (V, H, B, T), the edges included
     (2, 1, 1, 1),
@@ -220,7 +220,7 @@ def test_a_mistyped_clip_algorithm_is_refused(algorithm):
 
 
 def test_warmup_cosine_matches_the_torch_scheduler_every_step():
-    from torch_charrnn.schedules import WarmupCosine
+    from torch_charrnn.training.schedules import WarmupCosine
 
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.2)
     sched = WarmupCosine(opt, total_steps=30, warmup_steps=5, final_lr_ratio=0.1)

@@ -12,7 +12,7 @@ import torch
 from conftest import SMALL_FIT
 
 from torch_charrnn.cli import main
-from torch_charrnn.corpus import builtin_text
+from torch_charrnn.data.corpus import builtin_text
 
 CHARRNN = str(Path(sys.executable).parent / "charrnn")
 SMALL = [*SMALL_FIT, "--model.hidden_size=8"]

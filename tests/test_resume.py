@@ -10,7 +10,7 @@ import yaml
 from conftest import SMALL_FIT
 
 from torch_charrnn.cli import main
-from torch_charrnn.cli_fit import cli_main
+from torch_charrnn.cli.fit import cli_main
 
 SMALL = SMALL_FIT
 SUBCOMMANDS = ["fit", "validate", "test", "predict"]
@@ -200,7 +200,7 @@ def newest(root: Path) -> dict:
 
 
 WARMUP_COSINE = [
-    "--lr_scheduler=torch_charrnn.schedules.WarmupCosine",
+    "--lr_scheduler=torch_charrnn.training.schedules.WarmupCosine",
     "--lr_scheduler.total_steps=25",
     "--lr_scheduler.warmup_steps=4",
 ]
@@ -230,6 +230,40 @@ def test_an_optimizer_and_its_schedule_resume_exactly(tmp_path, capsys, schedule
     assert got["lr_schedulers"][0]["last_epoch"] == 30
     for name, w in want["state_dict"].items():
         assert torch.equal(got["state_dict"][name], w), name
+
+
+def test_a_schedule_saved_under_its_old_module_path_resumes(tmp_path):
+    """Checkpoints written before the package had folders name ``torch_charrnn.schedules.WarmupCosine``."""
+    cli_main(
+        [
+            "fit",
+            *EXACT,
+            *ADAM,
+            *WARMUP_COSINE,
+            "--trainer.max_steps=6",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
+    path = max(tmp_path.glob("**/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    old = torch.load(path, weights_only=True)
+    old["optimizer_config"]["lr_scheduler"]["class_path"] = "torch_charrnn.schedules.WarmupCosine"
+    torch.save(old, path)
+    cli = cli_main(
+        [
+            "fit",
+            *EXACT,
+            "--trainer.max_steps=9",
+            f"--trainer.default_root_dir={tmp_path}",
+            f"--ckpt_path={path}",
+        ]
+    )
+    assert (
+        cli.trainer.global_step == 9
+        and type(cli.trainer.lr_scheduler_configs[0].scheduler).__name__ == "WarmupCosine"
+    )
+    assert newest(tmp_path)["optimizer_config"]["lr_scheduler"]["class_path"] == (
+        "torch_charrnn.training.schedules.WarmupCosine"
+    )
 
 
 @pytest.fixture(scope="module")

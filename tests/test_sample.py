@@ -12,8 +12,8 @@ from conftest import CELL_DEPTHS
 import reference_numpy as rn
 from torch_charrnn import CharDataModule, CharRNN
 from torch_charrnn.cli import main
-from torch_charrnn.gradcheck import random_problem
-from torch_charrnn.sampling import generate, sample_text
+from torch_charrnn.rnn.gradcheck import random_problem
+from torch_charrnn.rnn.sampling import generate, sample_text
 
 
 @pytest.fixture(scope="module")

@@ -107,9 +107,10 @@ def test_training_trajectory_matches_numpy(small_text, cell, L, bptt, clip_algor
 
 def test_training_trajectory_with_adam_and_a_schedule_matches_numpy(small_text):
     """Adam with a warmup-cosine schedule stepped every step (what `charrnn fit --optimizer Adam
-    --lr_scheduler torch_charrnn.schedules.WarmupCosine` builds) against NumPy's Adam and schedule."""
-    from torch_charrnn.cli_fit import CharRNNCLI
-    from torch_charrnn.schedules import WarmupCosine
+    --lr_scheduler torch_charrnn.training.schedules.WarmupCosine` builds) against NumPy's Adam and
+    schedule."""
+    from torch_charrnn.cli.fit import CharRNNCLI
+    from torch_charrnn.training.schedules import WarmupCosine
 
     vocab = rn.build_vocab(small_text)
     data = rn.encode(small_text, vocab)

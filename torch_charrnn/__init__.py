@@ -7,7 +7,7 @@ import importlib
 __all__ = ["CharDataModule", "CharRNN"]
 __version__ = "0.1.0"
 
-_LAZY = {"CharDataModule": "torch_charrnn.data", "CharRNN": "torch_charrnn.model"}
+_LAZY = {"CharDataModule": "torch_charrnn.data.datamodule", "CharRNN": "torch_charrnn.training.module"}
 
 
 def __getattr__(name: str):

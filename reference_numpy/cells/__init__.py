@@ -1,4 +1,4 @@
-"""The recurrent cells, by name. Adding one is a file here (and its twin in torch_charrnn/cells/)
+"""The recurrent cells, by name. Adding one is a file here (and its twin in torch_charrnn/rnn/cells/)
 and a line in CELLS: the BPTT loop, the sampler and the model take whatever is registered.
 
 A cell module has:

@@ -1,4 +1,4 @@
-"""The GRU cell in PyTorch's formulation (gate order r, z, n); mirrors ``torch_charrnn/cells/gru.py``.
+"""The GRU cell in PyTorch's formulation (gate order r, z, n); mirrors ``torch_charrnn/rnn/cells/gru.py``.
 
     a = x_t W_xh + b_h,  u = h_{t-1} W_hh                  blocks [r | z | n]
     r = sigmoid(a_r + u_r);  z = sigmoid(a_z + u_z);  n = tanh(a_n + r * (u_n + b_hn))

@@ -1,4 +1,5 @@
-"""The LSTM cell in PyTorch's formulation (gate order i, f, g, o); mirrors ``torch_charrnn/cells/lstm.py``.
+"""The LSTM cell in PyTorch's formulation (gate order i, f, g, o); mirrors
+``torch_charrnn/rnn/cells/lstm.py``.
 
     z = a_t + h_{t-1} W_hh,  a_t = x_t W_xh + b_h          blocks [i | f | g | o]
     i, f, o = sigmoid(z_i), sigmoid(z_f), sigmoid(z_o);  g = tanh(z_g)

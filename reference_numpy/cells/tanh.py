@@ -1,4 +1,4 @@
-"""The vanilla tanh cell (Elman), as in min-char-rnn; mirrors ``torch_charrnn/cells/tanh.py``.
+"""The vanilla tanh cell (Elman), as in min-char-rnn; mirrors ``torch_charrnn/rnn/cells/tanh.py``.
 
 h_t = tanh(a_t + h_{t-1} W_hh)      a_t = x_t W_xh + b_h
 """

@@ -14,7 +14,7 @@ A cell module has:
                     its two biases from this layer's, for bptt="fused"
 """
 
-from torch_charrnn.cells import gru, lstm, tanh
+from torch_charrnn.rnn.cells import gru, lstm, tanh
 
 CELLS = {"tanh": tanh, "gru": gru, "lstm": lstm}
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 import reference_numpy as rn
-from torch_charrnn.bptt import cross_entropy, forward_autograd, forward_manual
+from torch_charrnn.rnn.bptt import cross_entropy, forward_autograd, forward_manual
 
 TOLERANCES = {"autograd": (1e-9, 1e-12), "finite-diff": (1e-5, 1e-8)}  # (rtol, atol)
 

@@ -1,5 +1,5 @@
-"""``CharRNN``: the LightningModule around the cells in ``torch_charrnn/cells`` and the BPTT in
-``torch_charrnn/bptt.py``."""
+"""``CharRNN``: the LightningModule around the cells in ``torch_charrnn/rnn/cells`` and the BPTT in
+``torch_charrnn/rnn/bptt.py``."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from torch_charrnn.bptt import LN2, cross_entropy, forward_autograd, forward_manual
-from torch_charrnn.cells import CELLS, get_cell
-from torch_charrnn.checkpoint import upgrade_checkpoint
-from torch_charrnn.encoded import decode, encode
+from torch_charrnn.data.encoded import decode, encode
 from torch_charrnn.errors import CharRNNError, DivergedError, require
-from torch_charrnn.fused import forward_fused
-from torch_charrnn.sampling import sample_chunks, sample_text
+from torch_charrnn.rnn.bptt import LN2, cross_entropy, forward_autograd, forward_manual
+from torch_charrnn.rnn.cells import CELLS, get_cell
+from torch_charrnn.rnn.fused import forward_fused
+from torch_charrnn.rnn.sampling import sample_chunks, sample_text
+from torch_charrnn.training.legacy import upgrade_checkpoint
 
 
 def step_is_due(trainer: L.Trainer, every: int | None = None) -> bool:
@@ -66,7 +66,7 @@ class CharRNN(L.LightningModule):
     Args:
         vocab_size: number of distinct characters (V).
         hidden_size: number of hidden units of every layer (H).
-        cell: the recurrent cell, a name in ``torch_charrnn.cells.CELLS``: ``tanh``, ``gru``, ``lstm``.
+        cell: the recurrent cell, a name in ``torch_charrnn.rnn.cells.CELLS``: ``tanh``, ``gru``, ``lstm``.
         num_layers: layers stacked (L); layer l > 0 reads layer l - 1's h at the same step.
         lr: Adagrad learning rate.
         eps: Adagrad epsilon (added outside the square root, as in torch.optim.Adagrad).
@@ -74,10 +74,10 @@ class CharRNN(L.LightningModule):
         init_std: standard deviation of the Gaussian init of W_hy and of the tanh cell's first W_xh.
         forget_bias: added to the LSTM's forget-gate bias at initialisation.
         bptt: ``manual`` (the default) runs the hand-written backward pass of
-            ``torch_charrnn.bptt.ManualBPTT``; ``autograd`` lets autograd differentiate the same
+            ``torch_charrnn.rnn.bptt.ManualBPTT``; ``autograd`` lets autograd differentiate the same
             cell steps, the oracle the manual pass is tested against; ``fused`` runs PyTorch's own
             nn.RNN/nn.GRU/nn.LSTM kernels (cuDNN on a GPU) on the same parameters
-            (``torch_charrnn.fused``).
+            (``torch_charrnn.rnn.fused``).
         vocab: the characters, index order; stored in checkpoints so sampling needs no corpus.
         unit: what a symbol is, from the data: ``chars`` or ``bytes`` (then ``vocab`` holds byte
             values as latin-1 characters, and text in and out is UTF-8).
@@ -129,7 +129,7 @@ class CharRNN(L.LightningModule):
 
     def weights(self) -> dict:
         """The parameters as ``{"layers": [{"W_xh", "W_hh", "b_h", ...}, ...], "W_hy", "b_y"}``,
-        the structure of ``reference_numpy`` and of ``torch_charrnn.bptt``."""
+        the structure of ``reference_numpy`` and of ``torch_charrnn.rnn.bptt``."""
         return {"layers": [layer.tensors() for layer in self.layers], "W_hy": self.W_hy, "b_y": self.b_y}
 
     def initial_state(self, batch_size: int) -> tuple[Tensor, ...]:

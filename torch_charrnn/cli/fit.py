@@ -24,13 +24,14 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from torch_charrnn.callbacks import TrainingMonitor
-from torch_charrnn.checkpoint import read_checkpoint
-from torch_charrnn.cli import DESCRIPTION
-from torch_charrnn.data import CharDataModule
+from torch_charrnn.cli.checkpoint import read_checkpoint
+from torch_charrnn.cli.usage import DESCRIPTION
+from torch_charrnn.cli.versions import claim_version, find_last_checkpoint
+from torch_charrnn.data.datamodule import CharDataModule
 from torch_charrnn.errors import CharRNNError, DivergedError
-from torch_charrnn.model import CharRNN
-from torch_charrnn.storage import AtomicCheckpointIO, LastCheckpoint, claim_version, last_checkpoint
+from torch_charrnn.training.callbacks import TrainingMonitor
+from torch_charrnn.training.module import CharRNN
+from torch_charrnn.training.storage import AtomicCheckpointIO, LastCheckpoint, last_checkpoint
 
 # Per-step costs of the run that are not the step (benchmarks/bench_overhead.py): metrics are
 # written every 50 steps, Lightning's default, and the progress bar redrawn every 10: each written
@@ -297,17 +298,6 @@ def require_accelerator(accelerator) -> None:
             "(https://pytorch.org/get-started/) on a machine with an NVIDIA GPU, or pass "
             "--trainer.accelerator cpu."
         )
-
-
-def find_last_checkpoint(root: Path) -> str:
-    """The newest ``last.ckpt`` under ``root`` (every run writes its own version folder)."""
-    found = sorted(root.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise CharRNNError(
-            f"--ckpt_path last: no last.ckpt under {root.resolve()}. Pass the path of a checkpoint, or the "
-            "--trainer.default_root_dir of the run to resume."
-        )
-    return str(found[-1])
 
 
 def _option_sections() -> dict[str, str]:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from torch_charrnn.cells import get_cell
+from torch_charrnn.rnn.cells import get_cell
 
 
 @functools.lru_cache(maxsize=16)

@@ -10,8 +10,8 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from torch_charrnn.bptt import SATURATED, hidden_gradients
-from torch_charrnn.model import step_is_due
+from torch_charrnn.rnn.bptt import SATURATED, hidden_gradients
+from torch_charrnn.training.module import step_is_due
 
 STAT_TAGS = {"saturation": "gates/{}_saturation", "mean": "gates/{}_mean", "norm": "hidden/{}_norm"}
 

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from torch_charrnn.bptt import run_layers
-from torch_charrnn.cells import get_cell
-from torch_charrnn.encoded import decode, encode, symbol_bytes
+from torch_charrnn.data.encoded import decode, encode, symbol_bytes
+from torch_charrnn.rnn.bptt import run_layers
+from torch_charrnn.rnn.cells import get_cell
 
 
 @torch.no_grad()

@@ -1,5 +1,5 @@
-"""Reading a checkpoint written by ``charrnn fit``: the one place that opens one for any subcommand,
-and the one place that upgrades one written before cells existed.
+"""Reading a checkpoint written by ``charrnn fit``: the one place that opens one for any subcommand
+(upgraded by ``training.legacy`` when it was written before cells existed).
 
 It loads with ``torch.load(weights_only=True)`` (tensors and plain values only, so a file from
 someone else cannot run code) and imports nothing of Lightning, so ``charrnn sample`` starts fast.
@@ -13,21 +13,7 @@ from pathlib import Path
 import torch
 
 from torch_charrnn.errors import CharRNNError
-
-FLAT_LAYER = ("W_xh", "W_hh", "b_h")  # release 0.1: one tanh layer, its parameters at the top level
-
-
-def upgrade_checkpoint(checkpoint: dict) -> dict:
-    """Bring a checkpoint of release 0.1 (flat ``W_xh ... b_y``, a (B, H) carried state, one tanh
-    layer) to the layout of ``layers.{l}.W_xh`` and a tuple state, in place; others pass as they are."""
-    state = checkpoint.get("state_dict", {})
-    if "W_hh" in state:
-        for name in FLAT_LAYER:
-            state[f"layers.0.{name}"] = state.pop(name)
-    carried = checkpoint.get("carried_state")
-    if isinstance(carried, torch.Tensor):
-        checkpoint["carried_state"] = (carried[None],)  # (B, H) -> one layer's (h,)
-    return checkpoint
+from torch_charrnn.training.legacy import upgrade_checkpoint
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

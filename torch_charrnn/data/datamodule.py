@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
-from torch_charrnn import encoded as enc
-from torch_charrnn.corpus import ARCHIVES, BUILTIN, builtin_text, corpus_path
+from torch_charrnn.data import encoded as enc
+from torch_charrnn.data.corpus import ARCHIVES, BUILTIN, builtin_text, corpus_path
 from torch_charrnn.errors import CorpusError, require
 
 
@@ -96,7 +96,7 @@ class CharDataModule(L.LightningDataModule):
             as the published enwik8 results model it); default: ``bytes`` for enwik8, else ``chars``.
 
     A corpus file is encoded once, in ``prepare_data``, into a memory-mapped cache
-    (``torch_charrnn.encoded``) that every process and later run reads.
+    (``torch_charrnn.data.encoded``) that every process and later run reads.
     """
 
     def __init__(

@@ -1,4 +1,4 @@
-"""What a run leaves on disk: its own version folder, one ``last.ckpt``, checkpoints that never tear.
+"""What a run leaves on disk: one ``last.ckpt``, checkpoints that never tear.
 
 Lightning's own checkpoint write goes through an fsspec transaction whose temporary file lives in
 the system temp folder, so the final move is a copy whenever that folder is on another
@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins import TorchCheckpointIO
 
 from torch_charrnn.errors import RunError
@@ -113,28 +112,6 @@ class LastCheckpoint(ModelCheckpoint):
         # skips sanity checks, fast_dev_run, evaluation-only runs and a step already written
         if not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-
-
-def claim_version(logger: TensorBoardLogger) -> None:
-    """Give ``logger`` the next free ``version_N`` folder, claimed with an atomic ``mkdir``.
-
-    TensorBoardLogger picks the number by listing the folder and creates it later, so two runs
-    started together in one folder both chose ``version_0`` and one lost its run.
-    """
-    if logger._version is not None:  # set by the user (--trainer.logger ... version)
-        return
-    root = Path(logger.root_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    numbers = [int(p.name[8:]) for p in root.glob("version_*") if p.name[8:].isdigit()]
-    n = max(numbers, default=-1) + 1
-    while True:
-        try:
-            (root / f"version_{n}").mkdir()
-        except FileExistsError:
-            n += 1
-            continue
-        logger._version = n  # Lightning reads it instead of choosing a number of its own
-        return
 
 
 def last_checkpoint(trainer) -> LastCheckpoint:

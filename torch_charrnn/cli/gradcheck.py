@@ -1,11 +1,11 @@
-"""``charrnn gradcheck``: the command-line front of ``torch_charrnn.gradcheck``."""
+"""``charrnn gradcheck``: the command-line front of ``torch_charrnn.rnn.gradcheck``."""
 
 from __future__ import annotations
 
 import argparse
 
-from torch_charrnn.cells import CELLS
-from torch_charrnn.gradcheck import format_table, gradcheck
+from torch_charrnn.rnn.cells import CELLS
+from torch_charrnn.rnn.gradcheck import format_table, gradcheck
 
 
 def main(argv: list[str]) -> int:

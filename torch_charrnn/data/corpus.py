@@ -1,5 +1,5 @@
 """Corpora: the built-in text, the downloads (tinyshakespeare, enwik8, text8), the cache folder.
-Text as indices is ``torch_charrnn.encoded``.
+Text as indices is ``torch_charrnn.data.encoded``.
 
 Option names in messages are written in backticks (`encoding`); the ``charrnn`` command turns
 them into its flags (``--data.encoding``).

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from torch_charrnn.cells import get_cell
+from torch_charrnn.rnn.cells import get_cell
 
 LN2 = math.log(2.0)
 

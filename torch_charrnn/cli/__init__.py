@@ -6,17 +6,8 @@ from __future__ import annotations
 
 import sys
 
+from torch_charrnn.cli.usage import USAGE
 from torch_charrnn.errors import CharRNNError, RunError
-
-DESCRIPTION = """A character-level RNN (tanh, GRU or LSTM cells, stacked), trained with Lightning.
-
-  charrnn fit [--config configs/X.yaml] [--model.hidden_size 512 ...]   train
-  charrnn validate|test|predict --ckpt_path P                          evaluate
-  charrnn sample --ckpt_path P [--prime TEXT] ...                       generate text
-  charrnn gradcheck [--hidden_size 64 ...]                              check the BPTT
-
-`charrnn fit --help` lists every option; `charrnn sample --help` and `charrnn gradcheck --help` theirs."""
-USAGE = f"usage: charrnn {{fit,validate,test,predict,sample,gradcheck}} [options]\n\n{DESCRIPTION}\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,14 +21,14 @@ def main(argv: list[str] | None = None) -> int:
             print(USAGE, end="")
             return 0
         if words[0] == "sample":
-            from torch_charrnn.cli_sample import main as sample_main
+            from torch_charrnn.cli.sample import main as sample_main
 
             return sample_main(words[1:])
         if words[0] == "gradcheck":
-            from torch_charrnn.cli_gradcheck import main as gradcheck_main
+            from torch_charrnn.cli.gradcheck import main as gradcheck_main
 
             return gradcheck_main(words[1:])
-        from torch_charrnn.cli_fit import cli_main
+        from torch_charrnn.cli.fit import cli_main
 
         cli_main(argv)
     except CharRNNError as err:

@@ -1,7 +1,7 @@
 """Learning-rate schedules for runs budgeted in steps: name one with ``--lr_scheduler``.
 
     charrnn fit --optimizer Adam --optimizer.lr 2e-3 \\
-        --lr_scheduler torch_charrnn.schedules.WarmupCosine --lr_scheduler.total_steps 20000
+        --lr_scheduler torch_charrnn.training.schedules.WarmupCosine --lr_scheduler.total_steps 20000
 
 Schedules step every training step (``charrnn fit`` sets ``interval: step``).
 """

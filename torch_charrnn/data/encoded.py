@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from torch_charrnn.corpus import cache_dir
+from torch_charrnn.data.corpus import cache_dir
 from torch_charrnn.errors import CharRNNError, CorpusError
 
 FORMAT = 1  # bump when the cache's layout or the encoding rules change

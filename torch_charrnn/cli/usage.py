@@ -1,0 +1,11 @@
+"""What ``charrnn --help`` and ``charrnn fit --help`` say first (here so that neither imports the other)."""
+
+DESCRIPTION = """A character-level RNN (tanh, GRU or LSTM cells, stacked), trained with Lightning.
+
+  charrnn fit [--config configs/X.yaml] [--model.hidden_size 512 ...]   train
+  charrnn validate|test|predict --ckpt_path P                          evaluate
+  charrnn sample --ckpt_path P [--prime TEXT] ...                       generate text
+  charrnn gradcheck [--hidden_size 64 ...]                              check the BPTT
+
+`charrnn fit --help` lists every option; `charrnn sample --help` and `charrnn gradcheck --help` theirs."""
+USAGE = f"usage: charrnn {{fit,validate,test,predict,sample,gradcheck}} [options]\n\n{DESCRIPTION}\n"

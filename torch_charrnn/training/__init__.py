@@ -1,0 +1,1 @@
+"""The Lightning glue: the LightningModule, the TensorBoard monitor, schedules, checkpoint I/O."""
