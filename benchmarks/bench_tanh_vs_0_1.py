@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from torch_charrnn.rnn.bptt import cross_entropy, forward_manual
+from torch_charrnn.rnn.cells import get_cell
 
 RELEASE_0_1 = "d99be8f"  # the last commit with torch_charrnn/rnn.py's tanh-only ManualBPTT
 CONFIGS = {"B64 T100 H256": (64, 100, 256), "B128 T100 H512": (128, 100, 512)}
@@ -56,7 +57,7 @@ def make_step(kind, B, T, H, old):
             last = hs[:, -1][None]
         else:
             logits, (last,) = forward_manual(
-                x, (state["h"],), [dict(W_xh=W_xh, W_hh=W_hh, b_h=b_h)], W_hy, b_y
+                x, (state["h"],), [dict(W_xh=W_xh, W_hh=W_hh, b_h=b_h)], W_hy, b_y, get_cell("tanh")
             )
         loss = cross_entropy(logits, y)
         opt.zero_grad(set_to_none=True)

@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from race import eval_windows  # benchmarks/race.py, beside this script
 
 from torch_charrnn.cli.fit import cli_main
-from torch_charrnn.rnn.bptt import hidden_gradients
+from torch_charrnn.rnn.diagnostics import hidden_gradients
 
 CONFIGS = {
     "tanh": "configs/tinyshakespeare.yaml",
@@ -39,9 +39,7 @@ def reach(model, windows) -> torch.Tensor:
     w = model.weights()
     state, curves = model.initial_state(windows[0][0].shape[0]), []
     for inputs, targets in windows:
-        _, last, _, _ = hidden_gradients(
-            inputs, targets, state, w["layers"], w["W_hy"], w["b_y"], model.hparams.cell
-        )
+        _, last, _, _ = hidden_gradients(inputs, targets, state, w["layers"], w["W_hy"], w["b_y"], model.cell)
         curves.append(last[0] / last[0, -1])
         with torch.no_grad():
             _, state = model(inputs, state)

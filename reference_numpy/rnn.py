@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from reference_numpy.bptt import cross_entropy, forward
-from reference_numpy.cells import get_cell
+from reference_numpy.cells import cell_options, get_cell
 
 OUTPUT_NAMES = ("W_hy", "b_y")
 
@@ -31,13 +31,12 @@ def init_params(
     forget_bias: float = 0.0,
     dtype=np.float64,
 ) -> dict:
-    """Every layer as its cell initialises it; the output layer W_hy ~ N(0, init_std^2), b_y = 0."""
+    """Every layer as its cell initialises it (``whh_scale`` and ``init_std`` are the tanh cell's
+    options, ``forget_bias`` the LSTM's); the output layer W_hy ~ N(0, init_std^2), b_y = 0."""
     c = get_cell(cell)
     V, H = vocab_size, hidden_size
-    layers = [
-        c.init(V if l == 0 else H, H, rng, l == 0, whh_scale, init_std, forget_bias)
-        for l in range(num_layers)
-    ]
+    options = cell_options(c, whh_scale=whh_scale, init_std=init_std, forget_bias=forget_bias)
+    layers = [c.init(V if l == 0 else H, H, rng, first_layer=l == 0, **options) for l in range(num_layers)]
     params = {"layers": layers, "W_hy": rng.standard_normal((H, V)) * init_std, "b_y": np.zeros(V)}
     return cast(params, dtype)
 

@@ -8,17 +8,19 @@ from conftest import CELLS, problems, through_model
 from hypothesis import example, given
 
 import reference_numpy as rn
+from torch_charrnn.rnn.backends import BACKENDS
 from torch_charrnn.rnn.gradcheck import random_problem
 
 
-@pytest.mark.parametrize("bptt", ["autograd", "manual"])
+@pytest.mark.parametrize("bptt", BACKENDS)
 @given(**problems())
 @example(cell="tanh", L=1, V=2, H=1, B=1, T=1, scale=0.5, seed=0)
 @example(cell="gru", L=1, V=2, H=1, B=1, T=1, scale=6.0, seed=1)
 @example(cell="lstm", L=3, V=2, H=1, B=1, T=1, scale=6.0, seed=1)
 @example(cell="lstm", L=2, V=9, H=9, B=4, T=12, scale=6.0, seed=2)
 def test_numpy_bptt_matches_autograd(cell, L, V, H, B, T, scale, seed, bptt):
-    """``bptt="autograd"`` is autograd through the cell steps; ``"manual"`` the torch BPTT."""
+    """``bptt="autograd"`` is autograd through the cell steps, ``"manual"`` the torch BPTT,
+    ``"fused"`` PyTorch's kernels: every backend in the registry."""
     params, state, inputs, targets = random_problem(V, H, B, T, scale, seed, cell, L)
     loss, grads, last = rn.loss_and_grads(params, inputs, targets, state, cell)
     logits, _, _ = rn.forward(params, inputs, state, cell)
@@ -43,8 +45,8 @@ def test_saturated_case_really_saturates(cell):
     """The sweep's large scales are meant to drive the gates to 0 or 1 and tanh to +-1; check that they do."""
     params, state, inputs, _ = random_problem(5, 8, 4, 10, 6.0, 0, cell, 2)
     logits, _, tape = rn.forward(params, inputs, state, cell)
-    hs = np.concatenate([entry[2] for entry in tape])
-    gates = [np.abs(v) for entry in tape for cache in entry[3] for v in cache if v.shape[-1] > 8]
+    hs = np.concatenate([layer.hs for layer in tape])
+    gates = [np.abs(v) for layer in tape for cache in layer.caches for v in cache if v.shape[-1] > 8]
     h_saturated = np.mean(np.abs(hs) > 0.99)
     gate_saturated = np.mean([np.mean((g < 0.01) | (g > 0.99)) for g in gates]) if gates else 0.0
     assert max(h_saturated, gate_saturated) > 0.4, (h_saturated, gate_saturated)

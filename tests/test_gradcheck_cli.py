@@ -1,5 +1,6 @@
 """``charrnn gradcheck``: passes on correct code, fails loudly on a wrong gradient."""
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +9,7 @@ import pytest
 
 import reference_numpy
 from torch_charrnn.cli import main
-from torch_charrnn.rnn.cells import gru
+from torch_charrnn.rnn.cells import CELLS
 
 
 @pytest.mark.parametrize(
@@ -42,12 +43,12 @@ def test_gradcheck_fails_on_a_wrong_numpy_gradient(monkeypatch, capsys, name):
 
 def test_gradcheck_fails_on_a_wrong_torch_gradient(monkeypatch, capsys):
     """The torch hand-written BPTT, the code that trains, is checked too."""
-    correct = gru.extra_grads
+    correct = CELLS["gru"].extra_grads
 
     def wrong(dA, dU, p):
         return {k: v * 1.001 for k, v in correct(dA, dU, p).items()}
 
-    monkeypatch.setattr(gru, "extra_grads", wrong)
+    monkeypatch.setitem(CELLS, "gru", dataclasses.replace(CELLS["gru"], extra_grads=wrong))
     assert main(["gradcheck", "--cell", "gru"]) == 1
     out = capsys.readouterr().out
     assert "disagreeing: torch/autograd:layers.0.b_hn, torch/finite-diff:layers.0.b_hn" in out

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from torch_charrnn import CharRNN
 from torch_charrnn.rnn.bptt import cross_entropy, flatten, forward_autograd, forward_manual
+from torch_charrnn.rnn.cells import get_cell
 from torch_charrnn.rnn.gradcheck import random_problem
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
@@ -44,7 +45,9 @@ def test_manual_bptt_passes_torch_gradcheck(cell, L, V, H, B, T, scale, seed):
         n = len(state)
         rest, k = tensors[n:-2], len(names)
         lay = [dict(zip(names, rest[i : i + k], strict=True)) for i in range(0, len(rest), k)]
-        logits, last = forward_manual(inputs, tuple(tensors[:n]), lay, tensors[-2], tensors[-1], cell)
+        logits, last = forward_manual(
+            inputs, tuple(tensors[:n]), lay, tensors[-2], tensors[-1], get_cell(cell)
+        )
         return (logits, *last)
 
     assert torch.autograd.gradcheck(run, tensors)
@@ -58,7 +61,7 @@ def test_manual_bptt_matches_autograd(device, cell, L, V, H, B, T):
     outs = {}
     for name, run in (("autograd", forward_autograd), ("manual", forward_manual)):
         inputs, state, layers, W_hy, b_y = leaves(V, H, B, T, 1.0, V + H, cell, L, device)
-        logits, last = run(inputs, state, layers, W_hy, b_y, cell)
+        logits, last = run(inputs, state, layers, W_hy, b_y, get_cell(cell))
         loss = cross_entropy(logits, targets) + sum(
             s.sum() for s in last
         )  # a gradient into the last state too

@@ -12,6 +12,7 @@ from conftest import CELL_DEPTHS
 import reference_numpy as rn
 from torch_charrnn import CharDataModule, CharRNN
 from torch_charrnn.cli import main
+from torch_charrnn.rnn.cells import get_cell
 from torch_charrnn.rnn.gradcheck import random_problem
 from torch_charrnn.rnn.sampling import generate, sample_text
 
@@ -140,7 +141,7 @@ def test_generate_draws_from_the_tempered_softmax(temperature, top_k):
     weights = constant_model_weights(logits.tolist())
     g = torch.Generator().manual_seed(0)
     state, x = (torch.zeros(1, 8, 3),), torch.zeros(8, dtype=torch.long)
-    chunks = generate(weights, "tanh", state, x, 5000, g, temperature, top_k)
+    chunks = generate(weights, get_cell("tanh"), state, x, 5000, g, temperature, top_k)
     draws = torch.cat([c.reshape(-1) for c in chunks])
     want = torch.softmax(logits / temperature, dim=0)
     if top_k is not None:
@@ -162,7 +163,7 @@ def test_greedy_sampling_matches_numpy_for_every_cell_and_depth(cell, L):
             "layers": [{k: torch.from_numpy(v) for k, v in p.items()} for p in params["layers"]],
             **{k: torch.from_numpy(params[k]) for k in ("W_hy", "b_y")},
         }
-        text = sample_text(weights, cell, vocab, 30, prime="cab", temperature=0.0)
+        text = sample_text(weights, get_cell(cell), vocab, 30, prime="cab", temperature=0.0)
         state = rn.zero_state(params, 1, cell)
         _, state, _ = rn.forward(params, np.array([[2, 0]]), state, cell)  # the prime but its last character
         idx, _ = rn.sample(params, state, np.array([1]), 30, np.random.default_rng(0), cell, temperature=0)

@@ -1,18 +1,21 @@
 """The recurrent cells, by name. Adding one is a file here (and its twin in torch_charrnn/rnn/cells/)
 and a line in CELLS: the BPTT loop, the sampler and the model take whatever is registered.
 
-A cell module has:
+A cell module has (the protocol of ``torch_charrnn/rnn/cells/``, less what only torch needs):
+    NAME            its name in CELLS
     GATES           gate blocks side by side in W_xh, W_hh and b_h (tanh 1, GRU 3, LSTM 4)
     STATE           names of its recurrent state, h first: ("h",) or ("h", "c")
-    init(...)       the parameters of one layer
-    step(...)       one time step forward, given the input share a and the recurrent share u
+    init(...)       the parameters of one layer; its own options are keyword arguments, by name
+    step(...)       one time step forward, given the input share a and the previous state
     step_backward   that step's derivatives, each beside the operation it differentiates
     extra_grads     gradients of parameters beyond W_xh, W_hh, b_h (GRU's b_hn), from the window's du
 """
 
+import inspect
+
 from reference_numpy.cells import gru, lstm, tanh
 
-CELLS = {"tanh": tanh, "gru": gru, "lstm": lstm}
+CELLS = {c.NAME: c for c in (tanh, gru, lstm)}
 
 
 def get_cell(name: str):
@@ -21,3 +24,9 @@ def get_cell(name: str):
         return CELLS[name]
     except KeyError:
         raise ValueError(f"unknown cell {name!r}: choose one of {', '.join(CELLS)}") from None
+
+
+def cell_options(cell, **options) -> dict:
+    """Those of ``options`` that ``cell.init`` takes: each cell takes its own, by name."""
+    taken = inspect.signature(cell.init).parameters
+    return {k: v for k, v in options.items() if k in taken}

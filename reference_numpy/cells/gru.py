@@ -9,6 +9,7 @@ References: Cho et al. 2014; torch.nn.GRU's documentation (b_hn inside the reset
 
 import numpy as np
 
+NAME = "gru"
 GATES = 3
 STATE = ("h",)
 
@@ -17,14 +18,14 @@ def sigmoid(x):
     return 0.5 * (1.0 + np.tanh(0.5 * x))  # no overflow for large |x|
 
 
-def init(in_size, hidden_size, rng, first_layer=True, whh_scale=0.01, init_std=0.01, forget_bias=0.0):
+def init(in_size, hidden_size, rng, *, first_layer=True):
     """PyTorch's initialisation, U(-1/sqrt(H), 1/sqrt(H)) for every weight and bias (b_h is one
-    draw where torch adds two). ``whh_scale``, ``init_std`` and ``forget_bias`` are other cells'."""
+    draw where torch adds two)."""
     H, k = hidden_size, hidden_size**-0.5
     return {
-        "W_xh": rng.uniform(-k, k, (in_size, 3 * H)),
-        "W_hh": rng.uniform(-k, k, (H, 3 * H)),
-        "b_h": rng.uniform(-k, k, 3 * H),
+        "W_xh": rng.uniform(-k, k, (in_size, GATES * H)),
+        "W_hh": rng.uniform(-k, k, (H, GATES * H)),
+        "b_h": rng.uniform(-k, k, GATES * H),
         "b_hn": rng.uniform(-k, k, H),
     }
 

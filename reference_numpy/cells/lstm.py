@@ -10,6 +10,7 @@ References: Hochreiter & Schmidhuber 1997; Gers et al. 2000 (forget gate); torch
 
 import numpy as np
 
+NAME = "lstm"
 GATES = 4
 STATE = ("h", "c")
 
@@ -18,15 +19,15 @@ def sigmoid(x):
     return 0.5 * (1.0 + np.tanh(0.5 * x))  # no overflow for large |x|
 
 
-def init(in_size, hidden_size, rng, first_layer=True, whh_scale=0.01, init_std=0.01, forget_bias=0.0):
+def init(in_size, hidden_size, rng, *, first_layer=True, forget_bias=0.0):
     """PyTorch's initialisation, U(-1/sqrt(H), 1/sqrt(H)) for every weight and bias, plus
-    ``forget_bias`` on the forget gate's block of b_h. ``whh_scale`` and ``init_std`` are the tanh cell's."""
+    ``forget_bias`` on the forget gate's block of b_h."""
     H, k = hidden_size, hidden_size**-0.5
-    b_h = rng.uniform(-k, k, 4 * H)
+    b_h = rng.uniform(-k, k, GATES * H)
     b_h[H : 2 * H] += forget_bias
     return {
-        "W_xh": rng.uniform(-k, k, (in_size, 4 * H)),
-        "W_hh": rng.uniform(-k, k, (H, 4 * H)),
+        "W_xh": rng.uniform(-k, k, (in_size, GATES * H)),
+        "W_hh": rng.uniform(-k, k, (H, GATES * H)),
         "b_h": b_h,
     }
 
@@ -42,14 +43,14 @@ def step(a, state, p, out=None):
     c = f * c_prev + i * g  # f * c_{t-1} + i * g
     tc = np.tanh(c)
     h = np.multiply(o, tc, out=out)
-    return (h, c), (gates, g, c_prev, tc)
+    return (h, c), (gates, g, c_prev, c, tc)
 
 
 def step_backward(dstate, cache, p, out):
     """Gradients w.r.t. a and u = h_{t-1} W_hh (the same: they are added), and what flows into
     c_{t-1}."""
     dh, dc = dstate
-    gates, g, c_prev, tc = cache
+    gates, g, c_prev, _, tc = cache
     H = dh.shape[-1]
     i, f, o = gates[:, :H], gates[:, H : 2 * H], gates[:, 3 * H :]
     dz = out  # (B, 4H): dL/d(gates), then in place dL/dz

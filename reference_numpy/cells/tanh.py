@@ -5,19 +5,21 @@ h_t = tanh(a_t + h_{t-1} W_hh)      a_t = x_t W_xh + b_h
 
 import numpy as np
 
+NAME = "tanh"
 GATES = 1
 STATE = ("h",)
 
 
-def init(in_size, hidden_size, rng, first_layer=True, whh_scale=0.01, init_std=0.01, forget_bias=0.0):
-    """SPEC.md's initialisation: W_xh ~ N(0, init_std^2) for the layer that reads characters (a
-    layer above reads h, so N(0, 1/in) passes its signal on), W_hh = whh_scale * I (the
-    identity-initialized recurrence), zero bias. ``forget_bias`` is the LSTM's."""
+def init(in_size, hidden_size, rng, *, first_layer=True, whh_scale=0.01, init_std=0.01):
+    """W_xh ~ N(0, init_std^2) for the layer that reads characters (a layer above reads h, so
+    N(0, 1/in) passes its signal on), W_hh = whh_scale * I (the identity-initialized recurrence,
+    Le et al. 2015), zero bias."""
+    H = hidden_size
     std = init_std if first_layer else in_size**-0.5
     return {
-        "W_xh": rng.standard_normal((in_size, hidden_size)) * std,
-        "W_hh": np.eye(hidden_size) * whh_scale,
-        "b_h": np.zeros(hidden_size),
+        "W_xh": rng.standard_normal((in_size, GATES * H)) * std,
+        "W_hh": np.eye(H) * whh_scale,
+        "b_h": np.zeros(GATES * H),
     }
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from torch_charrnn.errors import CharRNNError
+from torch_charrnn.rnn.cells import Cell, get_cell
 from torch_charrnn.training.legacy import upgrade_checkpoint
 
 
@@ -36,12 +37,13 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return upgrade_checkpoint(checkpoint)
 
 
-def checkpoint_weights(checkpoint: dict) -> tuple[dict, str]:
-    """The model's weights as ``{"layers": [...], "W_hy", "b_y"}`` and its cell's name, from a
+def checkpoint_weights(checkpoint: dict) -> tuple[dict, Cell]:
+    """The model's weights as ``{"layers": [...], "W_hy", "b_y"}`` and its cell, from a
     checkpoint read by ``read_checkpoint``."""
     state, hparams = checkpoint["state_dict"], checkpoint["hyper_parameters"]
     layers = []
     for l in range(hparams.get("num_layers", 1)):
         prefix = f"layers.{l}."
         layers.append({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
-    return {"layers": layers, "W_hy": state["W_hy"], "b_y": state["b_y"]}, hparams.get("cell", "tanh")
+    weights = {"layers": layers, "W_hy": state["W_hy"], "b_y": state["b_y"]}
+    return weights, get_cell(hparams.get("cell", "tanh"))

@@ -2,7 +2,7 @@
 oneDNN for the LSTM on a CPU), on the model's own parameters.
 
 The cell's ``torch.nn`` module (``FUSED``: nn.RNN, nn.GRU or nn.LSTM) is built once per shape
-and run with ``torch.func.functional_call`` on views of SPEC.md's parameters: ``weight_ih_l{l}``
+and run with ``torch.func.functional_call`` on views of the model's parameters: ``weight_ih_l{l}``
 is ``W_xh.t()``, ``weight_hh_l{l}`` is ``W_hh.t()``, and the biases come from the cell's
 ``fused_biases``. No second copy of the weights is kept and nothing is renamed: checkpoints are
 the same whichever backend wrote them. The hand-written BPTT stays the reference the proofs are
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from torch_charrnn.rnn.cells import get_cell
+from torch_charrnn.rnn.cells import Cell
 
 
 @functools.lru_cache(maxsize=16)
@@ -26,12 +26,12 @@ def _module(kind: str, input_size: int, hidden_size: int, num_layers: int, dtype
     return getattr(nn, kind)(input_size, hidden_size, num_layers, dtype=dtype, device=device)
 
 
-def fused_parameters(layers: list[dict], cell: str) -> dict[str, Tensor]:
-    """SPEC.md's parameters under the torch.nn module's names, as views (the biases as the cell adds them)."""
-    c = get_cell(cell)
+def fused_parameters(layers: list[dict], cell: Cell) -> dict[str, Tensor]:
+    """The model's parameters under the torch.nn module's names, as views (the biases as the cell
+    adds them)."""
     named = {}
     for l, p in enumerate(layers):
-        bias_ih, bias_hh = c.fused_biases(p)
+        bias_ih, bias_hh = cell.fused_biases(p)
         named[f"weight_ih_l{l}"] = p["W_xh"].t()
         named[f"weight_hh_l{l}"] = p["W_hh"].t()
         named[f"bias_ih_l{l}"] = bias_ih
@@ -39,14 +39,11 @@ def fused_parameters(layers: list[dict], cell: str) -> dict[str, Tensor]:
     return named
 
 
-def forward_fused(inputs, state, layers, W_hy, b_y, cell="tanh") -> tuple[Tensor, tuple]:
+def forward_fused(inputs, state, layers, W_hy, b_y, cell: Cell) -> tuple[Tensor, tuple]:
     """Same as ``bptt.forward_autograd``, through the cell's torch.nn module: logits (B, T, V) and
-    the last state. Layer 0 reads the one-hot characters, as SPEC.md's model does."""
-    c = get_cell(cell)
-    if not hasattr(c, "FUSED"):
-        raise ValueError(f"the {cell} cell has no fused torch.nn module: use bptt='manual'")
+    the last state. Layer 0 reads the one-hot characters, as the model does."""
     V, H = layers[0]["W_xh"].shape[0], W_hy.shape[0]
-    module = _module(c.FUSED, V, H, len(layers), W_hy.dtype, W_hy.device)
+    module = _module(cell.FUSED, V, H, len(layers), W_hy.dtype, W_hy.device)
     x = F.one_hot(inputs.t(), V).to(W_hy.dtype)  # (T, B, V)
     hx = state if len(state) > 1 else state[0]
     out, last = torch.func.functional_call(module, fused_parameters(layers, cell), (x, hx))  # (T, B, H)

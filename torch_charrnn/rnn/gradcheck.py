@@ -15,6 +15,7 @@ import torch
 
 import reference_numpy as rn
 from torch_charrnn.rnn.bptt import cross_entropy, forward_autograd, forward_manual
+from torch_charrnn.rnn.cells import get_cell
 
 TOLERANCES = {"autograd": (1e-9, 1e-12), "finite-diff": (1e-5, 1e-8)}  # (rtol, atol)
 
@@ -66,7 +67,7 @@ def torch_grads(params, inputs, targets, state, cell, forward) -> dict[str, np.n
     layers = [{k: torch.tensor(v, requires_grad=True) for k, v in p.items()} for p in params["layers"]]
     W_hy, b_y = (torch.tensor(params[k], requires_grad=True) for k in ("W_hy", "b_y"))
     state = tuple(torch.tensor(s, requires_grad=True) for s in state)
-    logits, _ = forward(torch.as_tensor(inputs), state, layers, W_hy, b_y, cell)
+    logits, _ = forward(torch.as_tensor(inputs), state, layers, W_hy, b_y, get_cell(cell))
     cross_entropy(logits, torch.as_tensor(targets)).backward()
     named = {f"layers.{l}.{k}": v.grad.numpy() for l, p in enumerate(layers) for k, v in p.items()}
     return {

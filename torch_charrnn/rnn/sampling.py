@@ -15,13 +15,13 @@ from torch import Tensor
 
 from torch_charrnn.data.encoded import decode, encode, symbol_bytes
 from torch_charrnn.rnn.bptt import run_layers
-from torch_charrnn.rnn.cells import get_cell
+from torch_charrnn.rnn.cells import Cell
 
 
 @torch.no_grad()
 def generate(
     weights: dict,
-    cell: str,
+    cell: Cell,
     state: tuple,
     x: Tensor,
     length: int,
@@ -38,7 +38,6 @@ def generate(
     whole chunk comes from one vectorised draw, added as the output layer's bias.
     ``temperature=0`` is greedy; ``top_k`` keeps the k most likely characters.
     """
-    c = get_cell(cell)
     layers, W_hy, b_y = weights["layers"], weights["W_hy"], weights["b_y"]
     if temperature > 0:
         W_hy, b_y = W_hy / temperature, b_y / temperature  # fold the temperature into the weights
@@ -58,7 +57,7 @@ def generate(
             for l, p in enumerate(layers):
                 if l > 0:
                     a = torch.addmm(p["b_h"], states[l - 1][0], p["W_xh"])  # the layer below's h
-                states[l], _ = c.step(a, states[l], p)
+                states[l], _ = cell.step(a, states[l], p)
             z = torch.addmm(bias_t, states[-1][0], W_hy)  # (B, V): logits plus noise
             if top_k is not None and top_k < V:
                 clean = z - bias_t + b_y
@@ -76,7 +75,7 @@ def default_prime(vocab: str) -> str:
 @torch.no_grad()
 def sample_chunks(
     weights: dict,
-    cell: str,
+    cell: Cell,
     vocab: str,
     length: int,
     prime: str = "",
@@ -97,7 +96,7 @@ def sample_chunks(
     ids = encode(prime, vocab, unit) if prime else encode(default_prime(vocab), vocab)  # (P,)
     ids = ids.to(W_hy.device).expand(num_streams, -1)  # (B, P)
     L, H = len(weights["layers"]), W_hy.shape[0]
-    state = tuple(W_hy.new_zeros(L, num_streams, H) for _ in get_cell(cell).STATE)
+    state = tuple(W_hy.new_zeros(L, num_streams, H) for _ in cell.STATE)
     if ids.shape[1] > 1:
         state = run_layers(ids[:, :-1], state, weights["layers"], cell)[1]  # warm up on the prime
     chunks = (
@@ -114,6 +113,6 @@ def sample_chunks(
     yield [d.decode(b"", final=True) for d in decoders]
 
 
-def sample_text(weights: dict, cell: str, vocab: str, length: int, prime: str = "", **kwargs) -> str:
+def sample_text(weights: dict, cell: Cell, vocab: str, length: int, prime: str = "", **kwargs) -> str:
     """The ``length`` characters generated after ``prime`` (one stream), as one string."""
     return "".join(chunk[0] for chunk in sample_chunks(weights, cell, vocab, length, prime, **kwargs))

@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from torch_charrnn.rnn.bptt import SATURATED, hidden_gradients
+from torch_charrnn.rnn.diagnostics import SATURATED, hidden_gradients
 from torch_charrnn.training.module import step_is_due
 
 STAT_TAGS = {"saturation": "gates/{}_saturation", "mean": "gates/{}_mean", "norm": "hidden/{}_norm"}
@@ -59,7 +59,7 @@ class TrainingMonitor(L.Callback):
         state = pl_module.carried_state("train", batch_idx, inputs.shape[0])
         w = pl_module.weights()
         norms, last, hs, stats = hidden_gradients(
-            inputs, targets, state, w["layers"], w["W_hy"], w["b_y"], pl_module.hparams.cell
+            inputs, targets, state, w["layers"], w["W_hy"], w["b_y"], pl_module.cell
         )  # (L, T), (L, T), (L, T, B, H), a dict per layer
         scalars = {"hidden/saturation": (hs.abs() > SATURATED).float().mean()}
         for l in range(norms.shape[0]):

@@ -14,9 +14,9 @@ from torchmetrics import MeanMetric
 
 from torch_charrnn.data.encoded import decode, encode
 from torch_charrnn.errors import CharRNNError, DivergedError, require
-from torch_charrnn.rnn.bptt import LN2, cross_entropy, forward_autograd, forward_manual
-from torch_charrnn.rnn.cells import CELLS, get_cell
-from torch_charrnn.rnn.fused import forward_fused
+from torch_charrnn.rnn.backends import BACKENDS
+from torch_charrnn.rnn.bptt import LN2, cross_entropy
+from torch_charrnn.rnn.cells import CELLS, cell_options, get_cell
 from torch_charrnn.rnn.sampling import sample_chunks, sample_text
 from torch_charrnn.training.legacy import upgrade_checkpoint
 
@@ -32,10 +32,6 @@ def step_is_due(trainer: L.Trainer, every: int | None = None) -> bool:
     return every > 0 and (trainer.global_step + 1) % every == 0
 
 
-# The three ways to differentiate a window, all tested equal; "manual" is the one the proofs are about.
-BACKENDS = {"manual": forward_manual, "autograd": forward_autograd, "fused": forward_fused}
-
-
 def detach_state(state: tuple[Tensor, ...] | None) -> tuple[Tensor, ...] | None:
     """The carried state, cut from the graph of the window that produced it (a tuple or None)."""
     return None if state is None else tuple(s.detach() for s in state)
@@ -43,7 +39,7 @@ def detach_state(state: tuple[Tensor, ...] | None) -> tuple[Tensor, ...] | None:
 
 class Layer(nn.Module):
     """One recurrent layer's parameters (``W_xh``, ``W_hh``, ``b_h`` and whatever its cell adds),
-    registered under their SPEC.md names so the state dict reads ``layers.{l}.W_xh``."""
+    registered under the names of the equations so the state dict reads ``layers.{l}.W_xh``."""
 
     def __init__(self, tensors: dict[str, Tensor]):
         super().__init__()
@@ -66,13 +62,14 @@ class CharRNN(L.LightningModule):
     Args:
         vocab_size: number of distinct characters (V).
         hidden_size: number of hidden units of every layer (H).
-        cell: the recurrent cell, a name in ``torch_charrnn.rnn.cells.CELLS``: ``tanh``, ``gru``, ``lstm``.
+        cell: the recurrent cell, a name in ``torch_charrnn.rnn.cells.CELLS``: ``tanh``, ``gru``, ``lstm``;
+            ``self.cell`` is the cell itself.
         num_layers: layers stacked (L); layer l > 0 reads layer l - 1's h at the same step.
         lr: Adagrad learning rate.
         eps: Adagrad epsilon (added outside the square root, as in torch.optim.Adagrad).
-        whh_scale: the tanh cell's W_hh starts as ``whh_scale`` times the identity.
+        whh_scale: the tanh cell's W_hh starts as ``whh_scale`` times the identity (a tanh option).
         init_std: standard deviation of the Gaussian init of W_hy and of the tanh cell's first W_xh.
-        forget_bias: added to the LSTM's forget-gate bias at initialisation.
+        forget_bias: added to the LSTM's forget-gate bias at initialisation (an LSTM option).
         bptt: ``manual`` (the default) runs the hand-written backward pass of
             ``torch_charrnn.rnn.bptt.ManualBPTT``; ``autograd`` lets autograd differentiate the same
             cell steps, the oracle the manual pass is tested against; ``fused`` runs PyTorch's own
@@ -112,9 +109,11 @@ class CharRNN(L.LightningModule):
             f"`vocab` has {len(vocab or '')} characters but `vocab_size` is {vocab_size}",
         )
         self.save_hyperparameters()
-        V, H, c = vocab_size, hidden_size, get_cell(cell)
+        V, H = vocab_size, hidden_size
+        self.cell = get_cell(cell)  # resolved once: the object the math is handed
+        options = cell_options(self.cell, whh_scale=whh_scale, init_std=init_std, forget_bias=forget_bias)
         self.layers = nn.ModuleList(  # drawn from torch's global generator (torch.manual_seed)
-            Layer(c.init(V if l == 0 else H, H, None, l == 0, whh_scale, init_std, forget_bias))
+            Layer(self.cell.init(V if l == 0 else H, H, None, first_layer=l == 0, **options))
             for l in range(num_layers)
         )
         self.W_hy = nn.Parameter(torch.randn(H, V) * init_std)
@@ -135,7 +134,7 @@ class CharRNN(L.LightningModule):
     def initial_state(self, batch_size: int) -> tuple[Tensor, ...]:
         """The zero state every stream starts from: a tuple of (L, B, H), one per name in the cell's STATE."""
         L, H = self.hparams.num_layers, self.hparams.hidden_size
-        return tuple(self.W_hy.new_zeros(L, batch_size, H) for _ in get_cell(self.hparams.cell).STATE)
+        return tuple(self.W_hy.new_zeros(L, batch_size, H) for _ in self.cell.STATE)
 
     def forward(self, inputs: Tensor, state: tuple[Tensor, ...] | None = None) -> tuple[Tensor, tuple]:
         """Logits (B, T, V) and the last state (a tuple of (L, B, H)) for a window of indices (B, T)."""
@@ -144,7 +143,7 @@ class CharRNN(L.LightningModule):
             state = self.initial_state(B)
         run = BACKENDS[self.hparams.bptt]
         w = self.weights()
-        return run(inputs, state, w["layers"], w["W_hy"], w["b_y"], self.hparams.cell)
+        return run(inputs, state, w["layers"], w["W_hy"], w["b_y"], self.cell)
 
     def carried_state(self, stage: str, batch_idx: int, batch_size: int) -> tuple[Tensor, ...]:
         """The state carried into window ``batch_idx`` of ``stage``; zeros at an epoch's start."""
@@ -251,15 +250,15 @@ class CharRNN(L.LightningModule):
         """Generate ``length`` characters after ``prime``, yielding text a chunk at a time per stream;
         ``temperature``, ``top_k``, ``generator``, ``num_streams`` as in ``sampling.sample_chunks``."""
         kwargs.setdefault("unit", self.hparams.unit)
-        return sample_chunks(self.weights(), self.hparams.cell, self._vocab(), length, prime, **kwargs)
+        return sample_chunks(self.weights(), self.cell, self._vocab(), length, prime, **kwargs)
 
     def sample_text(self, length: int, prime: str = "", **kwargs) -> str:
         """The ``length`` characters generated after ``prime``, as one string (see ``sample``)."""
         kwargs.setdefault("unit", self.hparams.unit)
-        return sample_text(self.weights(), self.hparams.cell, self._vocab(), length, prime, **kwargs)
+        return sample_text(self.weights(), self.cell, self._vocab(), length, prime, **kwargs)
 
     def configure_optimizers(self):
-        # In SPEC.md's order, layers then output, as release 0.1 had them: its Adagrad state resumes.
+        # In the model's order, layers then output, as release 0.1 had them: its Adagrad state resumes.
         params = [*self.layers.parameters(), self.W_hy, self.b_y]
         return torch.optim.Adagrad(params, lr=self.hparams.lr, eps=self.hparams.eps)
 

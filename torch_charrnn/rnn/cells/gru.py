@@ -9,24 +9,22 @@ References: Cho et al. 2014; torch.nn.GRU's documentation (b_hn inside the reset
 
 import torch
 
+from torch_charrnn.rnn.cells.common import uniform
+
+NAME = "gru"
 GATES = 3
 STATE = ("h",)
-FUSED = "GRU"  # the torch.nn module that computes this cell, for bptt="fused"
 
 
-def init(in_size, hidden_size, generator, first_layer=True, whh_scale=0.01, init_std=0.01, forget_bias=0.0):
+def init(in_size, hidden_size, generator, *, first_layer=True):
     """PyTorch's initialisation, U(-1/sqrt(H), 1/sqrt(H)) for every weight and bias (b_h is one
-    draw where torch adds two). ``whh_scale``, ``init_std`` and ``forget_bias`` are other cells'."""
+    draw where torch adds two)."""
     H, k = hidden_size, hidden_size**-0.5
-
-    def uniform(*shape):
-        return (torch.rand(*shape, generator=generator) * 2 - 1) * k
-
     return {
-        "W_xh": uniform(in_size, 3 * H),
-        "W_hh": uniform(H, 3 * H),
-        "b_h": uniform(3 * H),
-        "b_hn": uniform(H),
+        "W_xh": uniform(in_size, GATES * H, bound=k, generator=generator),
+        "W_hh": uniform(H, GATES * H, bound=k, generator=generator),
+        "b_h": uniform(GATES * H, bound=k, generator=generator),
+        "b_hn": uniform(H, bound=k, generator=generator),
     }
 
 
@@ -43,14 +41,6 @@ def step(a, state, p, out=None):
     return (h,), (rz, n, hn, h_prev)
 
 
-def activations(cache):
-    """What the monitor shows of one step (see ``tanh.activations``): the reset and update gates
-    and the candidate."""
-    rz, n, _, _ = cache
-    H = n.shape[-1]
-    return {"r": ("sigmoid", rz[:, :H]), "z": ("sigmoid", rz[:, H:]), "n": ("tanh", n)}
-
-
 def step_backward(dstate, cache, p, out):
     """Gradients w.r.t. a and u = h_{t-1} W_hh (B, 3H), and what flows into h_{t-1} other than
     through u (z * dh)."""
@@ -63,11 +53,12 @@ def step_backward(dstate, cache, p, out):
     torch.mul(dh, 1.0 - z, out=dn_raw)  # backprop into n
     torch.mul(dh, h_prev - n, out=dz)  # backprop into z
     dh_prev = dh * z  # the skip path into h_{t-1}
-    torch.ops.aten.tanh_backward.grad_input(dn_raw, n, grad_input=dn_raw)  # backprop through tanh
+    torch.ops.aten.tanh_backward.grad_input(dn_raw, n, grad_input=dn_raw)  # backprop through tanh: *= 1 - n^2
     torch.mul(dn_raw, hn, out=dr)  # backprop into r
     dhn = dn_raw * r  # backprop into u_n + b_hn
     drz = da[:, : 2 * H]
-    torch.ops.aten.sigmoid_backward.grad_input(drz, rz, grad_input=drz)  # backprop through sigmoid
+    # backprop through sigmoid: *= rz * (1 - rz)
+    torch.ops.aten.sigmoid_backward.grad_input(drz, rz, grad_input=drz)
     du = torch.cat([drz, dhn], dim=-1)  # u_n sits inside the reset product
     return da, du, (dh_prev,)
 
@@ -76,6 +67,19 @@ def extra_grads(dA, dU, p):
     """b_hn is added to u_n: its gradient is the sum of du_n over the window and the streams."""
     H = p["b_hn"].shape[0]
     return {"b_hn": dU[..., 2 * H :].sum(dim=(0, 1))}
+
+
+# torch only: what the monitor shows, and the torch.nn module for bptt="fused"
+
+FUSED = "GRU"
+
+
+def activations(cache):
+    """What the monitor shows of one step (see ``tanh.activations``): the reset and update gates
+    and the candidate."""
+    rz, n, _, _ = cache
+    H = n.shape[-1]
+    return {"r": ("sigmoid", rz[:, :H]), "z": ("sigmoid", rz[:, H:]), "n": ("tanh", n)}
 
 
 def fused_biases(p):

@@ -1,4 +1,5 @@
-"""The LSTM cell in PyTorch's formulation (gate order i, f, g, o); mirrors ``reference_numpy/cells/lstm.py``.
+"""The LSTM cell in PyTorch's formulation (gate order i, f, g, o); mirrors
+``reference_numpy/cells/lstm.py``.
 
     z = a_t + h_{t-1} W_hh,  a_t = x_t W_xh + b_h          blocks [i | f | g | o]
     i, f, o = sigmoid(z_i), sigmoid(z_f), sigmoid(z_o);  g = tanh(z_g)
@@ -9,24 +10,22 @@ References: Hochreiter & Schmidhuber 1997; Gers et al. 2000 (forget gate); torch
 
 import torch
 
+from torch_charrnn.rnn.cells.common import uniform
+
+NAME = "lstm"
 GATES = 4
 STATE = ("h", "c")
-FUSED = "LSTM"  # the torch.nn module that computes this cell, for bptt="fused"
 
 
-def init(in_size, hidden_size, generator, first_layer=True, whh_scale=0.01, init_std=0.01, forget_bias=0.0):
+def init(in_size, hidden_size, generator, *, first_layer=True, forget_bias=0.0):
     """PyTorch's initialisation, U(-1/sqrt(H), 1/sqrt(H)) for every weight and bias, plus
-    ``forget_bias`` on the forget gate's block of b_h. ``whh_scale`` and ``init_std`` are the tanh cell's."""
+    ``forget_bias`` on the forget gate's block of b_h."""
     H, k = hidden_size, hidden_size**-0.5
-
-    def uniform(*shape):
-        return (torch.rand(*shape, generator=generator) * 2 - 1) * k
-
-    b_h = uniform(4 * H)
+    b_h = uniform(GATES * H, bound=k, generator=generator)
     b_h[H : 2 * H] += forget_bias
     return {
-        "W_xh": uniform(in_size, 4 * H),
-        "W_hh": uniform(H, 4 * H),
+        "W_xh": uniform(in_size, GATES * H, bound=k, generator=generator),
+        "W_hh": uniform(H, GATES * H, bound=k, generator=generator),
         "b_h": b_h,
     }
 
@@ -42,16 +41,47 @@ def step(a, state, p, out=None):
     c = torch.addcmul(f * c_prev, i, g)  # f * c_{t-1} + i * g
     tc = torch.tanh(c)
     h = torch.mul(o, tc, out=out)
-    return (h, c), (gates, g, c_prev, tc)
+    return (h, c), (gates, g, c_prev, c, tc)
+
+
+def step_backward(dstate, cache, p, out):
+    """Gradients w.r.t. a and u = h_{t-1} W_hh (the same: they are added), and what flows into
+    c_{t-1}."""
+    dh, dc = dstate
+    gates, g, c_prev, _, tc = cache
+    H = dh.shape[-1]
+    i, f, o = gates[:, :H], gates[:, H : 2 * H], gates[:, 3 * H :]
+    dz = out  # (B, 4H): dL/d(gates), then in place dL/dz
+    di, df, dg, do = dz.chunk(4, dim=-1)
+    torch.mul(dh, tc, out=do)  # backprop into o
+    dc = torch.ops.aten.tanh_backward(dh * o, tc).add_(dc)  # backprop through tanh(c_t): (1 - tc^2) * dh * o
+    torch.mul(dc, g, out=di)  # backprop into i
+    torch.mul(dc, c_prev, out=df)  # backprop into f
+    torch.mul(dc, i, out=dg)  # backprop into g
+    dc_prev = dc * f  # backprop into c_{t-1}
+    dif, gif = dz[:, : 2 * H], gates[:, : 2 * H]
+    # backprop through sigmoid (i, f): *= gif * (1 - gif)
+    torch.ops.aten.sigmoid_backward.grad_input(dif, gif, grad_input=dif)
+    torch.ops.aten.tanh_backward.grad_input(dg, g, grad_input=dg)  # backprop through tanh (g): *= 1 - g^2
+    torch.ops.aten.sigmoid_backward.grad_input(do, o, grad_input=do)  # backprop through sigmoid (o)
+    return dz, dz, (None, dc_prev)
+
+
+def extra_grads(dA, dU, p):
+    return {}
+
+
+# torch only: what the monitor shows, and the torch.nn module for bptt="fused"
+
+FUSED = "LSTM"
 
 
 def activations(cache):
     """What the monitor shows of one step (see ``tanh.activations``): the four gates and the cell
     state c_t (the memory the forget gate keeps)."""
-    gates, g, c_prev, _ = cache
+    gates, g, _, c, _ = cache
     H = g.shape[-1]
     i, f, o = gates[:, :H], gates[:, H : 2 * H], gates[:, 3 * H :]
-    c = torch.addcmul(f * c_prev, i, g)  # c_t, as step computed it
     return {
         "i": ("sigmoid", i),
         "f": ("sigmoid", f),
@@ -61,32 +91,6 @@ def activations(cache):
     }
 
 
-def step_backward(dstate, cache, p, out):
-    """Gradients w.r.t. a and u = h_{t-1} W_hh (the same: they are added), and what flows into
-    c_{t-1}."""
-    dh, dc = dstate
-    gates, g, c_prev, tc = cache
-    H = dh.shape[-1]
-    i, f, o = gates[:, :H], gates[:, H : 2 * H], gates[:, 3 * H :]
-    dz = out  # (B, 4H): dL/d(gates), then in place dL/dz
-    di, df, dg, do = dz.chunk(4, dim=-1)
-    torch.mul(dh, tc, out=do)  # backprop into o
-    dc = torch.ops.aten.tanh_backward(dh * o, tc).add_(dc)  # backprop through tanh(c_t) into c_t
-    torch.mul(dc, g, out=di)  # backprop into i
-    torch.mul(dc, c_prev, out=df)  # backprop into f
-    torch.mul(dc, i, out=dg)  # backprop into g
-    dc_prev = dc * f  # backprop into c_{t-1}
-    dif, gif = dz[:, : 2 * H], gates[:, : 2 * H]
-    torch.ops.aten.sigmoid_backward.grad_input(dif, gif, grad_input=dif)  # backprop through sigmoid (i, f)
-    torch.ops.aten.tanh_backward.grad_input(dg, g, grad_input=dg)  # backprop through tanh (g)
-    torch.ops.aten.sigmoid_backward.grad_input(do, o, grad_input=do)  # backprop through sigmoid (o)
-    return dz, dz, (None, dc_prev)
-
-
-def extra_grads(dA, dU, p):
-    return {}
-
-
 def fused_biases(p):
-    """``bias_ih`` and ``bias_hh`` of the torch.nn module: SPEC.md's b_h is their sum."""
+    """``bias_ih`` and ``bias_hh`` of the torch.nn module: b_h is their sum."""
     return p["b_h"], torch.zeros_like(p["b_h"])

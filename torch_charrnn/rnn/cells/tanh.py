@@ -5,20 +5,21 @@ h_t = tanh(a_t + h_{t-1} W_hh)      a_t = x_t W_xh + b_h
 
 import torch
 
+NAME = "tanh"
 GATES = 1
 STATE = ("h",)
-FUSED = "RNN"  # the torch.nn module that computes this cell, for bptt="fused"
 
 
-def init(in_size, hidden_size, generator, first_layer=True, whh_scale=0.01, init_std=0.01, forget_bias=0.0):
-    """SPEC.md's initialisation: W_xh ~ N(0, init_std^2) for the layer that reads characters (a
-    layer above reads h, so N(0, 1/in) passes its signal on), W_hh = whh_scale * I (the
-    identity-initialized recurrence), zero bias. ``forget_bias`` is the LSTM's."""
+def init(in_size, hidden_size, generator, *, first_layer=True, whh_scale=0.01, init_std=0.01):
+    """W_xh ~ N(0, init_std^2) for the layer that reads characters (a layer above reads h, so
+    N(0, 1/in) passes its signal on), W_hh = whh_scale * I (the identity-initialized recurrence,
+    Le et al. 2015), zero bias."""
+    H = hidden_size
     std = init_std if first_layer else in_size**-0.5
     return {
-        "W_xh": torch.randn(in_size, hidden_size, generator=generator) * std,
-        "W_hh": torch.eye(hidden_size) * whh_scale,
-        "b_h": torch.zeros(hidden_size),
+        "W_xh": torch.randn(in_size, GATES * H, generator=generator) * std,
+        "W_hh": torch.eye(H) * whh_scale,
+        "b_h": torch.zeros(GATES * H),
     }
 
 
@@ -34,9 +35,18 @@ def step_backward(dstate, cache, p, out):
     state other than through u (nothing)."""
     (dh,) = dstate
     (h,) = cache
-    # backprop through tanh: (1 - h^2) * dh, into ``out``
+    # backprop through tanh: (1 - h^2) * dh, one aten kernel writing into ``out``
     da = torch.ops.aten.tanh_backward.grad_input(dh, h, grad_input=out)
     return da, da, (None,)
+
+
+def extra_grads(dA, dU, p):
+    return {}
+
+
+# torch only: what the monitor shows, and the torch.nn module for bptt="fused"
+
+FUSED = "RNN"
 
 
 def activations(cache):
@@ -46,10 +56,6 @@ def activations(cache):
     return {"h": ("tanh", h)}
 
 
-def extra_grads(dA, dU, p):
-    return {}
-
-
 def fused_biases(p):
-    """``bias_ih`` and ``bias_hh`` of the torch.nn module: SPEC.md's b_h is their sum."""
+    """``bias_ih`` and ``bias_hh`` of the torch.nn module: b_h is their sum."""
     return p["b_h"], torch.zeros_like(p["b_h"])
