@@ -10,6 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from torch_charrnn import CharRNN
 from torch_charrnn.cli.fit import cli_main
+from torch_charrnn.cli.flags import with_flags
 from torch_charrnn.training.storage import last_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -297,3 +298,18 @@ def test_a_byte_model_trains_samples_and_decodes_utf8(tmp_path, capsys, monkeypa
     )
     out = capsys.readouterr().out
     assert out.startswith("Caf\u00e9") and len(out.encode("utf-8")) >= 200  # 200 bytes, decoded as UTF-8
+
+
+@pytest.mark.parametrize(
+    ("message", "optimizer", "want"),
+    [
+        ("`lr` must be positive", False, "--model.lr must be positive"),
+        ("lower `lr`", True, "lower --optimizer.lr"),
+        ("`unit` must be one of", False, "--data.unit must be one of"),  # linked into the model
+        ("resume (`ckpt_path` last)", False, "resume (--ckpt_path last)"),
+        ("`gradient_clip_val` 5", False, "--trainer.gradient_clip_val 5"),
+        ("`max_chars` and `not_an_option`", False, "--data.max_chars and `not_an_option`"),
+    ],
+)
+def test_argument_names_become_the_flags_a_user_can_pass(message, optimizer, want):
+    assert with_flags(message, optimizer=optimizer) == want

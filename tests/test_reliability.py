@@ -177,7 +177,8 @@ def test_divergence_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_
         capsys, [*args, "--trainer.max_steps=20", "--model.lr=1e38", "--last.every_n_train_steps=1"]
     )
     assert code == 1 and "Traceback" not in err
-    assert "training diverged at step 1" in err and "lower --model.lr" in err and "gradient_clip_val" in err
+    assert "training diverged at step 1" in err and "lower --model.lr" in err
+    assert "--trainer.gradient_clip_val" in err and "(--ckpt_path last)" in err
     assert last.read_bytes() == good, "the last good checkpoint is never overwritten"
     for path in tmp_path.glob("**/*.ckpt"):
         weights = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]

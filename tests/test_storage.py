@@ -165,7 +165,9 @@ def test_fit_on_a_full_disk_stops_with_one_line_and_no_torn_checkpoint(tmp_path)
     lines = [line for line in result.stderr.splitlines() if line.startswith("charrnn: error: ")]
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert "could not write the checkpoint" in lines[0] and "File too large" in lines[0]
-    assert "MiB in " in lines[0] and "--trainer.default_root_dir" in lines[0]
+    assert (
+        "MiB in " in lines[0] and "--trainer.default_root_dir" in lines[0] and "--ckpt_path last" in lines[0]
+    )
     assert not list(tmp_path.rglob("*.ckpt")), "nothing half-written under a checkpoint's name"
     assert not [p for p in tmp_path.rglob("*.tmp")], "no temporary file left behind"
     if other is not None:

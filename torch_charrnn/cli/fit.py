@@ -9,26 +9,32 @@ one ``charrnn: error:`` line.
 from __future__ import annotations
 
 import argparse
-import inspect
 import logging
-import re
 import sys
 import warnings
 from pathlib import Path
 
 import lightning as L
 import torch
-from jsonargparse import DefaultHelpFormatter, Namespace
+from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from torch_charrnn.cli.checkpoint import read_checkpoint
+from torch_charrnn.cli.flags import with_flags
+from torch_charrnn.cli.resume import (
+    RecordOptimizer,
+    check_vocabulary,
+    refuse_new_lr_under_schedule,
+    resume_config,
+    resume_optimizer,
+)
 from torch_charrnn.cli.usage import DESCRIPTION
 from torch_charrnn.cli.versions import claim_version, find_last_checkpoint
 from torch_charrnn.data.datamodule import CharDataModule
-from torch_charrnn.errors import CharRNNError, DivergedError
+from torch_charrnn.errors import CharRNNError
 from torch_charrnn.training.callbacks import TrainingMonitor
 from torch_charrnn.training.module import CharRNN
 from torch_charrnn.training.storage import AtomicCheckpointIO, LastCheckpoint, last_checkpoint
@@ -43,11 +49,6 @@ TRAINER_DEFAULTS = {
     "log_every_n_steps": 50,
 }
 PROGRESS_BAR_REFRESH_RATE = 10
-# Options that fix the shapes of the model's tensors: a checkpoint's weights only fit its own.
-SHAPE_OPTIONS = {"model": ("hidden_size", "cell", "num_layers")}
-# Set from the data at instantiation (data.vocab -> model.vocab), and checked against the checkpoint then.
-LINKED = {"model": ("vocab", "vocab_size", "unit"), "data": ("text",)}
-
 
 # Not ours, and read by newcomers as problems: Lightning's advertisement for its cloud services,
 # and a deprecation inside Lightning 2.6 itself. Our own warnings still show.
@@ -120,16 +121,10 @@ class CharRNNCLI(LightningCLI):
         self.resume_changes = resume_config(config, given, self.checkpoint, ckpt_path)
         if "optimizer" in config:  # fit: the optimizer and schedule follow the same rule
             keep, changes = resume_optimizer(given, self.checkpoint, ckpt_path)
-            scheduled = (self.checkpoint.get("optimizer_config") or {}).get("lr_scheduler")
-            if scheduled and any(c.startswith("--model.lr ") for c in self.resume_changes):
-                raise CharRNNError(
-                    f"--model.lr differs from the checkpoint's ({ckpt_path}), whose run has a schedule: a "
-                    "schedule's learning rate cannot change on resume, the restored schedule would "
-                    "override it. Leave out --model.lr, or leave out --ckpt_path to start a new run."
-                )
             self.resume_changes += changes
             if keep:
                 self.config = self.parser.parse_object({subcommand: keep}, self.config)
+        refuse_new_lr_under_schedule(self.resume_changes, self.checkpoint, ckpt_path)
 
     @staticmethod
     def configure_optimizers(lightning_module, optimizer, lr_scheduler=None):
@@ -142,9 +137,8 @@ class CharRNNCLI(LightningCLI):
     def fit(self, model, **kwargs) -> None:
         try:
             self.trainer.fit(model, **kwargs)
-        except DivergedError as err:
-            if self.config.fit.get("optimizer") is not None:  # the learning rate is --optimizer.lr's
-                err.args = (str(err).replace("`lr`", "--optimizer.lr"),)
+        except CharRNNError as err:  # named now: with --optimizer, `lr` is --optimizer.lr
+            err.args = (with_flags(str(err), optimizer=self.config.fit.get("optimizer") is not None),)
             raise
 
     def before_instantiate_classes(self) -> None:
@@ -187,107 +181,6 @@ class CharRNNCLI(LightningCLI):
         print(f"sample more: charrnn sample --ckpt_path {last.last_model_path}")
 
 
-def resume_config(config: Namespace, given: Namespace, checkpoint: dict, path: str) -> list[str]:
-    """Merge a checkpoint's hyperparameters into the parsed ``config``, in place, and return the
-    changes to report.
-
-    The rule: an option the user did not give takes the checkpoint's value (resuming continues
-    the same run). One the user gave that differs from it is an error if it fixes the model's
-    shape, and otherwise (optimisation and data options) is honoured and reported.
-    """
-    saved = {
-        "model": checkpoint.get("hyper_parameters", {}),
-        "data": checkpoint.get("datamodule_hyper_parameters", {}),
-    }
-    changes = []
-    for section, hparams in saved.items():
-        for key, old in hparams.items():
-            if key.startswith("_") or key in LINKED[section] or f"{section}.{key}" not in config:
-                continue
-            new = given.get(f"{section}.{key}", hparams)  # hparams: a sentinel no option can equal
-            if new is hparams:
-                config[f"{section}.{key}"] = old
-            elif new != old and key in SHAPE_OPTIONS.get(section, ()):
-                raise CharRNNError(
-                    f"--{section}.{key} {new} does not match the checkpoint's {key} {old} ({path}). Drop "
-                    f"--{section}.{key} to resume that model, or leave out --ckpt_path to start a new run."
-                )
-            elif new != old:
-                changes.append(f"--{section}.{key} {old} -> {new}")
-    return changes
-
-
-class RecordOptimizer(L.Callback):
-    """Writes the run's ``--optimizer`` and ``--lr_scheduler`` (None: the model's own Adagrad, no
-    schedule) into every checkpoint, so that a resumed run knows which optimizer state it holds."""
-
-    def __init__(self, config: Namespace):
-        self.choices = {k: _plain(config.get(k)) for k in ("optimizer", "lr_scheduler")}
-
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        checkpoint["optimizer_config"] = self.choices
-
-
-def _plain(value):
-    """A parsed ``class_path``/``init_args`` choice as plain dicts and lists (weights_only-loadable)."""
-    if isinstance(value, Namespace):
-        return _plain(value.as_dict())
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def resume_optimizer(given: Namespace, checkpoint: dict, path: str) -> tuple[dict, list[str]]:
-    """The resume rule for ``--optimizer`` and ``--lr_scheduler``: left out, the checkpoint's choice
-    is kept (returned, to be parsed into the config); another class is an error (its saved state
-    would not fit); other arguments of the optimizer are honoured and reported, of the schedule an
-    error (its saved state would override them). Returns (choices to keep, changes to report)."""
-    saved = checkpoint.get("optimizer_config") or {}  # absent: the model's own Adagrad, no schedule
-    keep, changes = {}, []
-    for key in ("optimizer", "lr_scheduler"):
-        old, new = saved.get(key), _plain(given.get(key))
-        if new is None:
-            if old is not None:
-                keep[key] = old
-            continue
-        old_class = (
-            old["class_path"] if old else "none (the model's own Adagrad)" if key == "optimizer" else "none"
-        )
-        if old is None or new.get("class_path", old["class_path"]) != old["class_path"]:
-            raise CharRNNError(
-                f"--{key} {new.get('class_path')} does not match the checkpoint's {old_class} ({path}): "
-                f"its saved state belongs to that one. Leave out --{key} to resume with the checkpoint's, "
-                "or leave out --ckpt_path to start a new run."
-            )
-        old_args, new_args = old.get("init_args", {}), new.get("init_args", {})
-        differ = {k: v for k, v in new_args.items() if old_args.get(k) != v}
-        if differ and (key == "lr_scheduler" or (saved.get("lr_scheduler") and "lr" in differ)):
-            raise CharRNNError(
-                f"--{key}.{next(iter(differ))} differs from the checkpoint's ({path}): a schedule and its "
-                "learning rate cannot change on resume, the restored schedule would override them. Leave "
-                f"out --{key}.*, or leave out --ckpt_path to start a new run."
-            )
-        changes += [f"--{key}.{k} {old_args.get(k)} -> {v}" for k, v in differ.items()]
-        keep[key] = {"class_path": old["class_path"], "init_args": {**old_args, **new_args}}
-    return keep, changes
-
-
-def check_vocabulary(vocab: str, checkpoint: dict, path: str) -> None:
-    """The corpus must give the checkpoint's own vocabulary: its weights are indexed by it."""
-    want = checkpoint["hyper_parameters"]["vocab"]
-    if vocab != want:
-        corpus = checkpoint.get("datamodule_hyper_parameters", {}).get("corpus", "the one it was trained on")
-        only_here, only_there = sorted(set(vocab) - set(want)), sorted(set(want) - set(vocab))
-        raise CharRNNError(
-            f"the corpus's vocabulary ({len(vocab)} characters) is not the checkpoint's ({len(want)}, "
-            f"{path}): characters only in the corpus {only_here[:10]}, only in the checkpoint "
-            f"{only_there[:10]}. Resume on the checkpoint's corpus (--data.corpus {corpus}, what it gets "
-            "when --data.corpus is left out), or leave out --ckpt_path to start a new run."
-        )
-
-
 def require_accelerator(accelerator) -> None:
     """A GPU asked for where torch sees none is a clear error, not Lightning's traceback."""
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
@@ -298,20 +191,6 @@ def require_accelerator(accelerator) -> None:
             "(https://pytorch.org/get-started/) on a machine with an NVIDIA GPU, or pass "
             "--trainer.accelerator cpu."
         )
-
-
-def _option_sections() -> dict[str, str]:
-    """Which section of the command line each option name belongs to: ``lr`` -> ``model``."""
-    sections = {}
-    for section, cls in (("trainer", L.Trainer), ("data", CharDataModule), ("model", CharRNN)):
-        sections.update(dict.fromkeys(inspect.signature(cls.__init__).parameters, section))
-    return sections
-
-
-def with_flags(message: str) -> str:
-    """The library names options in backticks (`lr`); on the command line they are flags (--model.lr)."""
-    sections = _option_sections()
-    return re.sub(r"`(\w+)`", lambda m: f"--{sections[m[1]]}.{m[1]}" if m[1] in sections else m[0], message)
 
 
 def cli_main(args: list[str] | None = None, run: bool = True, cli_class: type = CharRNNCLI) -> CharRNNCLI:
@@ -328,5 +207,5 @@ def cli_main(args: list[str] | None = None, run: bool = True, cli_class: type = 
             run=run,
         )
     except CharRNNError as err:
-        err.args = (with_flags(str(err)),)
+        err.args = (with_flags(str(err)),)  # a no-op on a message fit() already turned into flags
         raise

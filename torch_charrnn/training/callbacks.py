@@ -11,7 +11,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from torch_charrnn.rnn.diagnostics import SATURATED, hidden_gradients
-from torch_charrnn.training.module import step_is_due
+from torch_charrnn.training.guard import step_is_due
 
 STAT_TAGS = {"saturation": "gates/{}_saturation", "mean": "gates/{}_mean", "norm": "hidden/{}_norm"}
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from typing import Literal
 
@@ -12,24 +11,15 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from torch_charrnn.data.encoded import decode, encode
-from torch_charrnn.errors import CharRNNError, DivergedError, require
+from torch_charrnn.data.encoded import decode
+from torch_charrnn.errors import CharRNNError, require
 from torch_charrnn.rnn.backends import BACKENDS
 from torch_charrnn.rnn.bptt import LN2, cross_entropy
 from torch_charrnn.rnn.cells import CELLS, cell_options, get_cell
 from torch_charrnn.rnn.sampling import sample_chunks, sample_text
+from torch_charrnn.training.guard import GradientGuard, step_is_due
 from torch_charrnn.training.legacy import upgrade_checkpoint
-
-
-def step_is_due(trainer: L.Trainer, every: int | None = None) -> bool:
-    """Whether the training step now running is one of every ``every`` steps (default: the
-    trainer's ``log_every_n_steps``, so: whether Lightning writes this step's metrics).
-
-    Counted as Lightning counts when it decides which steps to write, ``(global_step + 1) % every``;
-    valid from ``on_train_batch_start`` to ``on_before_optimizer_step``, before the step counter moves.
-    """
-    every = trainer.log_every_n_steps if every is None else every
-    return every > 0 and (trainer.global_step + 1) % every == 0
+from torch_charrnn.training.resume import take_current_optimizer_settings
 
 
 def detach_state(state: tuple[Tensor, ...] | None) -> tuple[Tensor, ...] | None:
@@ -55,9 +45,11 @@ class CharRNN(L.LightningModule):
     BPTT, clipping and Adagrad.
 
     The state of every stream is carried, detached, from one window to the next and reset to zero
-    at the first window of each epoch (and of each evaluation). Clipping is Lightning's own
-    (``Trainer(gradient_clip_val=..., gradient_clip_algorithm=...)``); this module logs the
-    gradient norm before clipping and whether clipping fired.
+    at the first window of each epoch (and of each evaluation). Clipping is set as Lightning's
+    (``Trainer(gradient_clip_val=..., gradient_clip_algorithm=...)``) and done in Lightning's
+    ``configure_gradient_clipping`` hook with the norm the divergence check already took
+    (``training/guard.py``); the gradient norm before clipping and the share of steps clipped are
+    logged.
 
     Args:
         vocab_size: number of distinct characters (V).
@@ -123,8 +115,7 @@ class CharRNN(L.LightningModule):
         self._state: dict[str, tuple[Tensor, ...] | None] = dict.fromkeys(("train", "val", "test", "predict"))
         self.best_val_bpc = float("inf")
         self._loss = torch.zeros(())
-        self._grad_norm, self._norm_value = torch.zeros(()), 0.0
-        self._clipped, self._unlogged_steps = 0, 0
+        self.guard = GradientGuard()
 
     def weights(self) -> dict:
         """The parameters as ``{"layers": [{"W_xh", "W_hh", "b_h", ...}, ...], "W_hy", "b_y"}``,
@@ -219,27 +210,10 @@ class CharRNN(L.LightningModule):
             # Lightning loads the weights before its 64-bit plugin converts the module: without
             # this, float64 weights would be rounded through float32 parameters on resume.
             self.double()
-        self._take_current_optimizer_settings(checkpoint)
+        fresh = self.configure_optimizers()  # an optimizer, or LightningCLI's dict with a schedule
+        take_current_optimizer_settings(checkpoint, fresh["optimizer"] if isinstance(fresh, dict) else fresh)
         self.best_val_bpc = checkpoint.get("best_val_bpc", float("inf"))
         self._state["train"] = checkpoint.get("carried_state")  # moved to the parameters' device at first use
-
-    def _take_current_optimizer_settings(self, checkpoint: dict) -> None:
-        """A resumed run keeps the optimizer's state (Adagrad's sums) but uses the settings it was
-        given now (``lr``, ``eps``), from its next step: restoring the saved param groups as they
-        are would bring the old learning rate back."""
-        saved = checkpoint.get("optimizer_states") or []
-        if not saved:
-            return
-        fresh = self.configure_optimizers()  # an optimizer, or LightningCLI's dict with a schedule
-        fresh = fresh["optimizer"] if isinstance(fresh, dict) else fresh
-        # A restored schedule owns the learning rate (the CLI refuses to change it on resume).
-        keep = {"params", "lr"} if checkpoint.get("lr_schedulers") else {"params"}
-        for state, group in zip(saved[0]["param_groups"], fresh.param_groups, strict=True):
-            state.update({k: v for k, v in group.items() if k not in keep})
-
-    def encode(self, text: str) -> Tensor:
-        """Indices (1, N) of ``text``'s symbols in this model's vocabulary; unknown characters are listed."""
-        return encode(text, self._vocab(), self.hparams.unit)[None].to(self.device)
 
     def _vocab(self) -> str:
         if self.hparams.vocab is None:
@@ -264,42 +238,15 @@ class CharRNN(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer) -> None:
         """Stop before a non-finite step is applied; log the gradient norm before clipping."""
-        grads = [p.grad for p in _params(optimizer) if p.grad is not None]
-        self._grad_norm = torch.nn.utils.get_total_norm(grads)
-        # As Python numbers: one host sync a step (on a GPU; none on the CPU), no tensor arithmetic
-        self._norm_value, loss = self._grad_norm.item(), self._loss.item()
-        if not (math.isfinite(self._norm_value) and math.isfinite(loss)):
-            raise DivergedError(
-                f"training diverged at step {self.global_step}: the loss is {loss:.4g} and the "
-                f"gradient norm {self._norm_value:.4g}. Nothing from this step was applied or saved; "
-                "resume from the last good checkpoint (--ckpt_path last) with a lower `lr` (now "
-                f"{optimizer.param_groups[0]['lr']:g}) or a smaller `gradient_clip_val` (now "
-                f"{self.trainer.gradient_clip_val})."
-            )
+        norm = self.guard.check(optimizer, self._loss, self.global_step, self.trainer.gradient_clip_val)
         if step_is_due(self.trainer):
-            self.log("grad/norm", self._grad_norm)
+            self.log("grad/norm", norm)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
-        """Clip as Lightning's ``clip_gradients`` would, but by norm with the norm
-        ``on_before_optimizer_step`` already took (one pass over the gradients a step, not two), and
-        log the share of steps on which clipping fired since the last logged step."""
+        """Clip with the norm ``on_before_optimizer_step`` took (one pass over the gradients a step,
+        not two), and log the share of steps clipped since the last logged step."""
         if not gradient_clip_val:
             return
-        if gradient_clip_algorithm in (None, "norm"):
-            # clip_grad_norm_'s own test and scaling, given the total norm it would compute again
-            fired = gradient_clip_val / (self._norm_value + 1e-6) < 1.0
-            torch.nn.utils.clip_grads_with_norm_(_params(optimizer), gradient_clip_val, self._grad_norm)
-        else:
-            grads = [p.grad for p in _params(optimizer) if p.grad is not None]
-            fired = bool(torch.stack([g.abs().max() for g in grads]).max() > gradient_clip_val)
-            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
-        self._clipped += fired  # steps clipped since the last logged step
-        self._unlogged_steps += 1
-        if step_is_due(self.trainer):
-            self.log("grad/clipped", self._clipped / self._unlogged_steps)
-            self._clipped, self._unlogged_steps = 0, 0
-
-
-def _params(optimizer) -> list[Tensor]:
-    """The parameters ``optimizer`` steps: those whose gradients are checked and clipped."""
-    return [p for group in optimizer.param_groups for p in group["params"]]
+        share = self.guard.clip(self, optimizer, gradient_clip_val, gradient_clip_algorithm)
+        if share is not None:
+            self.log("grad/clipped", share)

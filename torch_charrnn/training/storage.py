@@ -64,7 +64,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f"{_mb(len(data))} in {path.parent}, where {_mb(free)} are free to this process. Nothing "
                 "was torn: the checkpoints already there are intact. Free some space (or raise the "
                 "file-size limit), or point `default_root_dir` at a folder with room, then resume "
-                "with --ckpt_path last."
+                "with `ckpt_path` last."
             ) from err
         _fsync_dir(path.parent)  # the rename itself survives a power cut
 
