@@ -14,7 +14,8 @@ from torch_charrnn import CharDataModule, CharRNN
 from torch_charrnn.cli import main
 from torch_charrnn.rnn.cells import get_cell
 from torch_charrnn.rnn.gradcheck import random_problem
-from torch_charrnn.rnn.sampling import generate, sample_text
+from torch_charrnn.rnn.sampling import generate
+from torch_charrnn.training.sampling import sample_text
 
 
 @pytest.fixture(scope="module")

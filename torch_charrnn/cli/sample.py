@@ -11,7 +11,7 @@ import torch
 from torch_charrnn.cli.checkpoint import checkpoint_weights, read_checkpoint
 from torch_charrnn.data.encoded import encode
 from torch_charrnn.errors import CharRNNError
-from torch_charrnn.rnn.sampling import sample_chunks
+from torch_charrnn.training.sampling import sample_chunks
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -79,10 +79,8 @@ def fetch_archive(name: str, directory: Path | None = None) -> Path:
     return Path(paths[0])
 
 
-def corpus_path(corpus: str) -> Path | None:
-    """The file behind ``corpus`` (downloaded once for a named one); None for the built-in text."""
-    if corpus == BUILTIN:
-        return None
+def corpus_path(corpus: str) -> Path:
+    """The file behind ``corpus`` (downloaded once for a named one); the built-in text has none."""
     if corpus == TINYSHAKESPEARE:
         return fetch_tinyshakespeare()
     if corpus in ARCHIVES:

@@ -134,8 +134,10 @@ class CharDataModule(L.LightningDataModule):
         unit = unit or (archive.unit if archive else "chars")  # resolved before it is saved
         enc.check_unit(unit)
         self.save_hyperparameters(ignore=["text"])
-        # as resolved (LightningCLI hands save_hyperparameters the options as given, None included)
-        self.save_hyperparameters({**self.hparams, "unit": unit})
+        # Under LightningCLI the call above records the options as given (unit None); a second call
+        # with a dict is Lightning's way to record the resolved value in hparams and hparams_initial,
+        # which must agree with the model's linked unit.
+        self.save_hyperparameters({"unit": unit})
         self.corpus = corpus
         self.batch_size = batch_size
         self.seq_len = seq_len
@@ -148,7 +150,7 @@ class CharDataModule(L.LightningDataModule):
         self._encoded: enc.Encoded | None = None
         self._cache: Path | None = None  # the encoded cache prepare_data made (or found)
         if text is not None:
-            self._set(enc.encode_text(text[:max_chars] if max_chars is not None else text, self.unit))
+            self._set(enc.encode_text(text, self.unit, max_chars))
         self.splits: dict[str, StreamWindows] = {}
 
     def _set(self, encoded: enc.Encoded) -> None:
@@ -165,8 +167,7 @@ class CharDataModule(L.LightningDataModule):
         """The corpus as indices (memory-mapped from the cache for a file)."""
         if self._encoded is None:
             if self.corpus == BUILTIN:
-                text = builtin_text()
-                encoded = enc.encode_text(text[: self.max_chars] if self.max_chars else text, self.unit)
+                encoded = enc.encode_text(builtin_text(), self.unit, self.max_chars)
             else:  # a process that did not run prepare_data (DDP rank > 0) finds the cache it made
                 if self._cache is None:
                     self.prepare_data()
@@ -192,20 +193,28 @@ class CharDataModule(L.LightningDataModule):
         for split, (start, stop) in self.split_bounds(len(encoded)).items():
             if split != "train" and stop == start and getattr(self, f"{split}_fraction") == 0:
                 continue  # that split is turned off
-            B = self.batch_size if split == "train" else self.eval_batch_size
-            need = chars_needed(B, self.seq_len)
-            if stop - start < need:
-                fix = (
-                    "use a longer corpus, a smaller `batch_size` or `seq_len`"
-                    if split == "train"
-                    else f"raise `{split}_fraction`, lower `eval_batch_size`, "
-                    f"or set `{split}_fraction` to 0 to turn the {split} split off"
-                )
-                raise CorpusError(
-                    f"the {split} split of {where} has {stop - start} characters, too short for one window "
-                    f"of every stream: it needs at least {need} (batch {B} x (seq_len {self.seq_len} + 1)); "
-                    f"{fix}"
-                )
+            self._require_windows(split, stop - start, self._batch_size(split), where)
+
+    def _batch_size(self, split: str) -> int:
+        return self.batch_size if split == "train" else self.eval_batch_size
+
+    def _require_windows(self, split: str, n: int, streams: int, where: str, world: int = 1) -> None:
+        """Refuse a split of ``n`` symbols too short for one window of each of ``streams`` streams
+        per process (of ``world`` processes)."""
+        need = chars_needed(streams * world, self.seq_len)
+        if n >= need:
+            return
+        fix = (
+            "use a longer corpus, a smaller `batch_size` or `seq_len`"
+            if split == "train"
+            else f"raise `{split}_fraction`, lower `eval_batch_size`, "
+            f"or set `{split}_fraction` to 0 to turn the {split} split off"
+        )
+        processes = f" x {world} processes" if world > 1 else ""
+        raise CorpusError(
+            f"the {split} split of {where} has {n} characters, too short for one window of every stream: "
+            f"it needs at least {need} (batch {streams}{processes} x (seq_len {self.seq_len} + 1)); {fix}"
+        )
 
     @property
     def vocab(self) -> str:
@@ -231,15 +240,10 @@ class CharDataModule(L.LightningDataModule):
         for split, (start, stop) in self.split_bounds().items():
             if stop == start:
                 continue
-            B = self.batch_size if split == "train" else self.eval_batch_size
+            B = self._batch_size(split)
+            self._require_windows(split, stop - start, B, f"corpus {self.corpus!r}", world)
             streams = make_streams(data[start:stop], B * world)[rank * B : (rank + 1) * B]
             self.splits[split] = StreamWindows(streams, self.seq_len)
-            if len(self.splits[split]) < 1:  # only possible with several processes: _check saw one
-                raise CorpusError(
-                    f"the {split} split has {stop - start} characters, too short for one window of each "
-                    f"of the {B * world} streams of {world} processes: it needs at least "
-                    f"{chars_needed(B * world, self.seq_len)}"
-                )
 
     def _loader(self, split: str) -> DataLoader | list:
         if split not in self.splits:

@@ -35,8 +35,7 @@ from torch_charrnn.errors import CharRNNError, CorpusError
 
 FORMAT = 1  # bump when the cache's layout or the encoding rules change
 CHUNK = 1 << 24  # bytes read and encoded at a time (16 MiB): bounds the memory of preparation
-UNITS = ("chars", "bytes")
-CODE_POINTS = 0x110000
+UNITS = {"chars": 0x110000, "bytes": 256}  # each unit's alphabet: how many distinct symbols there can be
 PROGRESS_FROM = 64 << 20  # a progress bar for files of this size and more (bytes)
 DTYPES = ((256, np.uint8, torch.uint8), (2**15, np.int16, torch.int16), (2**31, np.int32, torch.int32))
 
@@ -63,16 +62,27 @@ def smallest_dtype(vocab_size: int) -> tuple[np.dtype, torch.dtype]:
     return next((np_t, torch_t) for limit, np_t, torch_t in DTYPES if vocab_size <= limit)
 
 
-def symbols_of(text: str) -> np.ndarray:
-    """The code points of ``text`` (uint32), without a Python loop."""
+def symbols_of(text: str, unit: str = "chars") -> np.ndarray:
+    """The symbols of ``text`` without a Python loop: its code points (uint32), or for a byte model
+    its UTF-8 bytes (uint8). A byte vocabulary's characters are its bytes' code points."""
+    if unit == "bytes":
+        return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
 
 
-def encode_text(text: str, unit: str = "chars") -> Encoded:
-    """An in-memory string, encoded (the built-in corpus, ``CharDataModule(text=...)``)."""
+def text_of(symbols: np.ndarray, unit: str = "chars") -> str:
+    """Symbols back to text (a byte model's bytes decoded as UTF-8, errors replaced)."""
+    if unit == "bytes":
+        return symbols.astype(np.uint8).tobytes().decode("utf-8", errors="replace")
+    return symbols.astype(np.uint32).tobytes().decode("utf-32-le", "surrogatepass")
+
+
+def encode_text(text: str, unit: str = "chars", max_chars: int | None = None) -> Encoded:
+    """An in-memory string (its first ``max_chars`` symbols), encoded: the built-in corpus,
+    ``CharDataModule(text=...)``."""
     check_unit(unit)
-    symbols = symbols_of(text) if unit == "chars" else np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
-    vocab_ids, table = index_table(np.bincount(symbols, minlength=256 if unit == "bytes" else 1))
+    symbols = symbols_of(text, unit)[:max_chars]
+    vocab_ids, table = index_table(np.bincount(symbols, minlength=UNITS[unit]))
     return Encoded(torch.from_numpy(table[symbols]), vocab_string(vocab_ids), unit)
 
 
@@ -99,7 +109,7 @@ def check_unit(unit: str) -> None:
 def encode(text: str, vocab: str, unit: str = "chars") -> Tensor:
     """Indices (N,) of ``text``'s symbols in ``vocab`` (for a byte model, of its UTF-8 bytes);
     characters outside the vocabulary are listed in the error."""
-    ids, symbols = symbols_of(vocab), symbols_of(to_symbols(text, unit))
+    ids, symbols = symbols_of(vocab), symbols_of(text, unit)
     table = np.full(int(max(ids.max(initial=0), symbols.max(initial=0))) + 1, -1, dtype=np.int64)
     table[ids] = np.arange(len(ids))
     out = table[symbols]
@@ -117,15 +127,7 @@ def symbol_bytes(indices: Tensor, vocab: str) -> bytes:
 def decode(indices: Tensor, vocab: str, unit: str = "chars") -> str:
     """Indices back to text, without a Python loop; a byte model's bytes are decoded as UTF-8,
     errors replaced."""
-    if unit == "bytes":
-        return symbol_bytes(indices, vocab).decode("utf-8", errors="replace")
-    return symbols_of(vocab)[indices.cpu().numpy()].tobytes().decode("utf-32-le", "surrogatepass")
-
-
-def to_symbols(text: str, unit: str) -> str:
-    """Text as the model's symbols: itself for characters, its UTF-8 bytes as latin-1 characters
-    for a byte model (so that indexing the vocabulary string works alike)."""
-    return text.encode("utf-8").decode("latin-1") if unit == "bytes" else text
+    return text_of(symbols_of(vocab)[indices.cpu().numpy()], unit)
 
 
 def cache_key(path: Path, encoding: str, unit: str, max_chars: int | None) -> str:
@@ -136,7 +138,7 @@ def cache_key(path: Path, encoding: str, unit: str, max_chars: int | None) -> st
 
 def _chunks(path: Path, encoding: str, unit: str, max_chars: int | None, progress=None):
     """The file's symbols (code points or bytes) chunk by chunk, at most ``max_chars`` in all."""
-    decoder = None if unit == "bytes" else codecs.getincrementaldecoder(encoding)()
+    decoder = _decoder(unit, encoding)
     done, size = 0, path.stat().st_size
     with open(path, "rb") as f:
         offset = 0
@@ -168,9 +170,12 @@ def _chunks(path: Path, encoding: str, unit: str, max_chars: int | None, progres
                 return
 
 
-def _check_codec(encoding: str) -> None:
+def _decoder(unit: str, encoding: str):
+    """An incremental decoder for a file of characters; None for a byte model (bytes are symbols)."""
+    if unit == "bytes":
+        return None
     try:
-        codecs.lookup(encoding)
+        return codecs.getincrementaldecoder(encoding)()
     except LookupError as err:
         raise CorpusError(f"unknown encoding {encoding!r}: pass a Python codec name as `encoding`") from err
 
@@ -187,8 +192,7 @@ def prepare(
     the cache's ``.json``. Two passes over the file in chunks: the vocabulary and length first
     (and a check that the disk has room), then the indices."""
     check_unit(unit)
-    if unit == "chars":
-        _check_codec(encoding)
+    _decoder(unit, encoding)  # an unknown encoding is an error before anything is read
     path = Path(path).expanduser()
     if not path.is_file():
         raise CorpusError(
@@ -204,7 +208,7 @@ def prepare(
     _remove_abandoned(directory, key)
     size = path.stat().st_size
     bar = _progress(path, 2 * size if max_chars is None else None, verbose and size >= PROGRESS_FROM)
-    counts, n = np.zeros(256 if unit == "bytes" else CODE_POINTS, dtype=np.int64), 0
+    counts, n = np.zeros(UNITS[unit], dtype=np.int64), 0
     step = None if bar is None else bar.update
     for symbols in _chunks(path, encoding, unit, max_chars, step):
         counts += np.bincount(symbols, minlength=len(counts))[: len(counts)]

@@ -16,10 +16,10 @@ from torch_charrnn.errors import CharRNNError, require
 from torch_charrnn.rnn.backends import BACKENDS
 from torch_charrnn.rnn.bptt import LN2, cross_entropy
 from torch_charrnn.rnn.cells import CELLS, cell_options, get_cell
-from torch_charrnn.rnn.sampling import sample_chunks, sample_text
 from torch_charrnn.training.guard import GradientGuard, step_is_due
 from torch_charrnn.training.legacy import upgrade_checkpoint
 from torch_charrnn.training.resume import take_current_optimizer_settings
+from torch_charrnn.training.sampling import sample_chunks, sample_text
 
 
 def detach_state(state: tuple[Tensor, ...] | None) -> tuple[Tensor, ...] | None:
