@@ -28,13 +28,18 @@ import tempfile
 import time
 from pathlib import Path
 
+# Run in a fresh process per run, on whichever tree --src names, so it imports nothing from
+# benchmarks/harness.py (which imports this tree's package).
 CHILD = r"""
 import time
 start = time.perf_counter()
 import json, sys, warnings
 warnings.filterwarnings("ignore")
 import lightning as L
-from torch_charrnn.cli import fit as cli_fit
+try:  # the tree under test may be --src, another checkout: before or after cli/ became a folder
+    from torch_charrnn.cli import fit as cli_fit
+except ImportError:
+    from torch_charrnn import cli_fit
 
 marks = {"imported": time.perf_counter()}
 

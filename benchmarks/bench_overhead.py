@@ -28,12 +28,10 @@ import tempfile
 import warnings
 
 import torch
-from bench_train import Paired
+from harness import BareStep, Paired, fit_with
 from lightning.pytorch.cli import instantiate_class
 
 from torch_charrnn import CharRNN
-from torch_charrnn.cli.fit import CharRNNCLI, cli_main
-from torch_charrnn.rnn.bptt import cross_entropy
 
 DEFAULT_VARIANTS = {
     "as configured": "",
@@ -45,61 +43,34 @@ DEFAULT_VARIANTS = {
 }
 
 
-class BareStep:
-    """The step a plain PyTorch loop would run, on a twin of ``model`` (same weights), with the
-    optimizer and schedule the run's config names (or CharRNN's own Adagrad when it names none)."""
-
-    def __init__(self, model: CharRNN, optimizer_init, scheduler_init, clip: float | None):
-        hparams = {k: v for k, v in model.hparams.items() if not k.startswith("_")}  # LightningCLI's own
-        self.model = CharRNN(**hparams).to(model.device)
-        self.model.load_state_dict(model.state_dict())
-        if optimizer_init:
-            self.optimizer = instantiate_class(self.model.parameters(), optimizer_init)
-        else:
-            self.optimizer = self.model.configure_optimizers()
-        self.scheduler = instantiate_class(self.optimizer, scheduler_init) if scheduler_init else None
-        self.clip, self.state = clip, None
-
-    def __call__(self, batch) -> None:
-        inputs, targets = batch
-        logits, state = self.model(inputs, self.state)
-        self.state = tuple(s.detach() for s in state)
-        loss = cross_entropy(logits, targets)
-        self.optimizer.zero_grad()
-        loss.backward()
-        if self.clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
-        self.optimizer.step()
-        if self.scheduler is not None:
-            self.scheduler.step()
-
-
-class PairedCLI(CharRNNCLI):
-    """``charrnn fit`` with the bare twin's step paired to each of its steps."""
-
-    paired: Paired
-
-    def before_fit(self) -> None:
-        config = self.config_init[self.subcommand]
-        bare = BareStep(
-            self.model,
-            config.get("optimizer"),
-            config.get("lr_scheduler"),
-            self.trainer.gradient_clip_val,
-        )
-        PairedCLI.paired = Paired(bare)
-        self.trainer.callbacks.append(PairedCLI.paired)
-
-    def after_fit(self) -> None:
-        pass
+def bare_twin(cli) -> BareStep:
+    """The step a plain PyTorch loop would run, on a twin of the run's model (same weights), with
+    the optimizer and schedule the run's config names (or CharRNN's own Adagrad when it names none)."""
+    model, config = cli.model, cli.config_init[cli.subcommand]
+    hparams = {k: v for k, v in model.hparams.items() if not k.startswith("_")}  # LightningCLI's own
+    twin = CharRNN(**hparams).to(model.device)
+    twin.load_state_dict(model.state_dict())
+    optimizer_init, scheduler_init = config.get("optimizer"), config.get("lr_scheduler")
+    optimizer = (
+        instantiate_class(twin.parameters(), optimizer_init)
+        if optimizer_init
+        else twin.configure_optimizers()
+    )
+    scheduler = instantiate_class(optimizer, scheduler_init) if scheduler_init else None
+    return BareStep(twin, optimizer, cli.trainer.gradient_clip_val, scheduler)
 
 
 def run(config: str, steps: int, extra: list[str]) -> tuple[float, float, float, float]:
+    paired = []
+
+    def hook(cli):
+        paired.append(Paired(bare_twin(cli)))
+        return paired
+
     with tempfile.TemporaryDirectory() as root:
-        args = ["fit", "--config", config, "--trainer.default_root_dir", root]
-        args += [f"--trainer.max_steps={steps}", "--trainer.max_time=null", *extra]
-        cli_main(args, cli_class=PairedCLI)
-    return PairedCLI.paired.ratios()
+        args = ["--config", config, "--trainer.default_root_dir", root]
+        fit_with([*args, f"--trainer.max_steps={steps}", "--trainer.max_time=null", *extra], hook)
+    return paired[0].ratios()
 
 
 def main() -> None:

@@ -16,13 +16,14 @@ import time
 from pathlib import Path
 
 import torch
+from harness import BareStep, V, random_windows
 
-from torch_charrnn.rnn.bptt import cross_entropy, forward_manual
+from torch_charrnn.rnn.bptt import forward_manual
 from torch_charrnn.rnn.cells import get_cell
 
 RELEASE_0_1 = "d99be8f"  # the last commit with torch_charrnn/rnn.py's tanh-only ManualBPTT
 CONFIGS = {"B64 T100 H256": (64, 100, 256), "B128 T100 H512": (128, 100, 512)}
-V, LR, CLIP = 65, 0.01, 5.0
+LR, CLIP = 0.01, 5.0
 
 
 def load_release_0_1():
@@ -43,30 +44,21 @@ def make_step(kind, B, T, H, old):
     b_h, b_y = torch.zeros(H, requires_grad=True), torch.zeros(V, requires_grad=True)
     W_hy = (torch.randn(H, V, generator=g) * 0.01).requires_grad_()
     params = [W_xh, W_hh, b_h, W_hy, b_y]
-    opt = torch.optim.Adagrad(params, lr=LR)
-    batches = [
-        (torch.randint(0, V, (B, T), generator=g), torch.randint(0, V, (B, T), generator=g)) for _ in range(4)
-    ]
-    state = {"h": torch.zeros(1, B, H), "k": 0}
+    tanh = get_cell("tanh")
 
-    def step():
-        x, y = batches[state["k"] % 4]
-        state["k"] += 1
-        if kind == "0.1":
-            logits, hs = old.rnn_forward_manual(x, state["h"][0], *params)
-            last = hs[:, -1][None]
-        else:
-            logits, (last,) = forward_manual(
-                x, (state["h"],), [dict(W_xh=W_xh, W_hh=W_hh, b_h=b_h)], W_hy, b_y, get_cell("tanh")
-            )
-        loss = cross_entropy(logits, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, CLIP)
-        opt.step()
-        state["h"] = last.detach()
+    def release_0_1(x, state):
+        h0 = torch.zeros(B, H) if state is None else state[0][0]
+        logits, hs = old.rnn_forward_manual(x, h0, *params)
+        return logits, (hs[:, -1][None],)
 
-    return step
+    def today(x, state):
+        state = (torch.zeros(1, B, H),) if state is None else state
+        return forward_manual(x, state, [dict(W_xh=W_xh, W_hh=W_hh, b_h=b_h)], W_hy, b_y, tanh)
+
+    step = BareStep(release_0_1 if kind == "0.1" else today, torch.optim.Adagrad(params, lr=LR), CLIP)
+    batches = random_windows(B, T, 4, seed=0)
+    counter = iter(range(10**9))
+    return lambda: step(batches[next(counter) % 4])
 
 
 def main():

@@ -35,8 +35,17 @@ import warnings
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
+from harness import (
+    MODULES,
+    BareStep,
+    Paired,
+    TorchRNN,
+    V,
+    quiet_trainer,
+    random_windows,
+    seconds_per_call,
+    sync,
+)
 
 import reference_numpy as rn
 from torch_charrnn import CharRNN
@@ -50,34 +59,19 @@ CONFIGS = {
     "B128 T100 H512": (128, 100, 512),
 }
 GATED_CONFIGS = ["B64 T100 H256", "B128 T100 H512"]  # the tutorial's tiny B1 T20 H75 is for the tanh cell
-V = 65  # tinyshakespeare's vocabulary
 LR, CLIP = 0.01, 5.0
-MODULES = {"tanh": "nn.RNN", "gru": "nn.GRU", "lstm": "nn.LSTM"}
 
 
 def model_flops(cell, B, T, H):
     return 6 * rn.get_cell(cell).GATES * B * T * H * H + 6 * B * T * H * V
 
 
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 class Step:
-    """One training step of a variant: forward, backward, clip, Adagrad, hidden state carried."""
+    """One training step of a variant: forward, backward, clip, Adagrad, the state carried."""
 
     def __init__(self, cell, kind, B, T, H, device, dtype):
-        self.cell, self.kind, self.B, self.T, self.device = cell, kind, B, T, device
-        self.autocast = dtype == "bf16"
-        g = torch.Generator().manual_seed(0)
-        self.batches = [
-            (
-                torch.randint(0, V, (B, T), generator=g).to(device),
-                torch.randint(0, V, (B, T), generator=g).to(device),
-            )
-            for _ in range(8)
-        ]
+        self.cell, self.kind = cell, kind
+        self.batches = random_windows(B, T, 8, device)
         self.k = 0
         if kind == "numpy":
             self.params = rn.init_params(V, H, np.random.default_rng(0), cell, dtype=np.float32)
@@ -86,37 +80,24 @@ class Step:
             self.batches = [(x.cpu().numpy(), y.cpu().numpy()) for x, y in self.batches]
             return
         if kind.startswith("nn."):
-            self.rnn = getattr(nn, kind[3:])(V, H, batch_first=True).to(device)
-            self.out = nn.Linear(H, V).to(device)
-            self.module = nn.ModuleList([self.rnn, self.out])
+            self.module = TorchRNN(kind[3:], V, H).to(device)
         else:
             self.module = CharRNN(V, H, cell, bptt=kind).to(device)
-        self.opt = torch.optim.Adagrad(self.module.parameters(), lr=LR)
-        self.state = tuple(torch.zeros(1, B, H, device=device) for _ in rn.get_cell(cell).STATE)
+        optimizer = torch.optim.Adagrad(self.module.parameters(), lr=LR)
+        self.step = BareStep(
+            self.module, optimizer, CLIP, autocast=torch.bfloat16 if dtype == "bf16" else None
+        )
 
     def __call__(self):
-        x, y = self.batches[self.k % len(self.batches)]
+        batch = self.batches[self.k % len(self.batches)]
         self.k += 1
         if self.kind == "numpy":
+            x, y = batch
             _, grads, self.state = rn.loss_and_grads(self.params, x, y, self.state, self.cell)
             rn.clip_grad_norm(grads, CLIP)
             rn.adagrad_step(self.params, grads, self.sums, LR)
             return
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            if self.kind.startswith("nn."):
-                hs, state = self.rnn(
-                    F.one_hot(x, V).float(), self.state if len(self.state) > 1 else self.state[0]
-                )
-                logits = self.out(hs)
-                state = state if isinstance(state, tuple) else (state,)
-            else:
-                logits, state = self.module(x, self.state)
-            loss = cross_entropy(logits.float(), y)
-        self.state = tuple(s.detach() for s in state)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.module.parameters(), CLIP)
-        self.opt.step()
+        self.step(batch)
 
 
 class GraphStep(Step):
@@ -126,7 +107,7 @@ class GraphStep(Step):
     def __init__(self, cell, B, T, H, device, dtype):
         super().__init__(cell, "manual", B, T, H, device, dtype)
         self.x, self.y = (t.clone() for t in self.batches[0])
-        self.h_in = tuple(s.clone() for s in self.state)
+        self.h_in = self.module.initial_state(B)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -134,12 +115,12 @@ class GraphStep(Step):
                 self._body()
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        self.opt.zero_grad(set_to_none=True)
+        self.step.optimizer.zero_grad(set_to_none=True)
         with torch.cuda.graph(self.graph):
             self.h_out = self._body()
 
     def _body(self):
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.step.autocast is not None):
             logits, h = self.module(self.x, self.h_in)
             loss = cross_entropy(logits.float(), self.y)
         loss.backward()
@@ -152,72 +133,18 @@ class GraphStep(Step):
         self.x.copy_(x)
         self.y.copy_(y)
         self.graph.replay()
-        self.opt.step()
+        self.step.optimizer.step()
         for s_in, s_out in zip(self.h_in, self.h_out, strict=True):
             s_in.copy_(s_out)
-
-
-def time_step(step, n, device):
-    step()  # warm-up
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(n):
-        step()
-    sync(device)
-    return (time.perf_counter() - start) / n
 
 
 class RandomWindows(L.LightningDataModule):
     def __init__(self, B, T, n):
         super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.windows = [
-            (torch.randint(0, V, (B, T), generator=g), torch.randint(0, V, (B, T), generator=g))
-            for _ in range(n)
-        ]
+        self.windows = random_windows(B, T, n)
 
     def train_dataloader(self):
         return torch.utils.data.DataLoader(self.windows, batch_size=None)
-
-
-class Paired(L.Callback):
-    """Runs ``block`` bare steps (``bare(batch)``) at the start of every ``block``-th training step,
-    and times every Lightning step and every bare step, so that the machine's drift (by a third
-    within a minute on this 2-core machine) hits both alike, while each runs warm: alternated one
-    for one, the two models evict each other from the cache and both steps slow by a third.
-
-    A Lightning step is one whole cycle of the run, from one ``on_train_batch_start`` to the next
-    (loading the window, Lightning's loop, the hooks, the step, and whatever else the run does),
-    less the bare steps run inside it. The first ``skip`` of each warm up.
-    """
-
-    def __init__(self, bare, block: int = 50, skip: int = 10):
-        self.bare, self.block, self.skip = bare, block, skip
-        self.lightning: list[float] = []
-        self.bare_times: list[float] = []
-        self._start: float | None = None
-        self._inside, self._calls = 0.0, 0
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        sync(pl_module.device)
-        now = time.perf_counter()
-        if self._start is not None:
-            self.lightning.append(now - self._start - self._inside)
-        self._start, self._inside = now, 0.0
-        if self._calls % self.block == 0:
-            for _ in range(self.block):
-                begin = time.perf_counter()
-                self.bare(batch)
-                sync(pl_module.device)
-                self.bare_times.append(time.perf_counter() - begin)
-            self._inside = time.perf_counter() - now
-        self._calls += 1
-
-    def ratios(self) -> tuple[float, float, float, float]:
-        """(Lightning's median step, the bare median step, in seconds; median ratio, ratio of means)."""
-        lightning, bare = self.lightning[self.skip :], self.bare_times[self.skip :]
-        median_l, median_b = statistics.median(lightning), statistics.median(bare)
-        return median_l, median_b, median_l / median_b, statistics.mean(lightning) / statistics.mean(bare)
 
 
 def time_lightning(cell, B, T, H, n, device, dtype, bare, bptt="manual"):
@@ -225,16 +152,12 @@ def time_lightning(cell, B, T, H, n, device, dtype, bare, bptt="manual"):
     run in blocks between its steps in the same fit (``Paired``); set-up and the first steps excluded."""
     paired = Paired(lambda batch: bare(), block=max(1, min(50, n // 4)))
     steps = n + paired.skip + 1
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         accelerator=device.type,
         devices=1,
         precision="bf16-mixed" if dtype == "bf16" else "32-true",
         max_steps=steps,
         gradient_clip_val=CLIP,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=[paired],
     )
     trainer.fit(CharRNN(V, H, cell, lr=LR, bptt=bptt), RandomWindows(B, T, steps))
@@ -321,7 +244,7 @@ def main():
     print("|---|---|---|---|---|---|---|---|")
     overheads = []
     for cell in args.cells:
-        module = MODULES[cell]
+        module = f"nn.{MODULES[cell]}"
         kinds = ["manual", "fused"] + ([] if args.no_autograd else ["autograd"])
         kinds += ["lightning", "lightning+fused", module]
         kinds += ["manual+graph"] if device.type == "cuda" else []
@@ -338,7 +261,7 @@ def main():
             }
             if "manual+graph" in kinds:
                 steps["manual+graph"] = GraphStep(cell, B, T, H, device, args.dtype)
-            per_step = {k: time_step(s, 1, device) for k, s in steps.items()}
+            per_step = {k: seconds_per_call(s, 1, device) for k, s in steps.items()}
             n = {k: max(2, int(budget / max(t, 1e-6))) for k, t in per_step.items()}
             n["lightning"] = n["manual"]
             n["lightning+fused"] = n["fused"]
@@ -356,7 +279,7 @@ def main():
                         times[k].append(lightning)
                         paired_bare[k].append(bare)
                     else:
-                        times[k].append(time_step(steps[k], n[k], device))
+                        times[k].append(seconds_per_call(steps[k], n[k], device))
             top = statistics.median(ceiling)
             ref = statistics.median(times[module])
             for k in kinds:

@@ -19,8 +19,8 @@ import tempfile
 import warnings
 
 import torch
+from harness import eval_windows
 from matplotlib.figure import Figure
-from race import eval_windows  # benchmarks/race.py, beside this script
 
 from torch_charrnn.cli.fit import cli_main
 from torch_charrnn.rnn.diagnostics import hidden_gradients

@@ -14,7 +14,7 @@ import argparse
 import math
 import warnings
 
-from sweep import run
+from harness import train_for_chars
 
 BASE = {"hidden_size": 128, "batch_size": 32, "seq_len": 50, "whh_scale": 0.01}
 VARIANTS = [
@@ -38,7 +38,7 @@ def main() -> None:
     print("| cell | lr | forget_bias | val loss (nats), mean over seeds | val bpc | chars/s |")
     print("|---|---|---|---|---|---|")
     for variant in VARIANTS:
-        runs = [run(args.corpus, args.chars, seed, **{**BASE, **variant}) for seed in args.seeds]
+        runs = [train_for_chars(args.corpus, args.chars, seed, **{**BASE, **variant}) for seed in args.seeds]
         val = sum(r["val_loss"] for r in runs) / len(runs)
         speed = sum(r["chars_per_s"] for r in runs) / len(runs)
         print(

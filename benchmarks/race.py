@@ -32,31 +32,9 @@ import warnings
 
 import lightning as L
 import torch
-import torch.nn.functional as F
-from torch import nn
+from harness import EVAL_B, EVAL_T, BareStep, TorchRNN, eval_windows, fit_with, val_loss
 
 from torch_charrnn import CharDataModule
-from torch_charrnn.cli.fit import CharRNNCLI, cli_main
-
-EVAL_B, EVAL_T = 32, 100
-
-
-def eval_windows(corpus: str, seq_len: int = EVAL_T) -> list:
-    """The whole validation split as EVAL_B streams of ``seq_len``-character windows, in order."""
-    data = CharDataModule(corpus=corpus, batch_size=EVAL_B, seq_len=seq_len)
-    data.prepare_data()
-    data.setup()
-    return list(data.val_dataloader())
-
-
-@torch.no_grad()
-def val_loss(step, windows) -> float:
-    """Mean cross-entropy over the validation windows; ``step(inputs, state) -> (logits, state)``."""
-    state, total = None, 0.0
-    for inputs, targets in windows:
-        logits, state = step(inputs, state)
-        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)).item()
-    return total / len(windows)
 
 
 class Clock:
@@ -102,25 +80,15 @@ class RaceCallback(L.Callback):
             return -1  # Lightning: skip the rest of this epoch
 
 
-class RaceCLI(CharRNNCLI):
-    """``charrnn fit`` with the race's clock added to the trainer's callbacks."""
-
-    clock: Clock
-    windows: list
-
-    def before_fit(self) -> None:
-        self.clock.measure = lambda: _eval_model(self.model, self.windows)
-        self.trainer.callbacks.append(RaceCallback(self.clock))
-
-    def after_fit(self) -> None:  # the race prints its own sample
-        pass
-
-
 def run_config(path, clock, windows, extra):
+    """``charrnn fit --config path`` with the race's clock in its trainer; returns its sample."""
+
+    def hook(cli):
+        clock.measure = lambda: _eval_model(cli.model, windows)
+        return [RaceCallback(clock)]
+
     with tempfile.TemporaryDirectory() as root:
-        RaceCLI.clock, RaceCLI.windows = clock, windows
-        args = ["fit", "--config", path, "--trainer.default_root_dir", root, *extra]
-        cli = cli_main(args, cli_class=RaceCLI)
+        cli = fit_with(["--config", path, "--trainer.default_root_dir", root, *extra], hook)
         clock.finish()
         generator = torch.Generator().manual_seed(0)
         return cli.model.sample_text(200, temperature=0.8, generator=generator)
@@ -134,44 +102,22 @@ def _eval_model(model, windows):
     return loss
 
 
-class Baseline(nn.Module):
-    def __init__(self, kind, V, H):
-        super().__init__()
-        self.rnn = getattr(nn, kind)(V, H, batch_first=True)
-        self.out = nn.Linear(H, V)
-        self.V = V
-
-    def forward(self, x, state=None):
-        hs, state = self.rnn(F.one_hot(x, self.V).float(), state)
-        return self.out(hs), state
-
-
-def detach(state):
-    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
-
-
 def run_baseline(kind, clock, windows, corpus, B, T, H, lr, seed):
+    """PyTorch's module in a plain loop: Adam at a constant ``lr``, clipping at 5, the same streams
+    and carried state as charrnn fit, every epoch starting the streams from zero."""
     L.seed_everything(seed, verbose=False)
     data = CharDataModule(corpus=corpus, batch_size=B, seq_len=T)
     data.prepare_data()
     data.setup()
-    model = Baseline(kind, data.vocab_size, H)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model = TorchRNN(kind, data.vocab_size, H)
     clock.measure = lambda: _eval_model(model, windows)
-    running = True
-    while running:
-        state = None  # every epoch starts the streams from zero
-        for inputs, targets in data.splits["train"]:
+    step = BareStep(model, torch.optim.Adam(model.parameters(), lr=lr), clip=5.0)
+    while clock.marks:
+        step.state = None  # every epoch starts the streams from zero
+        for batch in data.splits["train"]:
             if not clock.tick():
-                running = False
                 break
-            logits, state = model(inputs, state)
-            state = detach(state)
-            loss = F.cross_entropy(logits.reshape(-1, data.vocab_size), targets.reshape(-1))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
+            step(batch)
 
 
 def main() -> None:

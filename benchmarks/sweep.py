@@ -16,14 +16,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 import warnings
 
-import lightning as L
 import torch
-
-from torch_charrnn import CharDataModule, CharRNN
-from torch_charrnn.training.schedules import WarmupCosine
+from harness import train_for_chars
 
 BASE = {"hidden_size": 256, "batch_size": 64, "seq_len": 100, "lr": 0.01, "whh_scale": 0.01}
 VARIANTS = [
@@ -53,58 +49,8 @@ VARIANTS = [
 ]
 
 
-def run(corpus: str, chars: int, seed: int, **cfg) -> dict:
-    L.seed_everything(seed, verbose=False)
-    data = CharDataModule(corpus=corpus, batch_size=cfg["batch_size"], seq_len=cfg["seq_len"])
-    model = CharRNN(
-        data.vocab_size,
-        cfg["hidden_size"],
-        cfg.get("cell", "tanh"),
-        lr=cfg["lr"],
-        whh_scale=cfg["whh_scale"],
-        forget_bias=cfg.get("forget_bias", 0.0),
-        vocab=data.vocab,
-    )
-    steps = max(1, chars // (cfg["batch_size"] * cfg["seq_len"]))
-    if cfg.get("optimizer", "Adagrad") != "Adagrad":
-        model.configure_optimizers = lambda: optimizers(model, cfg, steps)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=steps,
-        gradient_clip_val=5.0,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    start = time.perf_counter()
-    trainer.fit(model, data)
-    seconds = time.perf_counter() - start
-    evaluator = L.Trainer(
-        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
-    )
-    val = evaluator.validate(model, data, verbose=False)[0]["val/loss"]
-    return {
-        **cfg,
-        "steps": steps,
-        "seconds": seconds,
-        "chars_per_s": steps * cfg["batch_size"] * cfg["seq_len"] / seconds,
-        "val_loss": val,
-    }
-
-
 def optimizer_label(cfg: dict) -> str:
     return cfg.get("optimizer", "Adagrad") + (" + cosine" if cfg.get("schedule") == "cosine" else "")
-
-
-def optimizers(model, cfg: dict, steps: int):
-    """What ``--optimizer X --optimizer.lr ... [--lr_scheduler WarmupCosine ...]`` gives the model."""
-    optimizer = getattr(torch.optim, cfg["optimizer"])(model.parameters(), lr=cfg["lr"])
-    if cfg.get("schedule") != "cosine":
-        return optimizer
-    schedule = WarmupCosine(optimizer, total_steps=steps, warmup_steps=min(200, steps - 1))
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
 def main() -> None:
@@ -122,7 +68,7 @@ def main() -> None:
     for i, variant in enumerate(VARIANTS):
         if args.only is not None and i not in args.only:
             continue
-        r = run(args.corpus, args.chars, args.seed, **{**BASE, **variant})
+        r = train_for_chars(args.corpus, args.chars, args.seed, **{**BASE, **variant})
         print(
             f"| {r['hidden_size']} | {r['batch_size']} | {r['seq_len']} | {optimizer_label(r)} | {r['lr']} "
             f"| {r['whh_scale']} "
