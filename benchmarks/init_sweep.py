@@ -1,4 +1,4 @@
-"""How the gated cells should start: PyTorch's U(-1/sqrt(H), 1/sqrt(H)) (the baseline SPEC.md names)
+"""How the gated cells should start: PyTorch's U(-1/sqrt(H), 1/sqrt(H)) (the baseline to beat)
 against an LSTM forget-gate bias, each at two Adagrad learning rates.
 
 Every run trains on the same characters of tinyshakespeare through Lightning ``fit`` (float32,

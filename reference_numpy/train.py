@@ -1,4 +1,4 @@
-"""Truncated-BPTT training over parallel streams, exactly as SPEC.md's data pipeline describes.
+"""Truncated-BPTT training over parallel streams, as the data pipeline of docs/design.md describes.
 
 A split is cut into B contiguous streams of equal length; window k of every stream gives inputs
 ``s[kT:(k+1)T]`` and targets ``s[kT+1:(k+1)T+1]``. The hidden state starts at zero at the start

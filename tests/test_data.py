@@ -1,4 +1,4 @@
-"""CharDataModule: vocabulary, contiguous splits, and SPEC.md's stream/window batching."""
+"""CharDataModule: vocabulary, contiguous splits, and the stream/window batching of docs/design.md."""
 
 import numpy as np
 import pytest

@@ -34,7 +34,7 @@ def test_fused_equals_manual_and_autograd(cell, L, V, H, B, T, scale, seed):
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_fused_runs_on_views_of_the_models_own_weights(cell):
-    """No copy kept in a second module: the torch.nn weights are transposed views of SPEC.md's."""
+    """No copy kept in a second module: the torch.nn weights are transposed views of the model's."""
     params = rn.init_params(5, 4, __import__("numpy").random.default_rng(0), cell=cell, num_layers=2)
     model = model_from_numpy(params, cell, bptt="fused")
     named = fused_parameters(model.weights()["layers"], model.cell)

@@ -1,6 +1,6 @@
 """The hand-written BPTT (NumPy and torch) against PyTorch's own nn.RNN / nn.GRU / nn.LSTM with
-``num_layers=L`` and an nn.Linear head, the weights copied through SPEC.md's layout:
-W_xh = weight_ih_l{l}.T, W_hh = weight_hh_l{l}.T, and the biases as SPEC.md adds them."""
+``num_layers=L`` and an nn.Linear head, the weights copied through docs/design.md's layout:
+W_xh = weight_ih_l{l}.T, W_hh = weight_hh_l{l}.T, and the biases as the model adds them."""
 
 import numpy as np
 import pytest
@@ -42,7 +42,7 @@ def pytorch_module(params, cell):
 
 
 def pytorch_grads(rnn, head, cell, L):
-    """The module's gradients in SPEC.md's names (b_h's gradient is bias_ih's)."""
+    """The module's gradients in the model's names (b_h's gradient is bias_ih's)."""
     grads = {"W_hy": head.weight.grad.T, "b_y": head.bias.grad}
     for l in range(L):
         grads[f"layers.{l}.W_xh"] = getattr(rnn, f"weight_ih_l{l}").grad.T
@@ -69,7 +69,7 @@ def test_bptt_matches_pytorchs_own_modules(cell, L, V, H, B, T, scale, seed):
     rnn, head = pytorch_module(params, cell)
     state_t = torch_state(state, requires_grad=True)
     hx = state_t if cell == "lstm" else state_t[0]
-    x = nn.functional.one_hot(torch.from_numpy(inputs).T, V).double()  # (T, B, V): SPEC's one-hot input
+    x = nn.functional.one_hot(torch.from_numpy(inputs).T, V).double()  # (T, B, V): the model's one-hot input
     out, last = rnn(x, hx)
     logits = head(out).transpose(0, 1)  # (B, T, V)
     cross_entropy(logits, torch.from_numpy(targets)).backward()

@@ -69,7 +69,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
 
 class CharRNNCLI(LightningCLI):
     """LightningCLI with the vocabulary linked from the data into the model, ``last.ckpt`` and the
-    best checkpoint by ``val/bpc`` kept, the TensorBoard monitor always on, and SPEC'd resuming."""
+    best checkpoint by ``val/bpc`` kept, the TensorBoard monitor always on, and the resume rules
+    of ``cli/resume.py``."""
 
     checkpoint: dict | None = None  # the one passed with --ckpt_path, read once
     resume_changes: (

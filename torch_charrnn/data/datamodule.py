@@ -1,4 +1,4 @@
-"""Corpora, the vocabulary, and SPEC.md's stream/window batching as a LightningDataModule.
+"""Corpora, the vocabulary, and the stream/window batching of docs/design.md as a LightningDataModule.
 
 A split is cut into B contiguous streams of equal length; window k of every stream gives inputs
 ``s[kT:(k+1)T]`` and targets ``s[kT+1:(k+1)T+1]``, so the hidden state carried from window k to
