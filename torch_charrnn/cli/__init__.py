@@ -24,6 +24,10 @@ def main(argv: list[str] | None = None) -> int:
             from torch_charrnn.cli.sample import main as sample_main
 
             return sample_main(words[1:])
+        if words[0] == "score":
+            from torch_charrnn.cli.score import main as score_main
+
+            return score_main(words[1:])
         if words[0] == "gradcheck":
             from torch_charrnn.cli.gradcheck import main as gradcheck_main
 

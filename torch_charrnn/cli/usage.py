@@ -5,7 +5,9 @@ DESCRIPTION = """A character-level RNN (tanh, GRU or LSTM cells, stacked), train
   charrnn fit [--config configs/X.yaml] [--model.hidden_size 512 ...]   train
   charrnn validate|test|predict --ckpt_path P                          evaluate
   charrnn sample --ckpt_path P [--prime TEXT] ...                       generate text
+  charrnn score --ckpt_path P FILE [FILE ...]                           bits per character of files
   charrnn gradcheck [--hidden_size 64 ...]                              check the BPTT
 
-`charrnn fit --help` lists every option; `charrnn sample --help` and `charrnn gradcheck --help` theirs."""
-USAGE = f"usage: charrnn {{fit,validate,test,predict,sample,gradcheck}} [options]\n\n{DESCRIPTION}\n"
+`charrnn fit --help` lists every option; `charrnn sample --help`, `charrnn score --help` and
+`charrnn gradcheck --help` theirs."""
+USAGE = f"usage: charrnn {{fit,validate,test,predict,sample,score,gradcheck}} [options]\n\n{DESCRIPTION}\n"
