@@ -311,3 +311,21 @@ def test_a_byte_model_trains_samples_and_decodes_utf8(tmp_path, capsys, monkeypa
 )
 def test_argument_names_become_the_flags_a_user_can_pass(message, optimizer, want):
     assert with_flags(message, optimizer=optimizer) == want
+
+
+@pytest.mark.parametrize(("steps", "want"), [(12, [11]), (40, [19, 39]), (45, [19, 39, 44])])
+def test_the_last_training_step_is_always_written(tmp_path, steps, want):
+    """A run shorter than log_every_n_steps (here 20) still draws its training curve: the last step
+    is written too, once, at its own step."""
+    cli = fit(
+        tmp_path,
+        f"--trainer.max_steps={steps}",
+        "--trainer.log_every_n_steps=20",
+        "--trainer.limit_val_batches=0",
+        "--monitor.every_n_steps=0",
+    )
+    acc = events(Path(cli.trainer.log_dir))
+    assert [s.step for s in acc.Scalars("train/loss")] == want
+    assert [s.step for s in acc.Scalars("train/bpc")] == want
+    last = acc.Scalars("train/loss")[-1].value
+    assert last == pytest.approx(cli.model._loss.item(), rel=1e-6), "the last step's own loss"

@@ -227,3 +227,122 @@ def test_a_tampered_archive_is_refused(mirror, monkeypatch):
     monkeypatch.setitem(corpus_module.ARCHIVES, "text8", Archive(good.url, "0" * 64, "text8", "chars"))
     with pytest.raises(CorpusError, match="not the expected one"):
         CharDataModule(corpus="text8", batch_size=4, seq_len=16).prepare_data()
+
+
+def damaged_cache(tmp_path, how: str) -> tuple[Path, Path]:
+    """A prepared cache of a corpus file, then damaged in place as ``how`` says."""
+    path = write(tmp_path / "c.txt", TEXT)
+    meta = enc.prepare(path, verbose=False)
+    index = meta.with_suffix(".bin")
+    if how == "indices beyond the vocabulary":  # the same size, a byte rewritten in the middle
+        data = bytearray(index.read_bytes())
+        data[len(data) // 2] = 250
+        index.write_bytes(bytes(data))
+    elif how == "the wrong size":
+        index.write_bytes(index.read_bytes()[:-10])
+    elif how == "metadata that does not parse":
+        meta.write_text('{"format": 1, "length": ')
+    elif how == "another index type":
+        meta.write_text(meta.read_text().replace('"uint8"', '"int16"'))
+    return path, meta
+
+
+DAMAGE = {
+    "indices beyond the vocabulary": "holds indices beyond its vocabulary",
+    "the wrong size": "holds 2,590 bytes where its metadata says 2,600",
+    "metadata that does not parse": "has metadata that does not parse",
+    "another index type": "is stored as int16, not the uint8",
+}
+
+
+@pytest.mark.parametrize("how", DAMAGE)
+def test_a_damaged_cache_is_found_and_rebuilt_with_one_line(tmp_path, cache, how, caplog):
+    path, meta = damaged_cache(tmp_path, how)
+    assert DAMAGE[how] in enc.damage(meta, meta.with_suffix(".bin"))
+    with caplog.at_level("WARNING", logger=enc.__name__):
+        assert enc.prepare(path, verbose=False) == meta
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith(f"charrnn: the encoded cache {meta.with_suffix('.bin')} {DAMAGE[how]}")
+    assert line.endswith(f"rebuilding it from {path}")
+    assert enc.damage(meta, meta.with_suffix(".bin")) is None
+    assert enc.load(meta).decode() == TEXT, "the run reads the text, not the damage"
+
+
+def test_a_run_on_a_damaged_cache_trains_on_the_rebuilt_one(tmp_path, cache, capfd):
+    """Through charrnn fit: the cache corrupted in place (same size) is rebuilt before step 0 with
+    one line on stderr, and the run's model is the one an undamaged cache gives."""
+    from torch_charrnn.cli import main
+
+    path, meta = damaged_cache(tmp_path, "indices beyond the vocabulary")
+    args = [
+        "fit",
+        f"--data.corpus={path}",
+        "--data.batch_size=4",
+        "--data.seq_len=16",
+        "--model.hidden_size=8",
+    ]
+    args += ["--trainer.max_steps=3", "--trainer.enable_progress_bar=false", "--monitor.every_n_steps=0"]
+    capfd.readouterr()
+    assert main([*args, f"--trainer.default_root_dir={tmp_path / 'a'}"]) == 0
+    err = capfd.readouterr().err
+    assert err.count("the encoded cache") == 1 and "rebuilding it" in err and "Traceback" not in err
+    assert main([*args, f"--trainer.default_root_dir={tmp_path / 'b'}"]) == 0
+    assert "the encoded cache" not in capfd.readouterr().err, "rebuilt once, whole"
+    a, b = (torch.load(next((tmp_path / r).glob("**/last.ckpt")), weights_only=True) for r in "ab")
+    for name, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][name]), name
+
+
+def test_a_cache_folder_that_cannot_be_made_is_one_line_naming_charrnn_cache(tmp_path, monkeypatch, capsys):
+    from torch_charrnn.cli import main
+
+    path = write(tmp_path / "c.txt", TEXT)
+    not_a_folder = write(tmp_path / "a-file", "x")
+    monkeypatch.setenv("CHARRNN_CACHE", str(not_a_folder))
+    with pytest.raises(
+        CorpusError, match=r"cache folder .*a-file/encoded cannot be used .*CHARRNN_CACHE is .*a-file"
+    ):
+        enc.prepare(path, verbose=False)
+    code = main(
+        ["fit", f"--data.corpus={path}", "--data.batch_size=2", f"--trainer.default_root_dir={tmp_path}"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("charrnn: error: the cache folder") and err.count("\n") == 1
+    assert "Point $CHARRNN_CACHE at a folder" in err and "Traceback" not in err
+    with pytest.raises(CorpusError, match=r"cache folder .*a-file cannot be used"):
+        corpus_module.fetch_tinyshakespeare("http://127.0.0.1:9/never-asked")
+
+
+def test_a_read_only_cache_folder_is_one_line_naming_charrnn_cache(tmp_path, cache, monkeypatch):
+    """A folder that exists but cannot be written (a read-only disk; root ignores chmod, so the
+    refusal is the one the kernel gives such a disk)."""
+    import errno
+
+    path = write(tmp_path / "c.txt", TEXT)
+    cache.mkdir(parents=True)
+
+    def read_only(file, mode="r", *args, **kwargs):
+        if "w" in mode:
+            raise OSError(errno.EROFS, "Read-only file system", str(file))
+        return open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(enc, "open", read_only, raising=False)
+    with pytest.raises(CorpusError, match=r"cache folder .*encoded cannot be used \(Read-only file system\)"):
+        enc.prepare(path, verbose=False)
+    assert list(cache.iterdir()) == []
+
+
+def test_checking_a_cache_reads_each_index_once(tmp_path, cache, monkeypatch):
+    """The check is a pass over the indices in CHUNK-sized slices, never a copy of the whole file."""
+    path = write(tmp_path / "c.txt", TEXT * 50)
+    meta = enc.prepare(path, verbose=False)
+    monkeypatch.setattr(enc, "CHUNK", 1000)
+    seen = []
+    real = np.memmap
+
+    def counting(*args, **kwargs):
+        seen.append(kwargs.get("shape"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(enc.np, "memmap", counting)
+    assert enc.damage(meta, meta.with_suffix(".bin")) is None and seen == [(len(TEXT) * 50,)]

@@ -4,6 +4,7 @@ one ``charrnn: error:`` line. Imports nothing heavy itself, so ``charrnn sample`
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from torch_charrnn.cli.usage import USAGE
@@ -16,6 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     Exit codes: 0 done, 2 bad input (nothing written), 1 a run that started and could not go on.
     """
     words = sys.argv[1:] if argv is None else argv
+    say_library_warnings()
     try:
         if not words or words[0] in ("-h", "--help"):
             print(USAGE, end="")
@@ -39,3 +41,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"charrnn: error: {err}", file=sys.stderr)
         return 1 if isinstance(err, RunError) else 2
     return 0
+
+
+def say_library_warnings() -> None:
+    """The package's warnings (a damaged cache rebuilt) as one line each on stderr, as they are."""
+    log = logging.getLogger("torch_charrnn")
+    log.handlers = [h for h in log.handlers if not getattr(h, "charrnn", False)]  # stderr may have changed
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.charrnn = True
+    log.addHandler(handler)

@@ -29,6 +29,23 @@ def cache_dir() -> Path:
     return Path(os.environ.get("CHARRNN_CACHE") or pooch.os_cache("torch-charrnn"))
 
 
+def usable_folder(directory: Path) -> None:
+    """Make the cache folder, or one line naming $CHARRNN_CACHE and the fix."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise cache_folder_error(directory, err) from err
+
+
+def cache_folder_error(directory: Path, err: OSError) -> CorpusError:
+    where = os.environ.get("CHARRNN_CACHE")
+    setting = f"$CHARRNN_CACHE is {where}" if where else "$CHARRNN_CACHE is not set (the default folder)"
+    return CorpusError(
+        f"the cache folder {directory} cannot be used ({err.strerror or err}); {setting}. Point "
+        "$CHARRNN_CACHE at a folder this user can write, on a disk that is not read-only."
+    )
+
+
 def builtin_text() -> str:
     """The Python documentation topics that ship with every CPython: no download needed."""
     from pydoc_data.topics import topics
@@ -95,6 +112,7 @@ def fetch(url: str, sha256: str, fname: str, directory: Path | None = None, proc
     import requests
 
     directory = Path(directory or cache_dir())
+    usable_folder(directory)
     try:
         got = pooch.retrieve(
             url,

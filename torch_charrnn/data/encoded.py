@@ -19,6 +19,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -30,8 +31,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from torch_charrnn.data.corpus import cache_dir
+from torch_charrnn.data.corpus import cache_dir, cache_folder_error, usable_folder
 from torch_charrnn.errors import CharRNNError, CorpusError
+
+log = logging.getLogger(__name__)
 
 FORMAT = 1  # bump when the cache's layout or the encoding rules change
 CHUNK = 1 << 24  # bytes read and encoded at a time (16 MiB): bounds the memory of preparation
@@ -206,9 +209,12 @@ def prepare(
     directory = Path(directory or cache_dir()) / "encoded"
     key = cache_key(path, encoding, unit, max_chars)
     meta_path, bin_path = directory / f"{key}.json", directory / f"{key}.bin"
-    if _valid(meta_path, bin_path):
+    problem = damage(meta_path, bin_path)
+    if problem is None:
         return meta_path
-    directory.mkdir(parents=True, exist_ok=True)
+    if problem != MISSING:  # anything outside a run may have damaged it: a disk, a copy, a user
+        log.warning(f"charrnn: the encoded cache {bin_path} {problem}; rebuilding it from {path}")
+    usable_folder(directory)
     _remove_abandoned(directory, key)
     size = path.stat().st_size
     bar = _progress(path, 2 * size if max_chars is None else None, verbose and size >= PROGRESS_FROM)
@@ -227,7 +233,8 @@ def prepare(
         )
     tmp = bin_path.with_name(f"{bin_path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as out:
+        out = _create(tmp)
+        with out:
             for symbols in _chunks(path, encoding, unit, max_chars, step):
                 table[symbols].tofile(out)
             out.flush()
@@ -278,12 +285,49 @@ def _running(pid: int) -> bool:
     return True
 
 
-def _valid(meta_path: Path, bin_path: Path) -> bool:
+MISSING = "is missing"
+
+
+def damage(meta_path: Path, bin_path: Path) -> str | None:
+    """What is wrong with a cache: ``MISSING``, or how its contents do not fit its metadata (which
+    does not parse, names another format, or promises another size, index type or indices); None
+    for a whole one. Reads every index once, except where the index type cannot hold a wrong one."""
     try:
         meta = json.loads(meta_path.read_text())
-        return bin_path.stat().st_size == meta["length"] * np.dtype(meta["dtype"]).itemsize
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+    except (FileNotFoundError, NotADirectoryError):
+        return MISSING
+    except (OSError, ValueError):
+        return "has metadata that does not parse"
+    try:
+        length, vocab, dtype = int(meta["length"]), str(meta["vocab"]), np.dtype(meta["dtype"])
+        if meta["format"] != FORMAT or meta["unit"] not in UNITS or length < 0 or not vocab:
+            raise ValueError
+    except (KeyError, TypeError, ValueError):
+        return "has metadata that does not parse"
+    want = np.dtype(smallest_dtype(len(vocab))[0])
+    if dtype != want:
+        return f"is stored as {dtype.name}, not the {want.name} its vocabulary takes"
+    try:
+        size = bin_path.stat().st_size
+    except OSError:
+        return "has lost its index file"
+    if size != length * dtype.itemsize:
+        return f"holds {size:,} bytes where its metadata says {length * dtype.itemsize:,}"
+    if length and len(vocab) < np.iinfo(dtype).max + 1:  # else no value of the type is out of range
+        data = np.memmap(bin_path, dtype=dtype, mode="r", shape=(length,))
+        for i in range(0, length, CHUNK):
+            chunk = data[i : i + CHUNK]
+            if chunk.max() >= len(vocab) or (dtype.kind == "i" and chunk.min() < 0):
+                return f"holds indices beyond its vocabulary of {len(vocab)} symbols"
+    return None
+
+
+def _create(path: Path):
+    """``path`` opened for writing, or one line about the cache folder."""
+    try:
+        return open(path, "wb")  # noqa: SIM115  (closed by the caller's with)
+    except OSError as err:
+        raise cache_folder_error(path.parent, err) from err
 
 
 def load(meta_path: Path) -> Encoded:

@@ -115,6 +115,7 @@ class CharRNN(L.LightningModule):
         self._state: dict[str, tuple[Tensor, ...] | None] = dict.fromkeys(("train", "val", "test", "predict"))
         self.best_val_bpc = float("inf")
         self._loss = torch.zeros(())
+        self._last_step = (-1, True)  # the last training step run, and whether its metrics were written
         self.guard = GradientGuard()
 
     def weights(self) -> dict:
@@ -156,11 +157,24 @@ class CharRNN(L.LightningModule):
         loss = self._shared_step(batch, batch_idx, "train")
         # Each self.log costs Lightning about a millisecond of Python, several per step at B=64:
         # step metrics are logged only on the steps Lightning writes anyway.
+        self._last_step = (self.trainer.global_step, step_is_due(self.trainer))
         if step_is_due(self.trainer):
             self.log("train/loss", loss, prog_bar=True)
             self.log("train/bpc", loss / LN2)
             self.log("lr", self.optimizers().param_groups[0]["lr"])
         return loss
+
+    def on_train_end(self) -> None:
+        """Write the last step's training loss when it was not a written step: a run shorter than
+        ``log_every_n_steps`` would otherwise draw no training curve at all. (Lightning takes no
+        ``self.log`` here: straight to the loggers, at that step.)"""
+        step, written = self._last_step
+        if written or step < 0:
+            return
+        loss = self._loss.item()
+        for logger in self.trainer.loggers:
+            logger.log_metrics({"train/loss": loss, "train/bpc": loss / LN2}, step=step)
+            logger.save()
 
     def validation_step(self, batch, batch_idx):
         self.val_loss.update(self._shared_step(batch, batch_idx, "val"))
