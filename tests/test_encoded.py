@@ -332,17 +332,35 @@ def test_a_read_only_cache_folder_is_one_line_naming_charrnn_cache(tmp_path, cac
     assert list(cache.iterdir()) == []
 
 
-def test_checking_a_cache_reads_each_index_once(tmp_path, cache, monkeypatch):
-    """The check is a pass over the indices in CHUNK-sized slices, never a copy of the whole file."""
+def test_checking_a_cache_reads_each_index_once_in_slices(tmp_path, cache, monkeypatch):
+    """The check reads the index file in CHUNK-byte slices, never the whole file at once, and
+    looks at every index: one out of range in the last slice is found."""
     path = write(tmp_path / "c.txt", TEXT * 50)
     meta = enc.prepare(path, verbose=False)
     monkeypatch.setattr(enc, "CHUNK", 1000)
-    seen = []
-    real = np.memmap
+    reads = []
+    real_open = open
 
-    def counting(*args, **kwargs):
-        seen.append(kwargs.get("shape"))
-        return real(*args, **kwargs)
+    class Counting:
+        def __init__(self, f):
+            self.f = f
 
-    monkeypatch.setattr(enc.np, "memmap", counting)
-    assert enc.damage(meta, meta.with_suffix(".bin")) is None and seen == [(len(TEXT) * 50,)]
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def readinto(self, buffer):
+            assert len(buffer) == 1000
+            n = self.f.readinto(buffer)
+            reads.append(n)
+            return n
+
+    monkeypatch.setattr(enc, "open", lambda p, mode="r": Counting(real_open(p, mode)), raising=False)
+    assert enc.damage(meta, meta.with_suffix(".bin")) is None
+    assert sum(reads) == len(TEXT) * 50 and max(reads) == 1000
+    data = bytearray(meta.with_suffix(".bin").read_bytes())
+    data[-1] = 255
+    meta.with_suffix(".bin").write_bytes(bytes(data))
+    assert "beyond its vocabulary" in enc.damage(meta, meta.with_suffix(".bin"))

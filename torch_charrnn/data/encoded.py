@@ -314,11 +314,13 @@ def damage(meta_path: Path, bin_path: Path) -> str | None:
     if size != length * dtype.itemsize:
         return f"holds {size:,} bytes where its metadata says {length * dtype.itemsize:,}"
     if length and len(vocab) < np.iinfo(dtype).max + 1:  # else no value of the type is out of range
-        data = np.memmap(bin_path, dtype=dtype, mode="r", shape=(length,))
-        for i in range(0, length, CHUNK):
-            chunk = data[i : i + CHUNK]
-            if chunk.max() >= len(vocab) or (dtype.kind == "i" and chunk.min() < 0):
-                return f"holds indices beyond its vocabulary of {len(vocab)} symbols"
+        # read, not mapped: a mapping would count every page of the file in the run's resident set
+        buffer = np.empty(CHUNK // dtype.itemsize, dtype=dtype)
+        with open(bin_path, "rb") as f:
+            while n := f.readinto(buffer) // dtype.itemsize:
+                chunk = buffer[:n]
+                if chunk.max() >= len(vocab) or (dtype.kind == "i" and chunk.min() < 0):
+                    return f"holds indices beyond its vocabulary of {len(vocab)} symbols"
     return None
 
 

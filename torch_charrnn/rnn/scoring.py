@@ -11,13 +11,15 @@ from torch_charrnn.rnn.bptt import run_layers
 from torch_charrnn.rnn.cells import Cell
 
 
-@torch.no_grad()
-def surprisal(weights: dict, cell: Cell, ids: Tensor, chunk: int = 2048) -> Tensor:
+@torch.inference_mode()  # no autograd bookkeeping at all: at batch 1 each step is a few small kernels
+def surprisal(weights: dict, cell: Cell, ids: Tensor, chunk: int = 256) -> Tensor:
     """Nats of every symbol after the first (N - 1,) of ``ids`` (N,), each predicted from all the
     symbols before it: the state starts at zero and is carried through the whole text.
 
     The recurrence runs one symbol at a time, as it must; the output layer and the softmax run
-    once per ``chunk`` symbols, so memory stays at a chunk's logits whatever the text's length.
+    once per ``chunk`` symbols, so memory stays at a chunk's logits whatever the text's length. A
+    chunk's steps stay in memory until its end: 256 keeps them in the CPU's cache (2,048 ran the
+    gated cells 10 to 15% slower, measured with benchmarks/bench_score.py).
     """
     layers, W_hy, b_y = weights["layers"], weights["W_hy"], weights["b_y"]
     L, H = len(layers), W_hy.shape[0]
