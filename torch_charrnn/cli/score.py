@@ -124,5 +124,6 @@ def report(path: Path, bits: torch.Tensor, skipped: int, symbol: str, as_json: b
         return
     extra = f", {skipped:,} unknown skipped" if skipped else ""
     print(
-        f"{path}: {len(bits):,} {symbol}s, {mean:.4f} bits/{symbol}, {mean * LN2:.4f} nats{extra}", flush=True
+        f"{path}: {len(bits):,} {symbol}s, {mean:.4f} bits/{symbol}, {mean * LN2:.4f} nats/{symbol}{extra}",
+        flush=True,
     )
