@@ -5,7 +5,7 @@ Each cell trains with its shipped config (``configs/tinyshakespeare.yaml``, ``_g
 ``_lstm.yaml``) through ``charrnn fit`` for ``--minutes``; then, on validation windows of
 ``--window`` characters (the state carried in from the window before), the gradient of the last
 character's loss with respect to each earlier h_t is taken by autograd
-(``torch_charrnn.rnn.bptt.hidden_gradients``), its norm averaged over streams and windows and divided
+(``torch_charrnn.rnn.diagnostics.hidden_gradients``), its norm averaged over streams and windows and divided
 by its value at the last step. The same is drawn for each model at initialisation (dashed).
 
     python benchmarks/gradient_through_time.py --minutes 5 --out docs/gradient_through_time.png

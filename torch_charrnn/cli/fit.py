@@ -56,7 +56,7 @@ warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\)", module=
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
     lambda record: not record.getMessage().startswith("\N{ELECTRIC LIGHT BULB} Tip:")
 )
-# A resumed run writes into a version folder of its own, by design (see storage.claim_version).
+# A resumed run writes into a version folder of its own, by design (see cli/versions.claim_version).
 warnings.filterwarnings("ignore", "The dirpath has changed from", module=r"lightning\.pytorch\.callbacks\.")
 # The windows are slices of one in-memory tensor: worker processes would only add overhead.
 warnings.filterwarnings("ignore", ".*does not have many workers.*")

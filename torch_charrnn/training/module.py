@@ -157,8 +157,9 @@ class CharRNN(L.LightningModule):
         loss = self._shared_step(batch, batch_idx, "train")
         # Each self.log costs Lightning about a millisecond of Python, several per step at B=64:
         # step metrics are logged only on the steps Lightning writes anyway.
-        self._last_step = (self.trainer.global_step, step_is_due(self.trainer))
-        if step_is_due(self.trainer):
+        due = step_is_due(self.trainer)
+        self._last_step = (self.trainer.global_step, due)
+        if due:
             self.log("train/loss", loss, prog_bar=True)
             self.log("train/bpc", loss / LN2)
             self.log("lr", self.optimizers().param_groups[0]["lr"])
