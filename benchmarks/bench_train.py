@@ -225,12 +225,19 @@ def main():
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--cells", nargs="*", default=list(MODULES), choices=list(MODULES))
-    default_configs = [c for c in CONFIGS if c != "B1 T1 H1"]
-    parser.add_argument("--configs", nargs="*", default=default_configs, choices=CONFIGS)
+    parser.add_argument(
+        "--configs",
+        nargs="*",
+        choices=CONFIGS,
+        help="default: every config but B1 T1 H1, and for the gated cells only B64 and B128 (named "
+        "configs run for every cell)",
+    )
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--no-numpy", action="store_true")
     parser.add_argument("--no-autograd", action="store_true")
     args = parser.parse_args()
+    named_configs = args.configs is not None
+    args.configs = args.configs or [c for c in CONFIGS if c != "B1 T1 H1"]
     warnings.filterwarnings("ignore")
     device = torch.device(args.device)
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"{torch.get_num_threads()} threads"
@@ -250,7 +257,7 @@ def main():
         kinds += ["manual+graph"] if device.type == "cuda" else []
         kinds += [] if args.no_numpy or args.dtype == "bf16" else ["numpy"]
         for name in args.configs:
-            if cell != "tanh" and name not in GATED_CONFIGS:
+            if cell != "tanh" and name not in GATED_CONFIGS and not named_configs:
                 continue
             B, T, H = CONFIGS[name]
             budget = 2.0 if device.type == "cpu" else 0.5  # seconds per variant per round

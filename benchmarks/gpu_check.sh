@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# What a machine with a GPU should check, in one command and under 8 minutes on one GPU: the CUDA
+# tests, bench_train.py's rows for every cell (manual, fused and nn.*, alone and through
+# Trainer.fit; fp32 and bf16 autocast; B64 T100 H256 and B128 T100 H512), and a short
+# charrnn fit --config configs/gpu.yaml on the built-in corpus (the GPU machine has no network).
+#
+#   bash benchmarks/gpu_check.sh          # on a machine with a CUDA GPU
+#   bash benchmarks/gpu_check.sh --cpu    # the same parts on the CPU at a tiny size: CI runs this,
+#                                         # so the script keeps working between GPU sessions
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--cpu" ]; then
+  device=cpu accelerator=cpu rounds=1 steps=5
+  configs=("B1 T20 H75")
+else
+  device=cuda accelerator=gpu rounds=2 steps=300
+  configs=("B64 T100 H256" "B128 T100 H512")
+fi
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+
+python -c "import torch; d = torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA device'; \
+print(f'# GPU check: torch {torch.__version__}, CUDA {torch.version.cuda}, {d}, device $device\n')"
+
+echo "## The CUDA tests (tests marked gpu; they skip without a CUDA device)"
+echo
+python -m pytest -q -p no:cacheprovider -m gpu tests 2>&1 | tail -n 1
+echo
+
+for dtype in fp32 bf16; do
+  echo "## bench_train.py, $dtype"
+  python benchmarks/bench_train.py --device "$device" --dtype "$dtype" --configs "${configs[@]}" \
+    --rounds "$rounds" --no-memory --no-numpy --no-autograd
+  echo
+done
+
+echo "## charrnn fit --config configs/gpu.yaml, $steps steps on the built-in corpus"
+echo
+start=$(date +%s.%N)
+charrnn fit --config configs/gpu.yaml --data.corpus builtin --trainer.accelerator "$accelerator" \
+  --trainer.max_steps "$steps" --trainer.max_time null --trainer.enable_progress_bar false \
+  --trainer.enable_model_summary false --trainer.default_root_dir "$root" > "$root/fit.log" 2>&1 \
+  || { tail -n 20 "$root/fit.log"; exit 1; }
+end=$(date +%s.%N)
+python - "$root" "$start" "$end" "$steps" <<'PY'
+import sys
+from pathlib import Path
+
+import torch
+
+root, start, end, steps = Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+ckpt = torch.load(next(root.glob("**/last.ckpt")), map_location="cpu", weights_only=True)
+assert ckpt["global_step"] == steps, ckpt["global_step"]
+print("| steps | wall, start to end (s) | final weights finite |\n|---|---|---|")
+finite = all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+print(f"| {steps} | {end - start:.1f} | {finite} |")
+PY
