@@ -58,8 +58,9 @@ def run_layers(inputs, state, layers, cell="tanh"):
         else:
             a = below @ p["W_xh"] + p["b_h"]  # (T, B, G*H): the layer below's h, one matmul
         s = tuple(st[l] for st in state)
-        # h_t overwrites the input share a_t that its own step has consumed (its first H columns)
-        hs = a[..., :H]
+        # with one gate block h_t overwrites the input share a_t its own step has consumed; with
+        # more, h goes to a buffer of its own
+        hs = a if c.GATES == 1 else np.empty(a.shape[:-1] + (H,), dtype=a.dtype)
         caches = []
         for t in range(x.shape[0]):  # the recurrence alone
             s, cache = c.step(a[t], s, p, out=hs[t])

@@ -60,9 +60,11 @@ def run_layers(inputs: Tensor, state: tuple, layers: list[dict], cell: Cell):
         else:
             a = below @ p["W_xh"] + p["b_h"]  # (T, B, G*H): the layer below's h, one matmul
         s = tuple(st[l] for st in state)
-        # h_t overwrites the input share a_t that its own step has consumed (its first H columns):
-        # no buffer to fill. Under autograd, which cannot record out=, the states are stacked instead.
-        hs = None if torch.is_grad_enabled() else a[..., :H]
+        # With one gate block h_t overwrites the input share a_t its own step has consumed; with more,
+        # h goes to a buffer of its own, contiguous, as the next step's matmul and backward's want it
+        # (a view into a's first H columns ran the LSTM's recurrent matmul at half speed). Under
+        # autograd, which cannot record out=, the states are stacked instead.
+        hs = None if torch.is_grad_enabled() else a if cell.GATES == 1 else a.new_empty(a.shape[:-1] + (H,))
         caches, steps = [], []
         for t in range(x.shape[0]):  # the recurrence alone
             s, cache = cell.step(a[t], s, p, out=None if hs is None else hs[t])
