@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from torch_charrnn.cli.checkpoint import checkpoint_weights, read_checkpoint
-from torch_charrnn.data.encoded import encode, symbols_of
+from torch_charrnn.data.encoded import encode, encode_known
 from torch_charrnn.errors import CharRNNError
 from torch_charrnn.rnn.scoring import surprisal
 
@@ -64,13 +64,14 @@ def read_symbols(path: Path, vocab: str, unit: str, encoding: str, skip: bool) -
             raise CharRNNError(
                 f"unknown encoding {encoding!r}: pass a Python codec name as --encoding"
             ) from err
+    if skip:
+        return encode_known(text, vocab, unit)
     try:
-        ids = encode(text, vocab, unit, skip_unknown=skip)
+        return encode(text, vocab, unit), 0
     except CharRNNError as err:
         raise CharRNNError(
             f"{path} has {err}. Pass --unknown skip to score the rest of the text without them."
         ) from err
-    return ids, len(symbols_of(text, unit)) - len(ids)
 
 
 def main(argv: list[str]) -> int:

@@ -109,21 +109,29 @@ def check_unit(unit: str) -> None:
         raise CharRNNError(f"`unit` must be one of {', '.join(UNITS)}, got {unit!r}")
 
 
-def encode(text: str, vocab: str, unit: str = "chars", skip_unknown: bool = False) -> Tensor:
-    """Indices (N,) of ``text``'s symbols in ``vocab`` (for a byte model, of its UTF-8 bytes).
-    Characters outside the vocabulary are an error that lists them, or with ``skip_unknown`` are
-    left out."""
+def encode(text: str, vocab: str, unit: str = "chars") -> Tensor:
+    """Indices (N,) of ``text``'s symbols in ``vocab`` (for a byte model, of its UTF-8 bytes);
+    characters outside the vocabulary are listed in the error."""
+    out, symbols = _lookup(text, vocab, unit)
+    if (out < 0).any():
+        unknown = sorted(map(chr, np.unique(symbols[out < 0]).tolist()))
+        raise CharRNNError(f"characters not in the model's vocabulary: {unknown}")
+    return torch.from_numpy(out)
+
+
+def encode_known(text: str, vocab: str, unit: str = "chars") -> tuple[Tensor, int]:
+    """Indices of ``text``'s symbols that are in ``vocab``, and how many were not (left out)."""
+    out, _ = _lookup(text, vocab, unit)
+    known = out[out >= 0]
+    return torch.from_numpy(known), len(out) - len(known)
+
+
+def _lookup(text: str, vocab: str, unit: str) -> tuple[np.ndarray, np.ndarray]:
+    """Each symbol of ``text``'s index in ``vocab`` (-1 where it has none), and the symbols."""
     ids, symbols = symbols_of(vocab), symbols_of(text, unit)
     table = np.full(int(max(ids.max(initial=0), symbols.max(initial=0))) + 1, -1, dtype=np.int64)
     table[ids] = np.arange(len(ids))
-    out = table[symbols]
-    known = out >= 0
-    if not known.all():
-        if not skip_unknown:
-            unknown = sorted(map(chr, np.unique(symbols[~known]).tolist()))
-            raise CharRNNError(f"characters not in the model's vocabulary: {unknown}")
-        out = out[known]
-    return torch.from_numpy(out)
+    return table[symbols], symbols
 
 
 def symbol_bytes(indices: Tensor, vocab: str) -> bytes:
