@@ -182,7 +182,7 @@ class CharDataModule(L.LightningDataModule):
 
     def _check(self, encoded: enc.Encoded) -> None:
         """Refuse a corpus that cannot give every stream of every split one window."""
-        where = f"corpus {self.corpus!r}" + (f" (first {self.max_chars} symbols)" if self.max_chars else "")
+        where = self._where()
         if not len(encoded):
             raise CorpusError(f"{where} is empty: pass a text file with some text in it as `corpus`")
         if len(encoded.vocab) < 2:
@@ -194,6 +194,9 @@ class CharDataModule(L.LightningDataModule):
             if split != "train" and stop == start and getattr(self, f"{split}_fraction") == 0:
                 continue  # that split is turned off
             self._require_windows(split, stop - start, self._batch_size(split), where)
+
+    def _where(self) -> str:
+        return f"corpus {self.corpus!r}" + (f" (first {self.max_chars} symbols)" if self.max_chars else "")
 
     def _batch_size(self, split: str) -> int:
         return self.batch_size if split == "train" else self.eval_batch_size
@@ -241,7 +244,7 @@ class CharDataModule(L.LightningDataModule):
             if stop == start:
                 continue
             B = self._batch_size(split)
-            self._require_windows(split, stop - start, B, f"corpus {self.corpus!r}", world)
+            self._require_windows(split, stop - start, B, self._where(), world)
             streams = make_streams(data[start:stop], B * world)[rank * B : (rank + 1) * B]
             self.splits[split] = StreamWindows(streams, self.seq_len)
 
