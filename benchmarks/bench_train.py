@@ -55,10 +55,12 @@ CONFIGS = {
     "B1 T1 H1": (1, 1, 1),  # no arithmetic to speak of: Lightning's fixed cost a step
     "B1 T20 H75": (1, 20, 75),
     "B32 T50 H256": (32, 50, 256),  # configs/tinyshakespeare.yaml's shape
+    "B32 T64 H256": (32, 64, 256),  # the gated configs' shape
     "B64 T100 H256": (64, 100, 256),
     "B128 T100 H512": (128, 100, 512),
 }
-GATED_CONFIGS = ["B64 T100 H256", "B128 T100 H512"]  # the tutorial's tiny B1 T20 H75 is for the tanh cell
+# the tutorial's tiny B1 T20 H75 is for the tanh cell
+GATED_CONFIGS = ["B32 T64 H256", "B64 T100 H256", "B128 T100 H512"]
 LR, CLIP = 0.01, 5.0
 
 
@@ -229,8 +231,8 @@ def main():
         "--configs",
         nargs="*",
         choices=CONFIGS,
-        help="default: every config but B1 T1 H1, and for the gated cells only B64 and B128 (named "
-        "configs run for every cell)",
+        help="default: every config but B1 T1 H1, and for the gated cells only B32 T64, B64 and B128 "
+        "(named configs run for every cell)",
     )
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--no-numpy", action="store_true")

@@ -50,6 +50,25 @@ def small_text() -> str:
 CELLS = list(rn.CELLS)
 CELL_DEPTHS = [(cell, 1) for cell in CELLS] + [(cell, 2) for cell in CELLS]
 
+# The hand-written BPTT's two loops over time: the C++ kernels (a CPU's default) and the pure-torch
+# steps (a GPU's, and the fallback where the kernels cannot be built). Both are proven.
+LOOPS = ("C++", "torch")
+
+
+@contextlib.contextmanager
+def bptt_loop(name: str):
+    """Run ``bptt="manual"`` on a CPU through the loop ``name`` (one of LOOPS)."""
+    from unittest import mock
+
+    from torch_charrnn.rnn import native
+
+    if name == "torch":
+        with mock.patch.object(native, "usable", lambda x: None):
+            yield
+        return
+    assert native.kernels() is not None, "the C++ kernels did not build: see the warning above"
+    yield
+
 
 def problems(**overrides):
     """Hypothesis strategies for a random problem (``gradcheck.random_problem``'s arguments): every

@@ -3,7 +3,7 @@ for every cell and depth."""
 
 import pytest
 import torch
-from conftest import CELL_DEPTHS, CELLS, problems
+from conftest import CELL_DEPTHS, CELLS, LOOPS, bptt_loop, problems
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -12,7 +12,6 @@ from torch_charrnn.rnn.bptt import cross_entropy, flatten, forward_autograd, for
 from torch_charrnn.rnn.cells import get_cell
 from torch_charrnn.rnn.gradcheck import random_problem
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 
 
 def leaves(V, H, B, T, scale, seed, cell, L, device="cpu"):
@@ -24,6 +23,7 @@ def leaves(V, H, B, T, scale, seed, cell, L, device="cpu"):
     return torch.from_numpy(inputs).to(device), state, layers, as_leaf(params["W_hy"]), as_leaf(params["b_y"])
 
 
+@pytest.mark.parametrize("loop", LOOPS)
 @given(  # small: torch's gradcheck perturbs every input element
     **problems(
         L=st.integers(1, 2),
@@ -36,7 +36,7 @@ def leaves(V, H, B, T, scale, seed, cell, L, device="cpu"):
     )
 )
 @example(cell="lstm", L=2, V=2, H=1, B=1, T=1, scale=1.0, seed=0)
-def test_manual_bptt_passes_torch_gradcheck(cell, L, V, H, B, T, scale, seed):
+def test_manual_bptt_passes_torch_gradcheck(loop, cell, L, V, H, B, T, scale, seed):
     """Every output (logits and the last state) against torch's own finite differences."""
     inputs, state, layers, W_hy, b_y = leaves(V, H, B, T, scale, seed, cell, L)
     names, tensors = flatten(state, layers, W_hy, b_y)
@@ -50,18 +50,23 @@ def test_manual_bptt_passes_torch_gradcheck(cell, L, V, H, B, T, scale, seed):
         )
         return (logits, *last)
 
-    assert torch.autograd.gradcheck(run, tensors)
+    with bptt_loop(loop):
+        assert torch.autograd.gradcheck(run, tensors)
 
 
-@pytest.mark.parametrize("device", DEVICES)
+ON_DEVICES = [("cpu", "C++"), ("cpu", "torch"), pytest.param("cuda", "torch", marks=pytest.mark.gpu)]
+
+
+@pytest.mark.parametrize(("device", "loop"), ON_DEVICES)
 @pytest.mark.parametrize(("cell", "L"), CELL_DEPTHS)
 @pytest.mark.parametrize(("V", "H", "B", "T"), [(2, 1, 1, 1), (65, 32, 8, 20), (11, 7, 1, 30)])
-def test_manual_bptt_matches_autograd(device, cell, L, V, H, B, T):
+def test_manual_bptt_matches_autograd(device, loop, cell, L, V, H, B, T):
     targets = torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(0)).to(device)
     outs = {}
     for name, run in (("autograd", forward_autograd), ("manual", forward_manual)):
         inputs, state, layers, W_hy, b_y = leaves(V, H, B, T, 1.0, V + H, cell, L, device)
-        logits, last = run(inputs, state, layers, W_hy, b_y, get_cell(cell))
+        with bptt_loop(loop):
+            logits, last = run(inputs, state, layers, W_hy, b_y, get_cell(cell))
         loss = cross_entropy(logits, targets) + sum(
             s.sum() for s in last
         )  # a gradient into the last state too

@@ -26,7 +26,9 @@ def window(seed=0):
 
 def caches_of(cell, p, state):
     inputs, _ = window()
-    with torch.no_grad():
+    # with autograd on, as the monitor runs it: step by step, a cache per step (the C++ loop of
+    # bptt="manual" keeps whole-window tensors instead)
+    with torch.enable_grad():
         _, last, tape = run_layers(inputs, state, [p], get_cell(cell))
     return tape[0].caches, last
 

@@ -28,7 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from torch_charrnn.rnn import native
 from torch_charrnn.rnn.cells import Cell
+from torch_charrnn.rnn.products import packed, product
 
 LN2 = math.log(2.0)
 
@@ -41,6 +43,9 @@ class Tape(NamedTuple):
     hs: Tensor  # h_t of every step (T, B, H)
     caches: list  # what each step's ``step_backward`` reads
     steps: list  # torch only: each h_t as the next step read it, for the monitor's autograd.grad
+    # torch only: the C++ kernels ran this layer (native.py); ``caches`` is then the cell's
+    # ``layer_forward`` cache, whole-window tensors, and ``steps`` is None
+    native: bool = False
 
 
 def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
@@ -60,14 +65,22 @@ def run_layers(inputs: Tensor, state: tuple, layers: list[dict], cell: Cell):
         else:
             a = below @ p["W_xh"] + p["b_h"]  # (T, B, G*H): the layer below's h, one matmul
         s = tuple(st[l] for st in state)
+        ops = native.usable(a)
+        if ops is not None:  # the same loop in C++
+            hs, s, cache = cell.layer_forward(ops, a, s, p, packed(p["W_hh"], x.shape[1]))
+            tape.append(Tape(below, state[0][l], hs, cache, None, native=True))
+            last.append(s)
+            below = hs
+            continue
         # With one gate block h_t overwrites the input share a_t its own step has consumed; with more,
         # h goes to a buffer of its own, contiguous, as the next step's matmul and backward's want it
         # (a view into a's first H columns ran the LSTM's recurrent matmul at half speed). Under
         # autograd, which cannot record out=, the states are stacked instead.
         hs = None if torch.is_grad_enabled() else a if cell.GATES == 1 else a.new_empty(a.shape[:-1] + (H,))
         caches, steps = [], []
+        recur = product(p["W_hh"], x.shape[1])  # + h W_hh, its weight prepared once a window
         for t in range(x.shape[0]):  # the recurrence alone
-            s, cache = cell.step(a[t], s, p, out=None if hs is None else hs[t])
+            s, cache = cell.step(a[t], s, p, recur, out=None if hs is None else hs[t])
             caches.append(cache)
             steps.append(s[0])
         hs = torch.stack(steps) if hs is None else hs  # (T, B, H)
@@ -98,28 +111,15 @@ def backward(layers, W_hy, dlogits, dstate_last, tape, cell: Cell):
     dhs = (dy @ W_hy.t()).view(T, B, H)  # the output's share of dL/dh_t
     layer_grads, dstate0 = [], []
     for l in reversed(range(len(layers))):
-        p, (below, h0, hs, caches, _) = layers[l], tape[l]
-        W_hh_t = p["W_hh"].t()
-        if dstate_last[0] is not None:
-            dhs[-1] += dstate_last[0][l]  # a gradient into the last h, from after the window
-        rest = tuple(torch.zeros_like(h0) if d is None else d[l] for d in dstate_last[1:])
-        dh0 = torch.zeros_like(h0)
+        p, (below, h0, hs, _, _, in_cpp) = layers[l], tape[l]
+        last = tuple(None if d is None else d[l] for d in dstate_last)  # from after the window
+        if in_cpp:
+            last = tuple(torch.zeros_like(h0) if d is None else d for d in last)
+            back = packed(p["W_hh"].t(), B)
+            dA, dU, dstate = cell.layer_backward(native.kernels(), dhs, last, tape[l], p, back)
+        else:
+            dA, dU, dstate = loop_backward(dhs, last, tape[l], p, cell)
         G_H = p["W_hh"].shape[1]
-        # dL/da_t; with one gate block, written over dL/dh_t
-        dA = dhs if cell.GATES == 1 else hs.new_empty(T, B, G_H)
-        dU = None  # dL/du_t: dA itself where a cell adds a and u
-        for t in reversed(range(T)):
-            # dhs[t] holds dL/dh_t whole: its output's share plus, added below, the step after it
-            da, du, direct = cell.step_backward((dhs[t], *rest), caches[t], p, dA[t])
-            if du is not da:
-                dU = torch.empty_like(dA) if dU is None else dU
-                dU[t] = du
-            dh_prev = dhs[t - 1] if t > 0 else dh0
-            dh_prev.addmm_(du, W_hh_t)  # backprop into h_{t-1} through u = h_{t-1} W_hh
-            if direct[0] is not None:
-                dh_prev += direct[0]  # and around it (GRU's z * dh)
-            rest = direct[1:]  # backprop into c_{t-1}
-        dU = dA if dU is None else dU
         dA2, dU2 = dA.view(T * B, G_H), dU.view(T * B, G_H)
         hs_prev = hs[:-1].reshape((T - 1) * B, H)  # h_{t-1} for t >= 1; h0 for t = 0
         if l == 0:
@@ -135,9 +135,38 @@ def backward(layers, W_hy, dlogits, dstate_last, tape, cell: Cell):
             **cell.extra_grads(dA, dU, p),
         }
         layer_grads.insert(0, grads)
-        dstate0.insert(0, (dh0, *rest))
+        dstate0.insert(0, dstate)
     state = tuple(torch.stack([d[k] for d in dstate0]) for k in range(len(cell.STATE)))
     return layer_grads, dW_hy, db_y, state
+
+
+def loop_backward(dhs, last, tape: Tape, p: dict, cell: Cell):
+    """One layer's hand-written BPTT, step by step through the cell's ``step_backward``, from dhs
+    (T, B, H), each h_t's gradient from above, and ``last``, the last state's from after the window
+    (None where there is none): dL/da (T, B, G*H), dL/du (dL/da itself where a cell adds a and u)
+    and the gradient of the initial state (a tuple). With one gate block, dL/da overwrites dhs."""
+    T, B, H = dhs.shape
+    caches = tape.caches
+    back = product(p["W_hh"].t(), B)  # du W_hhᵀ, its weight prepared once a window
+    dh = dhs[-1]  # dL/dh_t whole, from t = T - 1 down
+    if last[0] is not None:
+        dh += last[0]  # a gradient into the last h, from after the window
+    rest = tuple(torch.zeros_like(tape.h0) if d is None else d for d in last[1:])
+    # dL/da_t; with one gate block, written over dL/dh_t (its share from above, read by then)
+    dA = dhs if cell.GATES == 1 else dhs.new_empty(T, B, p["W_hh"].shape[1])
+    dU = None  # dL/du_t: dA itself where a cell adds a and u
+    for t in reversed(range(T)):
+        da, du, direct = cell.step_backward((dh, *rest), caches[t], p, dA[t])
+        if du is not da:
+            dU = torch.empty_like(dA) if dU is None else dU
+            dU[t] = du
+        # backprop into h_{t-1} through u = h_{t-1} W_hh, plus its share from above: NumPy adds the
+        # product into dhs[t - 1] in place, torch makes a new tensor (oneDNN's has no out=)
+        dh = back(du, dhs[t - 1] if t > 0 else None)
+        if direct[0] is not None:
+            dh += direct[0]  # and around it (GRU's z * dh)
+        rest = direct[1:]  # backprop into c_{t-1}
+    return dA, dA if dU is None else dU, (dh, *rest)
 
 
 class ManualBPTT(torch.autograd.Function):

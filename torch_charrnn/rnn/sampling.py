@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from torch_charrnn.rnn.cells import Cell
+from torch_charrnn.rnn.products import product
 
 
 @torch.no_grad()
@@ -38,6 +39,7 @@ def generate(
         W_hy, b_y = W_hy / temperature, b_y / temperature  # fold the temperature into the weights
     xb = layers[0]["W_xh"] + layers[0]["b_h"]  # (V, G*H): layer 0's input share of every character
     states = [tuple(s[l] for s in state) for l in range(len(layers))]
+    recur = [product(p["W_hh"], x.shape[0]) for p in layers]  # + h W_hh, each prepared once
     B, V = x.shape[0], W_hy.shape[1]
     noise_device = generator.device if generator is not None else x.device
     for start in range(0, length, chunk):
@@ -52,7 +54,7 @@ def generate(
             for l, p in enumerate(layers):
                 if l > 0:
                     a = torch.addmm(p["b_h"], states[l - 1][0], p["W_xh"])  # the layer below's h
-                states[l], _ = cell.step(a, states[l], p)
+                states[l], _ = cell.step(a, states[l], p, recur[l])
             z = torch.addmm(bias_t, states[-1][0], W_hy)  # (B, V): logits plus noise
             if top_k is not None and top_k < V:
                 clean = z - bias_t + b_y

@@ -8,8 +8,11 @@ A cell module has (``Cell`` below holds them, resolved once):
     STATE           names of its recurrent state, h first: ("h",) or ("h", "c")
     init(...)       the parameters of one layer; its own options are keyword arguments, by name
     step(...)       one time step forward, given the input share a and the previous state
+                    (torch: and ``recur``, the product by W_hh of ``torch_charrnn/rnn/products.py``)
     step_backward   that step's derivatives, each beside the operation it differentiates
     extra_grads     gradients of parameters beyond W_xh, W_hh, b_h (GRU's b_hn), from the window's du
+    layer_forward, layer_backward   (torch only) the loops of step and step_backward over a window,
+                    in C++ (``torch_charrnn/rnn/csrc/<name>.cpp``, loaded by ``rnn/native.py``)
     activations     (torch only) a step's gates and states by name, for the TensorBoard monitor
     FUSED, fused_biases   (torch only) the torch.nn module computing the same cell and its two
                     biases from this layer's, for bptt="fused"
@@ -39,6 +42,8 @@ class Cell:
     step: Callable
     step_backward: Callable
     extra_grads: Callable
+    layer_forward: Callable
+    layer_backward: Callable
     activations: Callable
     fused_biases: Callable
 

@@ -28,11 +28,12 @@ def init(in_size, hidden_size, generator, *, first_layer=True):
     }
 
 
-def step(a, state, p, out=None):
-    """h_t from a (B, 3H) and h_{t-1}; returns the new state and what backward needs."""
+def step(a, state, p, recur, out=None):
+    """h_t from a (B, 3H) and h_{t-1}; returns the new state and what backward needs.
+    ``recur(h)`` is h W_hh (``torch_charrnn/rnn/products.py``)."""
     (h_prev,) = state
     H = h_prev.shape[-1]
-    u = h_prev @ p["W_hh"]  # (B, 3H)
+    u = recur(h_prev)  # (B, 3H)
     rz = torch.sigmoid(a[:, : 2 * H] + u[:, : 2 * H])  # (B, 2H): r and z in one kernel
     r, z = rz[:, :H], rz[:, H:]
     hn = u[:, 2 * H :] + p["b_hn"]
@@ -67,6 +68,24 @@ def extra_grads(dA, dU, p):
     """b_hn is added to u_n: its gradient is the sum of du_n over the window and the streams."""
     H = p["b_hn"].shape[0]
     return {"b_hn": dU[..., 2 * H :].sum(dim=(0, 1))}
+
+
+def layer_forward(ops, a, state, p, packed):
+    """The window's recurrence in C++ (``csrc/gru.cpp``, the loop above without Python): h of
+    every step (T, B, H), the last state and what ``layer_backward`` reads. ``packed`` is W_hh
+    prepared for oneDNN, or None (``torch_charrnn/rnn/products.py``)."""
+    (h0,) = state
+    hn_bias = fused_biases(p)[1].expand(h0.shape[0], -1).contiguous()  # [0 | 0 | b_hn] for every stream
+    hs, ns, hns, rzs = ops.gru_forward(a, h0, hn_bias, p["W_hh"], packed)
+    return hs, (hs[-1],), (ns, hns, rzs)
+
+
+def layer_backward(ops, dhs, last, tape, p, packed):
+    """``step_backward`` over the window in C++, from each h_t's gradient from above (T, B, H) and
+    the last state's from after the window: dL/da, dL/du and the initial state's gradient."""
+    ns, hns, rzs = tape.caches
+    da, du, dh0 = ops.gru_backward(dhs, last[0], tape.h0, tape.hs, ns, hns, rzs, p["W_hh"].t(), packed)
+    return da, du, (dh0,)
 
 
 # torch only: what the monitor shows, and the torch.nn module for bptt="fused"

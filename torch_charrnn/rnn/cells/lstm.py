@@ -30,11 +30,12 @@ def init(in_size, hidden_size, generator, *, first_layer=True, forget_bias=0.0):
     }
 
 
-def step(a, state, p, out=None):
-    """(h_t, c_t) from a (B, 4H) and (h_{t-1}, c_{t-1}); the new state and what backward needs."""
+def step(a, state, p, recur, out=None):
+    """(h_t, c_t) from a (B, 4H) and (h_{t-1}, c_{t-1}); the new state and what backward needs.
+    ``recur(h, a)`` is a + h W_hh (``torch_charrnn/rnn/products.py``)."""
     h_prev, c_prev = state
     H = h_prev.shape[-1]
-    z = torch.addmm(a, h_prev, p["W_hh"])  # (B, 4H)
+    z = recur(h_prev, a)  # (B, 4H)
     gates = torch.sigmoid(z)  # i, f and o (its g block is unused: g is a tanh)
     g = torch.tanh(z[:, 2 * H : 3 * H])
     i, f, o = gates[:, :H], gates[:, H : 2 * H], gates[:, 3 * H :]
@@ -69,6 +70,23 @@ def step_backward(dstate, cache, p, out):
 
 def extra_grads(dA, dU, p):
     return {}
+
+
+def layer_forward(ops, a, state, p, packed):
+    """The window's recurrence in C++ (``csrc/lstm.cpp``, the loop above without Python): h of
+    every step (T, B, H), the last state and what ``layer_backward`` reads. ``packed`` is W_hh
+    prepared for oneDNN, or None (``torch_charrnn/rnn/products.py``)."""
+    h0, c0 = state
+    hs, cs, tcs, gates = ops.lstm_forward(a, h0, c0, p["W_hh"], packed)
+    return hs, (hs[-1], cs[-1]), (c0, cs, tcs, gates)
+
+
+def layer_backward(ops, dhs, last, tape, p, packed):
+    """``step_backward`` over the window in C++, from each h_t's gradient from above (T, B, H) and
+    the last state's from after the window: dL/da, dL/du and the initial state's gradient."""
+    c0, cs, tcs, gates = tape.caches
+    dz, dh0, dc0 = ops.lstm_backward(dhs, *last, c0, cs, tcs, gates, p["W_hh"].t(), packed)
+    return dz, dz, (dh0, dc0)
 
 
 # torch only: what the monitor shows, and the torch.nn module for bptt="fused"

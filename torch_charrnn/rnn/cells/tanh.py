@@ -23,10 +23,11 @@ def init(in_size, hidden_size, generator, *, first_layer=True, whh_scale=0.01, i
     }
 
 
-def step(a, state, p, out=None):
-    """h_t from a (B, H) and h_{t-1}; returns the new state and what backward needs."""
+def step(a, state, p, recur, out=None):
+    """h_t from a (B, H) and h_{t-1}; returns the new state and what backward needs.
+    ``recur(h, a)`` is a + h W_hh (``torch_charrnn/rnn/products.py``)."""
     (h_prev,) = state
-    h = torch.addmm(a, h_prev, p["W_hh"], out=out).tanh_()  # (B, H)
+    h = torch.tanh(recur(h_prev, a), out=out)  # (B, H)
     return (h,), (h,)
 
 
@@ -42,6 +43,21 @@ def step_backward(dstate, cache, p, out):
 
 def extra_grads(dA, dU, p):
     return {}
+
+
+def layer_forward(ops, a, state, p, packed):
+    """The window's recurrence in C++ (``csrc/tanh.cpp``, the loop above without Python): h of
+    every step (T, B, H), the last state and what ``layer_backward`` reads. ``packed`` is W_hh
+    prepared for oneDNN, or None (``torch_charrnn/rnn/products.py``)."""
+    hs = ops.tanh_forward(a, state[0], p["W_hh"], packed)
+    return hs, (hs[-1],), None
+
+
+def layer_backward(ops, dhs, last, tape, p, packed):
+    """``step_backward`` over the window in C++, from each h_t's gradient from above (T, B, H) and
+    the last state's from after the window: dL/da, dL/du and the initial state's gradient."""
+    da, dh0 = ops.tanh_backward(dhs, last[0], tape.hs, p["W_hh"].t(), packed)
+    return da, da, (dh0,)
 
 
 # torch only: what the monitor shows, and the torch.nn module for bptt="fused"

@@ -1,0 +1,120 @@
+"""The C++ kernels (torch_charrnn/rnn/csrc) against the pure-torch loop they replace on a CPU, the
+recurrent product's two forms against each other, and the fallback when the kernels cannot load."""
+
+import logging
+
+import pytest
+import torch
+from conftest import bptt_loop, problems
+from hypothesis import example, given
+
+from torch_charrnn import CharRNN
+from torch_charrnn.rnn import native, products
+from torch_charrnn.rnn.bptt import forward_manual, run_layers
+from torch_charrnn.rnn.cells import CELLS, get_cell
+from torch_charrnn.rnn.gradcheck import random_problem
+
+
+def window_gradients(loop, cell, L, V, H, B, T, scale, seed, dtype=torch.float64):
+    """Logits, last state and every gradient of one window through ``forward_manual``, with a
+    gradient flowing into the last state too (as the next window's would)."""
+    params, state, inputs, targets = random_problem(V, H, B, T, scale, seed, cell, L)
+    leaf = lambda a: torch.from_numpy(a).to(dtype).requires_grad_()  # noqa: E731
+    layers = [{k: leaf(v) for k, v in p.items()} for p in params["layers"]]
+    state = tuple(leaf(s) for s in state)
+    W_hy, b_y = leaf(params["W_hy"]), leaf(params["b_y"])
+    with bptt_loop(loop):
+        logits, last = forward_manual(torch.from_numpy(inputs), state, layers, W_hy, b_y, get_cell(cell))
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V), torch.from_numpy(targets).reshape(-1))
+    loss = loss + sum((s * s.detach().sin()).sum() for s in last)
+    wrt = [*state, *(p for lay in layers for p in lay.values()), W_hy, b_y]
+    return (logits, *last, *torch.autograd.grad(loss, wrt))
+
+
+@given(**problems())
+@example(cell="lstm", L=2, V=2, H=1, B=1, T=1, scale=1.0, seed=0)
+@example(cell="gru", L=1, V=2, H=1, B=1, T=1, scale=4.0, seed=1)
+@example(cell="tanh", L=3, V=2, H=1, B=1, T=1, scale=1.0, seed=2)
+def test_the_cpp_loop_equals_the_torch_loop_in_float64(cell, L, V, H, B, T, scale, seed):
+    """The same arithmetic, but C++ fuses each step's elementwise work and computes tanh from
+    expm1 (csrc/vec.h), and the GRU adds b_hn inside the product: a few units in the last place
+    apart, nothing more."""
+    cpp = window_gradients("C++", cell, L, V, H, B, T, scale, seed)
+    pure = window_gradients("torch", cell, L, V, H, B, T, scale, seed)
+    for c, p in zip(cpp, pure, strict=True):
+        torch.testing.assert_close(c, p, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_the_cpp_loop_runs_on_a_cpu_and_the_torch_loop_under_autograd(cell):
+    """What the equality above relies on: a CPU window without autograd goes through C++ (the
+    tape says so), one that autograd records (the oracle, the monitor) steps in torch."""
+    model = CharRNN(5, 4, cell, num_layers=2).double()
+    weights = model.weights()
+    inputs = torch.randint(0, 5, (2, 3))
+    state = model.initial_state(2)
+    with torch.no_grad():
+        _, _, tape = run_layers(inputs, state, weights["layers"], model.cell)
+    assert [layer.native for layer in tape] == [True, True]
+    _, _, tape = run_layers(inputs, state, weights["layers"], model.cell)
+    assert [layer.native for layer in tape] == [False, False]
+    assert len(tape[0].caches) == 3
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_float32_with_onednns_product_stays_within_rounding_of_the_torch_loop(cell, monkeypatch):
+    """In float32 the C++ loop multiplies by oneDNN's reordered W_hh where addmm rounds otherwise
+    (packed here at any size, so that every cell takes that path)."""
+    monkeypatch.setattr(products, "PACK_FROM", 0)
+    cpp = window_gradients("C++", cell, 2, 11, 16, 4, 12, 1.0, 0, torch.float32)
+    monkeypatch.undo()
+    pure = window_gradients("torch", cell, 2, 11, 16, 4, 12, 1.0, 0, torch.float32)
+    for c, p in zip(cpp, pure, strict=True):
+        torch.testing.assert_close(c, p, rtol=2e-4, atol=2e-5)
+
+
+def test_the_packed_product_equals_addmm_and_is_used_only_where_it_pays():
+    g = torch.Generator().manual_seed(0)
+    W, x, add = (torch.randn(*s, generator=g) for s in ((256, 1024), (5, 256), (5, 1024)))
+    with torch.no_grad():
+        assert products.packed(W, 5) is not None  # float32 on a CPU with autograd off
+        mul = products.product(W, 5)
+        # sums of 256 products of N(0, 1): float32 rounding, about 1e-6 of their size of 16
+        torch.testing.assert_close(mul(x, add), torch.addmm(add, x, W), rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(mul(x), x @ W, rtol=1e-5, atol=1e-4)
+        assert products.packed(W.double(), 5) is None
+        assert products.packed(W.bfloat16(), 5) is None
+        assert products.packed(W[:, :512], 5) is None  # too small to pay
+    assert products.packed(W, 5) is None  # autograd on: the reordered copy would have no gradient
+
+
+def test_kernels_that_cannot_be_built_fall_back_to_the_torch_loop_said_once(monkeypatch, caplog):
+    def no_compiler(**kwargs):
+        raise RuntimeError("Error building extension 'charrnn_kernels'\nc++: error: no such file\nfailed")
+
+    monkeypatch.setattr("torch.utils.cpp_extension.load", no_compiler)
+    native.kernels.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="torch_charrnn"):
+            model = CharRNN(5, 4, "lstm").double()
+            for _ in range(2):
+                logits, _ = model(torch.randint(0, 5, (2, 3)))
+                logits.sum().backward()
+        said = [r.getMessage() for r in caplog.records if "could not be built" in r.getMessage()]
+        assert len(said) == 1
+        assert "c++: error: no such file" in said[0]
+        assert "C++ compiler" in said[0] and "CHARRNN_NATIVE=0" in said[0]
+        assert all(p.grad is not None for p in model.parameters())
+    finally:
+        native.kernels.cache_clear()
+
+
+def test_charrnn_native_0_skips_the_kernels_without_a_word(monkeypatch, caplog):
+    monkeypatch.setenv("CHARRNN_NATIVE", "0")
+    native.kernels.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="torch_charrnn"):
+            assert native.kernels() is None
+        assert caplog.records == []
+    finally:
+        native.kernels.cache_clear()

@@ -1,0 +1,43 @@
+// Elementwise loops over a cell's units, one pass per step, vectorized with ATen's Vectorized<T>
+// (AVX2/AVX-512 where the kernels were built for it, plain C++ elsewhere: native.py picks the flags).
+#pragma once
+
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <algorithm>
+
+namespace charrnn {
+
+template <typename T>
+using Vec = at::vec::Vectorized<T>;
+
+template <typename T>
+inline Vec<T> sigmoid(const Vec<T>& x) {
+  return Vec<T>(T(1)) / (Vec<T>(T(1)) + x.neg().exp());
+}
+
+// tanh(x) = -e / (e + 2) with e = expm1(-2|x|), the sign restored: accurate near 0, where
+// 2 sigmoid(2x) - 1 cancels, and free of overflow; a NaN stays a NaN.
+template <typename T>
+inline Vec<T> tanh(const Vec<T>& x) {
+  const Vec<T> e = (x.abs() * Vec<T>(T(-2))).expm1();
+  const Vec<T> t = e.neg() / (e + Vec<T>(T(2)));
+  return Vec<T>::blendv(t, t.neg(), x < Vec<T>(T(0)));
+}
+
+// body(row, j, n) for every row of `rows` and every run of n <= Vec<T>::size() units from j in a
+// row of H; rows are shared among threads once there are enough units to pay for it.
+template <typename T, typename F>
+inline void for_units(int64_t rows, int64_t H, const F& body) {
+  const int64_t grain = std::max<int64_t>(1, 2048 / std::max<int64_t>(H, 1));
+  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      for (int64_t j = 0; j < H; j += Vec<T>::size()) {
+        body(b, j, std::min<int64_t>(Vec<T>::size(), H - j));
+      }
+    }
+  });
+}
+
+}  // namespace charrnn

@@ -1,0 +1,81 @@
+"""The C++ kernels (``torch_charrnn/rnn/csrc/``): each cell's recurrence over a window, forward and
+backward, with the loop over time in C++ rather than Python, for ``bptt="manual"`` on a CPU.
+
+They are the same arithmetic as the cells' ``step`` and ``step_backward``, one ATen operation for
+each of theirs (tested equal in ``tests/test_native.py``); what they save is Python's cost per
+operation, which at B32 H256 was a third of the hand-written LSTM's step.
+
+They are compiled with this machine's C++ compiler the first time they are needed (about a minute,
+once per PyTorch version; ``torch.utils.cpp_extension.load``, cached under
+``$TORCH_EXTENSIONS_DIR`` or ``~/.cache/torch_extensions``), against the PyTorch that is installed,
+so they always match it. Where they cannot be built or loaded (no compiler, say), or with
+``CHARRNN_NATIVE=0``, the pure-torch loop runs instead, with the same results, and a warning says
+so once.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+log = logging.getLogger("torch_charrnn")
+
+SOURCES = sorted((Path(__file__).parent / "csrc").glob("*.cpp"))
+
+
+def usable(x: Tensor):
+    """``torch.ops.charrnn`` for a window on ``x``'s device and dtype, or None where the pure-torch
+    loop runs: a GPU, bf16, autograd recording (the oracle and the monitor), or no kernels."""
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or torch.is_grad_enabled():
+        return None
+    return kernels()
+
+
+@functools.cache
+def kernels():
+    """Build (once) and load the kernels: ``torch.ops.charrnn``, or None, said once."""
+    if os.environ.get("CHARRNN_NATIVE", "1") == "0":
+        return None
+    from torch.utils.cpp_extension import load
+
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
+    tag = f"py{sys.version_info[0]}{sys.version_info[1]}-torch{torch.__version__.replace('+', '-')}"
+    build = Path(root) / f"torch_charrnn-{tag}"
+    try:
+        build.mkdir(parents=True, exist_ok=True)
+        if not (build / "charrnn_kernels.so").exists():
+            log.warning("building torch-charrnn's C++ kernels, once for this PyTorch (a minute) in %s", build)
+        load(
+            name="charrnn_kernels",
+            sources=[str(s) for s in SOURCES],
+            extra_cflags=["-O3", *_vector_flags()],
+            build_directory=str(build),
+            is_python_module=False,
+            verbose=False,
+        )
+        return torch.ops.charrnn
+    except Exception as error:  # noqa: BLE001 - any failure to build or load means the fallback
+        lines = [line for line in str(error).splitlines() if line.strip()]
+        lines = [line for line in lines if "error:" in line][:1] or lines  # the compiler's first
+        log.warning(
+            "torch-charrnn's C++ kernels could not be built or loaded (%s: %s); the hand-written BPTT "
+            "runs its pure-torch loop instead, with the same results, slower on a CPU. Install a C++ "
+            "compiler (g++ or clang) to build them; CHARRNN_NATIVE=0 skips them without this warning.",
+            type(error).__name__,
+            lines[-1].strip() if lines else "no message",
+        )
+        return None
+
+
+def _vector_flags() -> list[str]:
+    """What ATen's Vectorized needs to use the CPU's vector units: AVX2 and FMA on x86 where PyTorch
+    found them (the kernels are built on the machine that runs them); elsewhere its plain C++."""
+    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+        return ["-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
+    return ["-DCPU_CAPABILITY=DEFAULT"]

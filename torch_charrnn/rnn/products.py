@@ -1,0 +1,87 @@
+"""The recurrent product: ``x @ W (+ add)`` for a weight that stays fixed over a window, which the
+recurrence takes T times forward (``h_{t-1} W_hh``) and T times backward (``du_t W_hhᵀ``).
+
+On a CPU in float32, with autograd off (the hand-written BPTT, sampling, scoring), and W of a
+mebibyte or more, the product runs through oneDNN (PyTorch's mkldnn) on a copy of W reordered once
+per window into oneDNN's blocked layout, with the addition fused into the product. On this project's
+2-core CPU, alone, at B32 H256 with four gate blocks, it took 108 µs a product against addmm's 155
+(one at B128 H512 1,321 against 1,696); with a smaller W it gained nothing alone and lost in a
+whole window (the tanh cell and the GRU at H256 trained 10 to 15% slower with it), as the reorder
+and oneDNN's fixed cost a call are paid either way.
+
+Everywhere else it is ``addmm``: float64 (the gradient tests), a GPU (cuBLAS has no such layout),
+bf16, and whenever autograd records (``forward_autograd``, the monitor), since the reordered copy
+has no gradient. Both compute the same sum; in float32 they round differently (about 1e-6
+relative, tested in ``tests/test_products.py``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+log = logging.getLogger("torch_charrnn")
+
+PACK_FROM = 2**18  # elements of W (1 MiB of float32: the LSTM's W_hh at H256) from which it pays
+Product = Callable[..., Tensor]  # (x, add=None) -> add + x @ W
+
+
+def product(W: Tensor, rows: int) -> Product:
+    """``x, add=None -> add + x @ W`` for ``x`` of ``rows`` rows, W (K, N); see the module's docstring."""
+    prepared = packed(W, rows)
+    if prepared is not None:
+        return functools.partial(_onednn, prepared)
+    return functools.partial(_addmm, W)
+
+
+def packed(W: Tensor, rows: int) -> Tensor | None:
+    """W (K, N) reordered into oneDNN's layout for products with ``rows`` rows, where it pays (CPU,
+    float32, autograd off, oneDNN enabled and working); None elsewhere."""
+    if W.device.type != "cpu" or W.dtype != torch.float32 or torch.is_grad_enabled() or W.numel() < PACK_FROM:
+        return None
+    if not (torch.backends.mkldnn.enabled and onednn_works()):
+        return None
+    return _reorder(W, rows)
+
+
+def _reorder(W: Tensor, rows: int) -> Tensor:
+    return torch.ops.mkldnn._reorder_linear_weight(W.t().contiguous(), rows)  # (N, K), blocked
+
+
+def _addmm(W: Tensor, x: Tensor, add: Tensor | None = None) -> Tensor:
+    return x @ W if add is None else torch.addmm(add, x, W)
+
+
+def _onednn(prepared: Tensor, x: Tensor, add: Tensor | None = None) -> Tensor:
+    if add is None:
+        return torch.ops.mkldnn._linear_pointwise(x, prepared, None, "none", [], "")
+    return torch.ops.mkldnn._linear_pointwise.binary(x, add, prepared, None, "add")
+
+
+@functools.cache
+def onednn_works() -> bool:
+    """Whether this PyTorch has oneDNN's packed product and it agrees with ``addmm`` (checked once;
+    a build without it, or whose private operators changed, falls back to ``addmm``, said once)."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        g = torch.Generator().manual_seed(0)
+        W, x, add = (torch.randn(*shape, generator=g) for shape in ((8, 12), (3, 8), (3, 12)))
+        with torch.no_grad():
+            got = _onednn(_reorder(W, 3), x, add)
+        if torch.allclose(got, torch.addmm(add, x, W), rtol=1e-4, atol=1e-5):
+            return True
+        problem = "gave a different product"
+    except (RuntimeError, AttributeError, NotImplementedError) as error:
+        problem = f"failed ({type(error).__name__}: {str(error).splitlines()[0]})"
+    log.warning(
+        "oneDNN's packed matrix product %s on this PyTorch %s; the hand-written BPTT uses addmm "
+        "instead (the same results, slower on a CPU)",
+        problem,
+        torch.__version__,
+    )
+    return False
