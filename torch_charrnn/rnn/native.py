@@ -74,8 +74,13 @@ def kernels():
 
 
 def _vector_flags() -> list[str]:
-    """What ATen's Vectorized needs to use the CPU's vector units: AVX2 and FMA on x86 where PyTorch
-    found them (the kernels are built on the machine that runs them); elsewhere its plain C++."""
-    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+    """What ATen's Vectorized needs to use the CPU's vector units, as PyTorch found them (the
+    kernels are built on the machine that runs them): AVX-512 or AVX2 on x86; elsewhere its plain
+    C++, which the compiler vectorizes as it can."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability == "AVX512":
+        isa = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma"]
+        return [*isa, "-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512"]
+    if capability == "AVX2":
         return ["-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
     return ["-DCPU_CAPABILITY=DEFAULT"]

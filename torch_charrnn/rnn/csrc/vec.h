@@ -30,7 +30,7 @@ inline Vec<T> tanh(const Vec<T>& x) {
 // row of H; rows are shared among threads once there are enough units to pay for it.
 template <typename T, typename F>
 inline void for_units(int64_t rows, int64_t H, const F& body) {
-  const int64_t grain = std::max<int64_t>(1, 2048 / std::max<int64_t>(H, 1));
+  const int64_t grain = std::max<int64_t>(1, 8192 / std::max<int64_t>(H, 1));
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       for (int64_t j = 0; j < H; j += Vec<T>::size()) {
