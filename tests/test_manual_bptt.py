@@ -13,7 +13,6 @@ from torch_charrnn.rnn.cells import get_cell
 from torch_charrnn.rnn.gradcheck import random_problem
 
 
-
 def leaves(V, H, B, T, scale, seed, cell, L, device="cpu"):
     """gradcheck's random problem as float64 leaves: inputs (B, T), state, layers, W_hy, b_y."""
     params, state, inputs, _ = random_problem(V, H, B, T, scale, seed, cell, L)
