@@ -32,6 +32,7 @@ class Tape(NamedTuple):
     h0: np.ndarray  # its initial h (B, H)
     hs: np.ndarray  # h_t of every step (T, B, H)
     caches: list  # what each step's ``step_backward`` reads
+    mask: np.ndarray | None  # the dropout mask on the h it passes on (T, B, H), scaled; None without
 
 
 def log_softmax(logits):
@@ -45,9 +46,13 @@ def cross_entropy(logits, targets):
     return -np.take_along_axis(logp, targets[..., None], axis=-1).mean()
 
 
-def run_layers(inputs, state, layers, cell="tanh"):
+def run_layers(inputs, state, layers, cell="tanh", masks=None):
     """Every layer over a window of indices (B, T) from ``state``: the top layer's h (T, B, H),
-    the last state (a tuple of (L, B, H)) and each layer's Tape."""
+    the last state (a tuple of (L, B, H)) and each layer's Tape.
+
+    ``masks``: None, or one inverted-dropout mask (T, B, H) per layer (1 / (1 - p) where a unit is
+    kept, 0 where dropped), which multiplies the h that layer passes on, to the layer above or,
+    from the top, to the output layer; the recurrence itself is never dropped."""
     c = get_cell(cell)
     x = inputs.T  # (T, B), time-major
     below, H = x, state[0].shape[-1]
@@ -65,16 +70,17 @@ def run_layers(inputs, state, layers, cell="tanh"):
         for t in range(x.shape[0]):  # the recurrence alone
             s, cache = c.step(a[t], s, p, out=hs[t])
             caches.append(cache)
-        tape.append(Tape(below, state[0][l], hs, caches))
+        mask = None if masks is None else masks[l]
+        tape.append(Tape(below, state[0][l], hs, caches, mask))
         last.append(s)
-        below = hs
+        below = hs if mask is None else hs * mask  # dropout on what it passes on
     state_last = tuple(np.stack([s[k] for s in last]) for k in range(len(c.STATE)))  # each (L, B, H)
     return below, state_last, tape
 
 
-def forward(params, inputs, state, cell="tanh"):
+def forward(params, inputs, state, cell="tanh", masks=None):
     """Logits (B, T, V), the last state (a tuple of (L, B, H)) and the tape backward reads."""
-    top, state_last, tape = run_layers(inputs, state, params["layers"], cell)
+    top, state_last, tape = run_layers(inputs, state, params["layers"], cell, masks)
     logits = top @ params["W_hy"] + params["b_y"]  # (T, B, V)
     return logits.transpose(1, 0, 2), state_last, tape
 
@@ -93,7 +99,7 @@ def backward(params, inputs, targets, logits, tape, cell="tanh"):
         axis=-1,
     )  # backprop into cross-entropy: p - onehot(y)
     dlogits /= B * T  # the loss is a mean
-    top = tape[-1].hs
+    top = tape[-1].hs if tape[-1].mask is None else tape[-1].hs * tape[-1].mask  # what the output read
     H = top.shape[-1]
     dy = dlogits.transpose(1, 0, 2).reshape(T * B, -1)  # (T*B, V), time-major like the tape
     dW_hy = top.reshape(T * B, H).T @ dy  # (H, V)
@@ -101,7 +107,9 @@ def backward(params, inputs, targets, logits, tape, cell="tanh"):
     dhs = (dy @ W_hy.T).reshape(T, B, H)  # the output's share of dL/dh_t
     layer_grads, dstate0 = [], []
     for l in reversed(range(len(layers))):
-        p, (below, h0, hs, caches) = layers[l], tape[l]
+        p, (below, h0, hs, caches, mask) = layers[l], tape[l]
+        if mask is not None:
+            dhs = dhs * mask  # backprop through dropout: d(h * m)/dh = m, the same mask
         W_hh_t = p["W_hh"].T
         rest = tuple(np.zeros_like(h0) for _ in c.STATE[1:])  # nothing flows in from after the window
         dh0 = np.zeros_like(h0)
@@ -141,9 +149,10 @@ def backward(params, inputs, targets, logits, tape, cell="tanh"):
     return {"layers": layer_grads, "W_hy": dW_hy, "b_y": db_y, "state": state}
 
 
-def loss_and_grads(params, inputs, targets, state, cell="tanh"):
-    """Loss (nats, mean), gradients (params' structure plus "state"), and the last state."""
-    logits, state_last, tape = forward(params, inputs, state, cell)
+def loss_and_grads(params, inputs, targets, state, cell="tanh", masks=None):
+    """Loss (nats, mean), gradients (params' structure plus "state"), and the last state;
+    ``masks``, dropout's (see ``run_layers``), or None."""
+    logits, state_last, tape = forward(params, inputs, state, cell, masks)
     loss = cross_entropy(logits, targets)
     grads = backward(params, inputs, targets, logits, tape, cell)
     return float(loss), grads, state_last

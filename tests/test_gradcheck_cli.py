@@ -9,6 +9,7 @@ import pytest
 
 import reference_numpy
 from torch_charrnn.cli import main
+from torch_charrnn.rnn import bptt
 from torch_charrnn.rnn.cells import CELLS
 
 
@@ -28,8 +29,8 @@ def test_gradcheck_passes_on_correct_code(capsys, cell, L, names):
 def test_gradcheck_fails_on_a_wrong_numpy_gradient(monkeypatch, capsys, name):
     correct = reference_numpy.loss_and_grads
 
-    def wrong(params, inputs, targets, state, cell):
-        loss, grads, last = correct(params, inputs, targets, state, cell)
+    def wrong(params, inputs, targets, state, cell, masks=None):
+        loss, grads, last = correct(params, inputs, targets, state, cell, masks)
         named = {**reference_numpy.named_arrays(grads), **reference_numpy.state_names(grads["state"], cell)}
         named[name].flat[0] += 1e-4  # a small, realistic slip
         return loss, grads, last
@@ -52,6 +53,19 @@ def test_gradcheck_fails_on_a_wrong_torch_gradient(monkeypatch, capsys):
     assert main(["gradcheck", "--cell", "gru"]) == 1
     out = capsys.readouterr().out
     assert "disagreeing: torch/autograd:layers.0.b_hn, torch/finite-diff:layers.0.b_hn" in out
+
+
+def test_gradcheck_checks_the_backward_through_dropouts_masks(monkeypatch, capsys):
+    """With --dropout every BPTT and oracle runs under one set of masks; a backward that forgets
+    the mask (the sabotage) disagrees with both oracles, for every gradient below the masks."""
+    args = ["gradcheck", "--cell", "lstm", "--num_layers", "2", "--dropout", "0.5"]
+    assert main(args) == 0
+    assert "40 of 40 gradients agree" in capsys.readouterr().out
+    monkeypatch.setattr(bptt, "through_dropout", lambda dh, mask: dh)
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert "torch/autograd:layers.0.W_xh" in out and "torch/finite-diff:layers.1.W_hh" in out
+    assert "numpy/" not in out.split("disagreeing:")[1], "NumPy's backward is its own"
 
 
 def test_gradcheck_saturated_edge_sizes(capsys):

@@ -195,6 +195,7 @@ RESUME = [
     "--model.hidden_size=12",
     "--model.cell=lstm",  # a tuple state (h, c) of two layers: carried, saved and restored
     "--model.num_layers=2",
+    "--model.dropout=0.3",  # masks drawn from the model's generator: its state must resume too
     "--optimizer=Adam",  # an optimizer state and a schedule state to restore exactly, too
     "--optimizer.lr=0.005",
     "--lr_scheduler=CosineAnnealingLR",

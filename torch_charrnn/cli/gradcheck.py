@@ -29,6 +29,12 @@ def main(argv: list[str]) -> int:
         default=0.5,
         help="std of the random weights; 3 or more saturates the gates (default: 0.5)",
     )
+    parser.add_argument(
+        "--dropout",
+        type=float,
+        default=0.0,
+        help="dropout's p: every BPTT and oracle runs under the same masks, drawn once (default: 0)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--max_fd_checks",
@@ -42,6 +48,8 @@ def main(argv: list[str]) -> int:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.scale < 0:
         parser.error(f"--scale must be non-negative, got {args.scale}")
+    if not 0 <= args.dropout < 1:
+        parser.error(f"--dropout must be in [0, 1), got {args.dropout}")
     rows = gradcheck(**vars(args))
     print(format_table(rows))
     bad = [f"{r.bptt}/{r.oracle}:{r.name}" for r in rows if not r.ok]

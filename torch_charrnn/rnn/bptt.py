@@ -42,6 +42,7 @@ class Tape(NamedTuple):
     h0: Tensor  # its initial h (B, H)
     hs: Tensor  # h_t of every step (T, B, H)
     caches: list  # what each step's ``step_backward`` reads
+    mask: Tensor | None  # the dropout mask on the h it passes on (T, B, H), scaled; None without dropout
     steps: list  # torch only: each h_t as the next step read it, for the monitor's autograd.grad
     # torch only: the C++ kernels ran this layer (native.py); ``caches`` is then the cell's
     # ``layer_forward`` cache, whole-window tensors, and ``steps`` is None
@@ -53,9 +54,13 @@ def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
 
-def run_layers(inputs: Tensor, state: tuple, layers: list[dict], cell: Cell):
+def run_layers(inputs: Tensor, state: tuple, layers: list[dict], cell: Cell, masks=None):
     """Every layer over a window of indices (B, T) from ``state``: the top layer's h (T, B, H),
-    the last state (a tuple of (L, B, H)) and each layer's Tape."""
+    the last state (a tuple of (L, B, H)) and each layer's Tape.
+
+    ``masks``: None, or one inverted-dropout mask (T, B, H) per layer (``dropout_masks``), which
+    multiplies the h that layer passes on, to the layer above or, from the top, to the output
+    layer; the recurrence itself is never dropped."""
     x = inputs.t()  # (T, B), time-major
     below, H = x, state[0].shape[-1]
     tape, last = [], []
@@ -68,9 +73,10 @@ def run_layers(inputs: Tensor, state: tuple, layers: list[dict], cell: Cell):
         ops = native.usable(a)
         if ops is not None:  # the same loop in C++
             hs, s, cache = cell.layer_forward(ops, a, s, p, packed(p["W_hh"], x.shape[1]))
-            tape.append(Tape(below, state[0][l], hs, cache, None, native=True))
+            mask = None if masks is None else masks[l]
+            tape.append(Tape(below, state[0][l], hs, cache, mask, None, native=True))
             last.append(s)
-            below = hs
+            below = hs if mask is None else hs * mask  # dropout on what it passes on
             continue
         # With one gate block h_t overwrites the input share a_t its own step has consumed; with more,
         # h goes to a buffer of its own, contiguous, as the next step's matmul and backward's want it
@@ -84,16 +90,17 @@ def run_layers(inputs: Tensor, state: tuple, layers: list[dict], cell: Cell):
             caches.append(cache)
             steps.append(s[0])
         hs = torch.stack(steps) if hs is None else hs  # (T, B, H)
-        tape.append(Tape(below, state[0][l], hs, caches, steps))
+        mask = None if masks is None else masks[l]
+        tape.append(Tape(below, state[0][l], hs, caches, mask, steps))
         last.append(s)
-        below = hs
+        below = hs if mask is None else hs * mask  # dropout on what it passes on
     state_last = tuple(torch.stack([s[k] for s in last]) for k in range(len(cell.STATE)))  # each (L, B, H)
     return below, state_last, tape
 
 
-def forward_autograd(inputs, state, layers, W_hy, b_y, cell: Cell):
+def forward_autograd(inputs, state, layers, W_hy, b_y, cell: Cell, masks=None):
     """Logits (B, T, V) and the last state, differentiated by autograd through every cell step."""
-    top, state_last, _ = run_layers(inputs, state, layers, cell)
+    top, state_last, _ = run_layers(inputs, state, layers, cell, masks)
     logits = top @ W_hy + b_y  # (T, B, V)
     return logits.transpose(0, 1), state_last
 
@@ -101,7 +108,7 @@ def forward_autograd(inputs, state, layers, W_hy, b_y, cell: Cell):
 def backward(layers, W_hy, dlogits, dstate_last, tape, cell: Cell):
     """Hand-written BPTT from dL/dlogits (B, T, V) and dL/d(last state): the gradients of every
     layer (a dict each), of W_hy and b_y, and of the initial state (a tuple like the state)."""
-    top = tape[-1].hs
+    top = tape[-1].hs if tape[-1].mask is None else tape[-1].hs * tape[-1].mask  # what the output read
     T, B, H = top.shape
     if dlogits is None:
         dlogits = top.new_zeros(B, T, W_hy.shape[1])
@@ -111,7 +118,9 @@ def backward(layers, W_hy, dlogits, dstate_last, tape, cell: Cell):
     dhs = (dy @ W_hy.t()).view(T, B, H)  # the output's share of dL/dh_t
     layer_grads, dstate0 = [], []
     for l in reversed(range(len(layers))):
-        p, (below, h0, hs, _, _, in_cpp) = layers[l], tape[l]
+        p, (below, h0, hs, _, mask, _, in_cpp) = layers[l], tape[l]
+        if mask is not None:
+            dhs = through_dropout(dhs, mask)
         last = tuple(None if d is None else d[l] for d in dstate_last)  # from after the window
         if in_cpp:
             last = tuple(torch.zeros_like(h0) if d is None else d for d in last)
@@ -138,6 +147,11 @@ def backward(layers, W_hy, dlogits, dstate_last, tape, cell: Cell):
         dstate0.insert(0, dstate)
     state = tuple(torch.stack([d[k] for d in dstate0]) for k in range(len(cell.STATE)))
     return layer_grads, dW_hy, db_y, state
+
+
+def through_dropout(dh: Tensor, mask: Tensor) -> Tensor:
+    """Backprop through dropout, the h passed on being h * m: d(h * m)/dh = m, the same mask."""
+    return dh * mask
 
 
 def loop_backward(dhs, last, tape: Tape, p: dict, cell: Cell):
@@ -172,15 +186,15 @@ def loop_backward(dhs, last, tape: Tape, p: dict, cell: Cell):
 class ManualBPTT(torch.autograd.Function):
     """The forward of ``forward_autograd`` with its backward pass written by hand (``backward``).
 
-    apply(cell, num_state, names, inputs, *state, *layer tensors (flattened by ``names``), W_hy, b_y)
-    -> logits (B, T, V), *last state. Nothing in it synchronises with the host, so it runs
-    unchanged on CUDA.
+    apply(cell, num_state, names, masks, inputs, *state, *layer tensors (flattened by ``names``),
+    W_hy, b_y) -> logits (B, T, V), *last state. ``masks`` (dropout's, or None) take no gradient.
+    Nothing in it synchronises with the host, so it runs unchanged on CUDA.
     """
 
     @staticmethod
-    def forward(ctx, cell, num_state, names, inputs, *tensors):
+    def forward(ctx, cell, num_state, names, masks, inputs, *tensors):
         state, layers, W_hy, b_y = unflatten(tensors, num_state, names)
-        top, state_last, tape = run_layers(inputs, state, layers, cell)
+        top, state_last, tape = run_layers(inputs, state, layers, cell, masks)
         T, B, H = top.shape
         logits = torch.addmm(b_y, top.reshape(T * B, H), W_hy).view(T, B, -1)  # (T, B, V)
         ctx.cell, ctx.names, ctx.layers, ctx.tape, ctx.W_hy = cell, names, layers, tape, W_hy
@@ -193,7 +207,7 @@ class ManualBPTT(torch.autograd.Function):
             ctx.layers, ctx.W_hy, dlogits, dstate_last, ctx.tape, ctx.cell
         )
         flat_layers = [g[name] for g in layer_grads for name in ctx.names]
-        return (None, None, None, None, *state, *flat_layers, dW_hy, db_y)
+        return (None, None, None, None, None, *state, *flat_layers, dW_hy, db_y)
 
 
 def flatten(state, layers, W_hy, b_y) -> tuple[tuple[str, ...], tuple]:
@@ -210,7 +224,7 @@ def unflatten(tensors, num_state, names):
     return state, layers, tensors[-2], tensors[-1]
 
 
-def forward_manual(inputs, state, layers, W_hy, b_y, cell: Cell):
+def forward_manual(inputs, state, layers, W_hy, b_y, cell: Cell, masks=None):
     """Same as ``forward_autograd``, through ``ManualBPTT``: logits (B, T, V) and the last state.
 
     Under autocast the whole window runs in the autocast dtype (as cuDNN's RNN does): the
@@ -221,7 +235,18 @@ def forward_manual(inputs, state, layers, W_hy, b_y, cell: Cell):
     if torch.is_autocast_enabled(device):
         dtype = torch.get_autocast_dtype(device)
         with torch.autocast(device, enabled=False):
-            out = ManualBPTT.apply(cell, len(state), names, inputs, *(t.to(dtype) for t in tensors))
+            masks = None if masks is None else [m.to(dtype) for m in masks]
+            out = ManualBPTT.apply(cell, len(state), names, masks, inputs, *(t.to(dtype) for t in tensors))
     else:
-        out = ManualBPTT.apply(cell, len(state), names, inputs, *tensors)
+        out = ManualBPTT.apply(cell, len(state), names, masks, inputs, *tensors)
     return out[0], tuple(out[1:])
+
+
+def dropout_masks(
+    p: float, shape: tuple[int, ...], num_layers: int, generator: torch.Generator, like: Tensor
+):
+    """One inverted-dropout mask per layer, (T, B, H) each, for a window: 1 / (1 - p) where a unit
+    is kept (probability 1 - p), 0 where it is dropped, drawn on the CPU from ``generator`` (so a
+    checkpoint's generator state replays them) and moved to ``like``'s device and dtype."""
+    keep = torch.rand((num_layers, *shape), generator=generator) >= p
+    return list(keep.to(device=like.device, dtype=like.dtype).mul_(1.0 / (1.0 - p)).unbind(0))

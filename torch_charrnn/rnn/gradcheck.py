@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 import reference_numpy as rn
-from torch_charrnn.rnn.bptt import cross_entropy, forward_autograd, forward_manual
+from torch_charrnn.rnn.bptt import cross_entropy, dropout_masks, forward_autograd, forward_manual
 from torch_charrnn.rnn.cells import get_cell
 
 TOLERANCES = {"autograd": (1e-9, 1e-12), "finite-diff": (1e-5, 1e-8)}  # (rtol, atol)
@@ -62,12 +62,13 @@ def random_problem(vocab_size, hidden_size, batch_size, seq_len, scale, seed, ce
     return params, state, inputs, targets
 
 
-def torch_grads(params, inputs, targets, state, cell, forward) -> dict[str, np.ndarray]:
+def torch_grads(params, inputs, targets, state, cell, forward, masks=None) -> dict[str, np.ndarray]:
     """Gradients of the mean loss through ``forward`` (autograd or the manual BPTT), float64, by name."""
     layers = [{k: torch.tensor(v, requires_grad=True) for k, v in p.items()} for p in params["layers"]]
     W_hy, b_y = (torch.tensor(params[k], requires_grad=True) for k in ("W_hy", "b_y"))
     state = tuple(torch.tensor(s, requires_grad=True) for s in state)
-    logits, _ = forward(torch.as_tensor(inputs), state, layers, W_hy, b_y, get_cell(cell))
+    masks = None if masks is None else [torch.from_numpy(m) for m in masks]
+    logits, _ = forward(torch.as_tensor(inputs), state, layers, W_hy, b_y, get_cell(cell), masks)
     cross_entropy(logits, torch.as_tensor(targets)).backward()
     named = {f"layers.{l}.{k}": v.grad.numpy() for l, p in enumerate(layers) for k, v in p.items()}
     return {
@@ -99,25 +100,36 @@ def gradcheck(
     max_fd_checks: int = 500,
     cell: str = "tanh",
     num_layers: int = 1,
+    dropout: float = 0.0,
 ) -> list[Row]:
     """Compare every gradient of NumPy's and torch's hand-written BPTT with both oracles.
 
     Finite differences check at most ``max_fd_checks`` randomly chosen entries of each tensor.
+    With ``dropout`` p > 0 every one of them runs the window under the same masks, drawn once
+    (``bptt.dropout_masks``, seeded by ``seed``).
     """
     params, state, inputs, targets = random_problem(
         vocab_size, hidden_size, batch_size, seq_len, scale, seed, cell, num_layers
     )
-    _, grads, _ = rn.loss_and_grads(params, inputs, targets, state, cell)
+    masks = None
+    if dropout > 0:
+        shape = (seq_len, batch_size, hidden_size)
+        like = torch.zeros((), dtype=torch.float64)
+        masks = [
+            m.numpy()
+            for m in dropout_masks(dropout, shape, num_layers, torch.Generator().manual_seed(seed), like)
+        ]
+    _, grads, _ = rn.loss_and_grads(params, inputs, targets, state, cell, masks)
     hand = {
         "numpy": {**rn.named_arrays(grads), **rn.state_names(grads["state"], cell)},
-        "torch": torch_grads(params, inputs, targets, state, cell, forward_manual),
+        "torch": torch_grads(params, inputs, targets, state, cell, forward_manual, masks),
     }
     rng = np.random.default_rng(seed + 1)
     sizes = {k: v.size for k, v in hand["numpy"].items()}
     picks = {k: rng.choice(n, size=min(n, max_fd_checks), replace=False) for k, n in sizes.items()}
     oracles = {
-        "autograd": torch_grads(params, inputs, targets, state, cell, forward_autograd),
-        "finite-diff": rn.numerical_grads(params, inputs, targets, state, cell, indices=picks),
+        "autograd": torch_grads(params, inputs, targets, state, cell, forward_autograd, masks),
+        "finite-diff": rn.numerical_grads(params, inputs, targets, state, cell, indices=picks, masks=masks),
     }
     return [
         compare(b, o, k, got[k], want[k])

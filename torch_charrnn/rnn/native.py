@@ -6,7 +6,7 @@ each of theirs (tested equal in ``tests/test_native.py``); what they save is Pyt
 operation, which at B32 H256 was a third of the hand-written LSTM's step.
 
 They are compiled with this machine's C++ compiler the first time they are needed (about a minute,
-once per PyTorch version; ``torch.utils.cpp_extension.load``, cached under
+once per PyTorch version and installed copy; ``torch.utils.cpp_extension.load``, cached under
 ``$TORCH_EXTENSIONS_DIR`` or ``~/.cache/torch_extensions``), against the PyTorch that is installed,
 so they always match it. Where they cannot be built or loaded (no compiler, say), or with
 ``CHARRNN_NATIVE=0``, the pure-torch loop runs instead, with the same results, and a warning says
@@ -16,6 +16,7 @@ so once.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import sys
@@ -46,7 +47,9 @@ def kernels():
 
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
     tag = f"py{sys.version_info[0]}{sys.version_info[1]}-torch{torch.__version__.replace('+', '-')}"
-    build = Path(root) / f"torch_charrnn-{tag}"
+    # one folder per installed copy of the package too: two checkouts would rebuild each other's
+    where = hashlib.sha1(str(SOURCES[0].parent).encode()).hexdigest()[:8]
+    build = Path(root) / f"torch_charrnn-{tag}-{where}"
     try:
         build.mkdir(parents=True, exist_ok=True)
         if not (build / "charrnn_kernels.so").exists():

@@ -14,7 +14,7 @@ from torchmetrics import MeanMetric
 from torch_charrnn.data.encoded import decode
 from torch_charrnn.errors import CharRNNError, require
 from torch_charrnn.rnn.backends import BACKENDS
-from torch_charrnn.rnn.bptt import LN2, cross_entropy
+from torch_charrnn.rnn.bptt import LN2, cross_entropy, dropout_masks
 from torch_charrnn.rnn.cells import CELLS, cell_options, get_cell
 from torch_charrnn.training.guard import GradientGuard, step_is_due
 from torch_charrnn.training.legacy import upgrade_checkpoint
@@ -62,6 +62,10 @@ class CharRNN(L.LightningModule):
         whh_scale: the tanh cell's W_hh starts as ``whh_scale`` times the identity (a tanh option).
         init_std: standard deviation of the Gaussian init of W_hy and of the tanh cell's first W_xh.
         forget_bias: added to the LSTM's forget-gate bias at initialisation (an LSTM option).
+        dropout: inverted dropout's probability p on the h each layer passes on (to the layer
+            above, and from the top layer to the output layer), in training only; the recurrence
+            is never dropped. 0 (the default) leaves the model as it was, bit for bit. The masks
+            are drawn once a window from the model's own generator, whose state checkpoints keep.
         bptt: ``manual`` (the default) runs the hand-written backward pass of
             ``torch_charrnn.rnn.bptt.ManualBPTT``; ``autograd`` lets autograd differentiate the same
             cell steps, the oracle the manual pass is tested against; ``fused`` runs PyTorch's own
@@ -83,6 +87,7 @@ class CharRNN(L.LightningModule):
         whh_scale: float = 0.01,
         init_std: float = 0.01,
         forget_bias: float = 0.0,
+        dropout: float = 0.0,
         bptt: Literal["manual", "autograd", "fused"] = "manual",
         vocab: str | None = None,
         unit: Literal["chars", "bytes"] = "chars",
@@ -96,6 +101,12 @@ class CharRNN(L.LightningModule):
         require(eps > 0, f"`eps` must be positive, got {eps}")
         require(whh_scale >= 0, f"`whh_scale` must be non-negative, got {whh_scale}")
         require(init_std >= 0, f"`init_std` must be non-negative, got {init_std}")
+        require(0 <= dropout < 1, f"`dropout` must be in [0, 1), got {dropout}")
+        require(
+            dropout == 0 or bptt != "fused",
+            "`dropout` above 0 needs `bptt` manual or autograd: fused runs PyTorch's own kernels, "
+            "which draw masks of their own",
+        )
         require(
             vocab is None or len(vocab) == vocab_size,
             f"`vocab` has {len(vocab or '')} characters but `vocab_size` is {vocab_size}",
@@ -117,6 +128,11 @@ class CharRNN(L.LightningModule):
         self._loss = torch.zeros(())
         self._last_step = (-1, True)  # the last training step run, and whether its metrics were written
         self.guard = GradientGuard()
+        # Dropout's masks come from a generator of the model's own, seeded from torch's global one
+        # (torch.manual_seed decides it) after the weights, and only with dropout: p = 0 draws nothing.
+        self.dropout_generator = torch.Generator()
+        if dropout > 0:
+            self.dropout_generator.manual_seed(int(torch.randint(2**62, ())))
 
     def weights(self) -> dict:
         """The parameters as ``{"layers": [{"W_xh", "W_hh", "b_h", ...}, ...], "W_hy", "b_y"}``,
@@ -135,7 +151,12 @@ class CharRNN(L.LightningModule):
             state = self.initial_state(B)
         run = BACKENDS[self.hparams.bptt]
         w = self.weights()
-        return run(inputs, state, w["layers"], w["W_hy"], w["b_y"], self.cell)
+        masks = None
+        p = self.hparams.dropout
+        if self.training and p > 0:  # in evaluation dropout is the identity
+            H = self.hparams.hidden_size
+            masks = dropout_masks(p, (T, B, H), self.hparams.num_layers, self.dropout_generator, self.W_hy)
+        return run(inputs, state, w["layers"], w["W_hy"], w["b_y"], self.cell, masks)
 
     def carried_state(self, stage: str, batch_idx: int, batch_size: int) -> tuple[Tensor, ...]:
         """The state carried into window ``batch_idx`` of ``stage``; zeros at an epoch's start."""
@@ -218,6 +239,7 @@ class CharRNN(L.LightningModule):
         checkpoint["best_val_bpc"] = self.best_val_bpc
         carried = self._state["train"]
         checkpoint["carried_state"] = None if carried is None else tuple(s.cpu() for s in carried)
+        checkpoint["dropout_generator"] = self.dropout_generator.get_state()  # the masks still to come
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         upgrade_checkpoint(checkpoint)  # one written before cells existed: flat W_xh ... b_y
@@ -229,6 +251,8 @@ class CharRNN(L.LightningModule):
         take_current_optimizer_settings(checkpoint, fresh["optimizer"] if isinstance(fresh, dict) else fresh)
         self.best_val_bpc = checkpoint.get("best_val_bpc", float("inf"))
         self._state["train"] = checkpoint.get("carried_state")  # moved to the parameters' device at first use
+        if "dropout_generator" in checkpoint:
+            self.dropout_generator.set_state(checkpoint["dropout_generator"])
 
     def _vocab(self) -> str:
         if self.hparams.vocab is None:
