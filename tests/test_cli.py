@@ -204,10 +204,11 @@ def test_the_readme_config_table_is_what_each_config_sets():
             schedule = cfg.get("lr_scheduler", {}).get("class_path", "").rsplit(".", 1)[-1]
             want = f"{name} {optimizer['init_args']['lr']:g}" + (", warmup + cosine" if schedule else "")
             assert row["optimizer"] == want, path.name
-            if schedule:  # the decay ends with the budget: at max_steps
-                assert cfg["lr_scheduler"]["init_args"]["total_steps"] == value("trainer", "max_steps"), (
-                    path.name
-                )
+            init = cfg.get("lr_scheduler", {}).get("init_args", {})
+            if schedule == "WarmupCosineInTime":  # the decay ends with the time budget, measured
+                assert f"00:00:{int(init['minutes']):02d}:00" == value("trainer", "max_time"), path.name
+            elif schedule:  # the decay ends with the budget: at max_steps
+                assert init["total_steps"] == value("trainer", "max_steps"), path.name
         amount, unit = row["stops after"].split()
         if unit == "epochs":
             assert int(amount) == value("trainer", "max_epochs") and not value("trainer", "max_time"), (
