@@ -62,7 +62,7 @@ def run_layers(inputs: Tensor, state: tuple, layers: list[dict], cell: Cell, mas
     multiplies the h that layer passes on, to the layer above or, from the top, to the output
     layer; the recurrence itself is never dropped."""
     x = inputs.t()  # (T, B), time-major
-    below, H = x, state[0].shape[-1]
+    below = x
     tape, last = [], []
     for l, p in enumerate(layers):
         if l == 0:
@@ -70,32 +70,37 @@ def run_layers(inputs: Tensor, state: tuple, layers: list[dict], cell: Cell, mas
         else:
             a = below @ p["W_xh"] + p["b_h"]  # (T, B, G*H): the layer below's h, one matmul
         s = tuple(st[l] for st in state)
+        mask = None if masks is None else masks[l]
         ops = native.usable(a)
         if ops is not None:  # the same loop in C++
             hs, s, cache = cell.layer_forward(ops, a, s, p, packed(p["W_hh"], x.shape[1]))
-            mask = None if masks is None else masks[l]
             tape.append(Tape(below, state[0][l], hs, cache, mask, None, native=True))
-            last.append(s)
-            below = hs if mask is None else hs * mask  # dropout on what it passes on
-            continue
-        # With one gate block h_t overwrites the input share a_t its own step has consumed; with more,
-        # h goes to a buffer of its own, contiguous, as the next step's matmul and backward's want it
-        # (a view into a's first H columns ran the LSTM's recurrent matmul at half speed). Under
-        # autograd, which cannot record out=, the states are stacked instead.
-        hs = None if torch.is_grad_enabled() else a if cell.GATES == 1 else a.new_empty(a.shape[:-1] + (H,))
-        caches, steps = [], []
-        recur = product(p["W_hh"], x.shape[1])  # + h W_hh, its weight prepared once a window
-        for t in range(x.shape[0]):  # the recurrence alone
-            s, cache = cell.step(a[t], s, p, recur, out=None if hs is None else hs[t])
-            caches.append(cache)
-            steps.append(s[0])
-        hs = torch.stack(steps) if hs is None else hs  # (T, B, H)
-        mask = None if masks is None else masks[l]
-        tape.append(Tape(below, state[0][l], hs, caches, mask, steps))
+        else:
+            hs, s, caches, steps = step_by_step(a, s, p, cell)
+            tape.append(Tape(below, state[0][l], hs, caches, mask, steps))
         last.append(s)
         below = hs if mask is None else hs * mask  # dropout on what it passes on
     state_last = tuple(torch.stack([s[k] for s in last]) for k in range(len(cell.STATE)))  # each (L, B, H)
     return below, state_last, tape
+
+
+def step_by_step(a: Tensor, s: tuple, p: dict, cell: Cell):
+    """One layer's recurrence in torch, a cell step at a time, from its input shares a (T, B, G*H):
+    h of every step (T, B, H), the last state, each step's cache and each step's h as read next."""
+    # With one gate block h_t overwrites the input share a_t its own step has consumed; with more,
+    # h goes to a buffer of its own, contiguous, as the next step's matmul and backward's want it
+    # (a view into a's first H columns ran the LSTM's recurrent matmul at half speed). Under
+    # autograd, which cannot record out=, the states are stacked instead.
+    H = s[0].shape[-1]
+    hs = None if torch.is_grad_enabled() else a if cell.GATES == 1 else a.new_empty(a.shape[:-1] + (H,))
+    caches, steps = [], []
+    recur = product(p["W_hh"], a.shape[1])  # + h W_hh, its weight prepared once a window
+    for t in range(a.shape[0]):  # the recurrence alone
+        s, cache = cell.step(a[t], s, p, recur, out=None if hs is None else hs[t])
+        caches.append(cache)
+        steps.append(s[0])
+    hs = torch.stack(steps) if hs is None else hs  # (T, B, H)
+    return hs, s, caches, steps
 
 
 def forward_autograd(inputs, state, layers, W_hy, b_y, cell: Cell, masks=None):

@@ -12,7 +12,7 @@ and oneDNN's fixed cost a call are paid either way.
 Everywhere else it is ``addmm``: float64 (the gradient tests), a GPU (cuBLAS has no such layout),
 bf16, and whenever autograd records (``forward_autograd``, the monitor), since the reordered copy
 has no gradient. Both compute the same sum; in float32 they round differently (about 1e-6
-relative, tested in ``tests/test_products.py``).
+relative, tested in ``tests/test_native.py``).
 """
 
 from __future__ import annotations
