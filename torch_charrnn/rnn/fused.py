@@ -52,6 +52,12 @@ def forward_fused(inputs, state, layers, W_hy, b_y, cell: Cell, masks=None) -> t
     module = _module(cell.FUSED, V, H, len(layers), W_hy.dtype, W_hy.device)
     x = F.one_hot(inputs.t(), V).to(W_hy.dtype)  # (T, B, V)
     hx = state if len(state) > 1 else state[0]
-    out, last = torch.func.functional_call(module, fused_parameters(layers, cell), (x, hx))  # (T, B, H)
+    named = fused_parameters(layers, cell)
+    if x.is_cuda:
+        # cuDNN packs the weights into one buffer in place before each call, which a transposed
+        # view of a parameter cannot take: it is given a transient contiguous copy (gradients
+        # flow through the copy to the parameter; nothing is kept).
+        named = {name: w.contiguous() for name, w in named.items()}
+    out, last = torch.func.functional_call(module, named, (x, hx))  # (T, B, H)
     logits = out @ W_hy + b_y  # (T, B, V)
     return logits.transpose(0, 1), last if isinstance(last, tuple) else (last,)
