@@ -118,9 +118,8 @@ def run_baseline(kind, clock, windows, args, seed):
     data.prepare_data()
     data.setup()
     model = TorchRNN(kind, data.vocab_size, args.hidden, args.layers, args.dropout)
-    lr = args.lr
     clock.measure = lambda: _eval_model(model, windows)
-    step = BareStep(model, torch.optim.Adam(model.parameters(), lr=lr), clip=5.0)
+    step = BareStep(model, torch.optim.Adam(model.parameters(), lr=args.lr), clip=5.0)
     while clock.marks:
         step.state = None  # every epoch starts the streams from zero
         for batch in data.splits["train"]:
