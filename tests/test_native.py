@@ -46,6 +46,33 @@ def test_the_cpp_loop_equals_the_torch_loop_in_float64(cell, L, V, H, B, T, scal
 
 
 @pytest.mark.parametrize("cell", CELLS)
+def test_float32_activations_stay_within_1e6_of_torchs_and_keep_nan_and_saturation(cell):
+    """In float32 the C++ loop's sigmoid and tanh use ATen's faster exp (csrc/vec.h): within about
+    1e-7 of torch's, saturating to 0 and 1 at any size, and a NaN stays a NaN (exp_u20 alone would
+    clamp it to a number and hide a diverged run)."""
+    torch.manual_seed(0)
+    model = CharRNN(6, 40, cell, num_layers=2)
+    with torch.no_grad():
+        W = model.layers[0].W_xh
+        W.normal_(0, 3.0)
+        W[1] *= 1e4  # pre-activations far beyond where exp overflows in float32
+        W[2] = 1e-6  # where tanh(x) is x: an absolute error, not a relative one
+        W[3, 5] = float("nan")
+    inputs = torch.tensor([[0, 1, 2, 0, 4, 3, 0], [2, 2, 1, 4, 0, 5, 1]])
+    outs, layers = {}, model.weights()["layers"]
+    for loop in ("C++", "torch"):
+        with bptt_loop(loop), torch.no_grad():
+            top, last, tape = run_layers(inputs, model.initial_state(2), layers, model.cell)
+        assert [layer.native for layer in tape] == [loop == "C++"] * 2
+        outs[loop] = (top, *last)
+    top = outs["C++"][0]  # (T, B, H): character 3 comes at t = 5 in the first row, never in the second
+    assert torch.isnan(top[5:, 0]).any() and not torch.isnan(top[:5]).any()
+    assert not torch.isnan(top[:, 1]).any()
+    for c, p in zip(outs["C++"], outs["torch"], strict=True):
+        torch.testing.assert_close(c, p, rtol=0, atol=1e-6, equal_nan=True)
+
+
+@pytest.mark.parametrize("cell", CELLS)
 def test_the_cpp_loop_runs_on_a_cpu_and_the_torch_loop_under_autograd(cell):
     """What the equality above relies on: a CPU window without autograd goes through C++ (the
     tape says so), one that autograd records (the oracle, the monitor) steps in torch."""
