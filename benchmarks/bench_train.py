@@ -50,6 +50,7 @@ from harness import (
 import reference_numpy as rn
 from torch_charrnn import CharRNN
 from torch_charrnn.rnn.bptt import cross_entropy
+from torch_charrnn.training.memory import keep_freed_memory
 
 CONFIGS = {
     "B1 T1 H1": (1, 1, 1),  # no arithmetic to speak of: Lightning's fixed cost a step
@@ -243,8 +244,10 @@ def main():
     warnings.filterwarnings("ignore")
     device = torch.device(args.device)
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    kept = keep_freed_memory()  # as charrnn fit does, for every variant (memory is measured apart)
     print(
-        f"torch {torch.__version__}, device {device} ({where}), {args.dtype}, {args.rounds} rounds, medians\n"
+        f"torch {torch.__version__}, device {device} ({where}), {args.dtype}, {args.rounds} rounds, medians; "
+        f"freed memory kept: {kept}\n"
     )
     print(
         "| cell | config | variant | chars/s | GFLOP/s | % of matmul ceiling | vs nn.* "

@@ -43,6 +43,7 @@ import torch
 from harness import EVAL_B, EVAL_T, BareStep, TorchRNN, eval_windows, fit_with, val_loss
 
 from torch_charrnn import CharDataModule
+from torch_charrnn.training.memory import keep_freed_memory
 
 
 class Clock:
@@ -173,8 +174,10 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     windows = eval_windows(args.corpus)
+    kept = keep_freed_memory()  # charrnn fit keeps it anyway; from the start, the baselines too
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads; marks {args.marks} min; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; freed memory kept: {kept}; "
+        f"marks {args.marks} min; "
         f"{args.runs} run(s); val: {len(windows)} windows of {EVAL_B}x{EVAL_T}\n"
     )
     results = {who: [] for who in args.contestants}

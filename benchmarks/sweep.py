@@ -34,6 +34,8 @@ import yaml
 from harness import EVAL_B, EVAL_T, eval_windows, train_for_chars
 from race import Clock, run_config
 
+from torch_charrnn.training.memory import keep_freed_memory
+
 BASE = {"hidden_size": 256, "batch_size": 64, "seq_len": 100, "lr": 0.01, "whh_scale": 0.01}
 VARIANTS = [
     {},
@@ -109,6 +111,7 @@ def main() -> None:
     parser.add_argument("--rows", nargs="*", default=[], help="k1=v1,k2=v2: a combination (--minutes)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
+    keep_freed_memory()  # as charrnn fit does, from the first run
     if args.minutes is not None:
         logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
         sweep_in_time(args)

@@ -36,6 +36,7 @@ from torch_charrnn.cli.versions import claim_version, find_last_checkpoint
 from torch_charrnn.data.datamodule import CharDataModule
 from torch_charrnn.errors import CharRNNError
 from torch_charrnn.training.callbacks import TrainingMonitor
+from torch_charrnn.training.memory import keep_freed_memory
 from torch_charrnn.training.module import CharRNN
 from torch_charrnn.training.storage import AtomicCheckpointIO, LastCheckpoint, last_checkpoint
 
@@ -197,6 +198,7 @@ def require_accelerator(accelerator) -> None:
 def cli_main(args: list[str] | None = None, run: bool = True, cli_class: type = CharRNNCLI) -> CharRNNCLI:
     """Run Lightning's CLI in-process (``args`` as on the command line, after ``charrnn``);
     ``cli_class``: a subclass of CharRNNCLI, for tools that hook into a run (benchmarks/race.py)."""
+    keep_freed_memory()  # each step reuses the last one's memory rather than fresh pages
     try:
         return cli_class(
             CharRNN,
