@@ -144,6 +144,15 @@ class CharRNN(L.LightningModule):
         L, H = self.hparams.num_layers, self.hparams.hidden_size
         return tuple(self.W_hy.new_zeros(L, batch_size, H) for _ in self.cell.STATE)
 
+    def __setattr__(self, name: str, value) -> None:
+        # Lightning names the hook it is in on the module, 44 times a training step. nn.Module's
+        # __setattr__ checks each write against its parameters, buffers and submodules, a few
+        # microseconds apiece; this name is a plain string attribute, never one of those.
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def forward(self, inputs: Tensor, state: tuple[Tensor, ...] | None = None) -> tuple[Tensor, tuple]:
         """Logits (B, T, V) and the last state (a tuple of (L, B, H)) for a window of indices (B, T)."""
         B, T = inputs.shape
