@@ -326,6 +326,17 @@ def test_divergence_names_the_optimizers_learning_rate_option(tmp_path, capsys):
     assert "a lower --optimizer.lr (now 3e+37)" in err, err
 
 
+def test_an_optimizer_step_that_overflows_is_a_divergence_not_a_traceback(tmp_path, capsys):
+    # Adam's step size is lr / (1 - beta1): at 1e38 torch.optim.Adam raises its own RuntimeError
+    args = ["fit", *SMALL, "--optimizer=Adam", "--optimizer.lr=1e38", "--trainer.max_steps=10"]
+    code = main([*args, f"--trainer.default_root_dir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err, err
+    assert "training diverged at step 0: the optimizer's step overflowed float32" in err, err
+    assert "a lower --optimizer.lr (now 1e+38)" in err and "(--ckpt_path last)" in err, err
+    assert not list(tmp_path.glob("**/*.ckpt")), "nothing from the run was saved"
+
+
 @pytest.mark.parametrize("subcommand", ["fit", "validate"])
 def test_the_checkpoint_is_read_from_disk_once(tmp_path, trained, monkeypatch, subcommand):
     """charrnn's own check reads it; Lightning's restore is served that same read."""

@@ -36,6 +36,7 @@ from torch_charrnn.cli.versions import claim_version, find_last_checkpoint
 from torch_charrnn.data.datamodule import CharDataModule
 from torch_charrnn.errors import CharRNNError
 from torch_charrnn.training.callbacks import TrainingMonitor
+from torch_charrnn.training.guard import step_overflowed
 from torch_charrnn.training.memory import keep_freed_memory
 from torch_charrnn.training.module import CharRNN
 from torch_charrnn.training.storage import AtomicCheckpointIO, LastCheckpoint, last_checkpoint
@@ -138,7 +139,13 @@ class CharRNNCLI(LightningCLI):
 
     def fit(self, model, **kwargs) -> None:
         try:
-            self.trainer.fit(model, **kwargs)
+            try:
+                self.trainer.fit(model, **kwargs)
+            except RuntimeError as error:
+                diverged = step_overflowed(error, self.trainer)
+                if diverged is None:
+                    raise
+                raise diverged from error
         except CharRNNError as err:  # named now: with --optimizer, `lr` is --optimizer.lr
             err.args = (with_flags(str(err), optimizer=self.config.fit.get("optimizer") is not None),)
             raise

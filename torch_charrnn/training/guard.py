@@ -29,6 +29,21 @@ def parameters(optimizer) -> list[Tensor]:
     return [p for group in optimizer.param_groups for p in group["params"]]
 
 
+def step_overflowed(error: RuntimeError, trainer: L.Trainer) -> DivergedError | None:
+    """The optimizer's own step overflowing float32, as the DivergedError the check above raises
+    for a non-finite loss; None for any other error. torch.optim raises a RuntimeError of its own
+    there ("value cannot be converted to type float without overflow"): Adam's step size is
+    lr / (1 - beta1^t), past float32's 3.4e38 from lr 3.4e37 at its first step."""
+    if "without overflow" not in str(error) or not trainer.optimizers:
+        return None
+    lr = trainer.optimizers[0].param_groups[0]["lr"]
+    return DivergedError(
+        f"training diverged at step {trainer.global_step}: the optimizer's step overflowed float32 "
+        f"({str(error).strip()}). Nothing from this step was saved; resume from the last good "
+        f"checkpoint (`ckpt_path` last) with a lower `lr` (now {lr:g})."
+    )
+
+
 class GradientGuard:
     """One pass over the gradients a step: their global norm, taken once, stops a non-finite step
     before it is applied and is the norm clipping uses (as ``clip_grad_norm_`` would compute it
