@@ -139,16 +139,19 @@ class CharRNNCLI(LightningCLI):
 
     def fit(self, model, **kwargs) -> None:
         try:
-            try:
-                self.trainer.fit(model, **kwargs)
-            except RuntimeError as error:
-                diverged = step_overflowed(error, self.trainer)
-                if diverged is None:
-                    raise
-                raise diverged from error
-        except CharRNNError as err:  # named now: with --optimizer, `lr` is --optimizer.lr
-            err.args = (with_flags(str(err), optimizer=self.config.fit.get("optimizer") is not None),)
-            raise
+            self.trainer.fit(model, **kwargs)
+        except CharRNNError as err:
+            raise self.named(err)  # noqa: B904 - the same error, its message in flags
+        except RuntimeError as error:  # torch.optim's own overflow is a divergence too
+            diverged = step_overflowed(error, self.trainer)
+            if diverged is None:
+                raise
+            raise self.named(diverged) from error
+
+    def named(self, err: CharRNNError) -> CharRNNError:
+        """``err`` with its argument names as flags: with --optimizer, `lr` is --optimizer.lr."""
+        err.args = (with_flags(str(err), optimizer=self.config.fit.get("optimizer") is not None),)
+        return err
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
