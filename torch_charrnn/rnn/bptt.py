@@ -30,7 +30,7 @@ from torch import Tensor
 
 from torch_charrnn.rnn import native
 from torch_charrnn.rnn.cells import Cell
-from torch_charrnn.rnn.products import packed, product
+from torch_charrnn.rnn.products import product
 
 LN2 = math.log(2.0)
 
@@ -73,7 +73,7 @@ def run_layers(inputs: Tensor, state: tuple, layers: list[dict], cell: Cell, mas
         mask = None if masks is None else masks[l]
         ops = native.usable(a)
         if ops is not None:  # the same loop in C++
-            hs, s, cache = cell.layer_forward(ops, a, s, p, packed(p["W_hh"], x.shape[1]))
+            hs, s, cache = cell.layer_forward(ops, a, s, p)
             tape.append(Tape(below, state[0][l], hs, cache, mask, None, native=True))
         else:
             hs, s, caches, steps = step_by_step(a, s, p, cell)
@@ -129,22 +129,23 @@ def backward(layers, W_hy, dlogits, dstate_last, tape, cell: Cell):
         last = tuple(None if d is None else d[l] for d in dstate_last)  # from after the window
         if in_cpp:
             last = tuple(torch.zeros_like(h0) if d is None else d for d in last)
-            back = packed(p["W_hh"].t(), B)
-            dA, dU, dstate = cell.layer_backward(native.kernels(), dhs, last, tape[l], p, back)
+            dA, dU, dstate = cell.layer_backward(native.kernels(), dhs, last, tape[l], p)
         else:
             dA, dU, dstate = loop_backward(dhs, last, tape[l], p, cell)
         G_H = p["W_hh"].shape[1]
         dA2, dU2 = dA.view(T * B, G_H), dU.view(T * B, G_H)
-        hs_prev = hs[:-1].reshape((T - 1) * B, H)  # h_{t-1} for t >= 1; h0 for t = 0
         if l == 0:
             dW_xh = torch.zeros_like(p["W_xh"]).index_add_(0, below.reshape(-1), dA2)  # the gathered rows
         else:
             dW_xh = below.reshape(T * B, -1).t() @ dA2  # (H, G*H)
             dhs = (dA2 @ p["W_xh"].t()).view(T, B, H)  # backprop into the layer below's h
+        if in_cpp:  # the same product, by the threads that share out the units
+            dW_hh = native.kernels().recurrent_weight_grad(h0, hs, dU, native.parts(H))
+        else:  # sum_t h_{t-1}^T du_t: NumPy's one product over [h0; hs[:-1]], without copying hs
+            dW_hh = torch.addmm(h0.t() @ dU[0], hs[:-1].reshape((T - 1) * B, H).t(), dU2[B:])
         grads = {
             "W_xh": dW_xh,
-            # sum_t h_{t-1}^T du_t: NumPy's one product over [h0; hs[:-1]], without copying hs
-            "W_hh": torch.addmm(h0.t() @ dU[0], hs_prev.t(), dU2[B:]),
+            "W_hh": dW_hh,
             "b_h": dA2.sum(0),
             **cell.extra_grads(dA, dU, p),
         }

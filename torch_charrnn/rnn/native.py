@@ -31,6 +31,15 @@ log = logging.getLogger("torch_charrnn")
 SOURCES = sorted((Path(__file__).parent / "csrc").glob("*.cpp"))
 
 
+UNITS_PER_THREAD = 32  # the fewest hidden units a thread of a window's loop takes on (csrc/team.h)
+
+
+def parts(H: int) -> int:
+    """How many threads share out a window's H hidden units in a loop that splits them
+    (``csrc/team.h``): one per UNITS_PER_THREAD units, at most PyTorch's thread count."""
+    return max(1, min(torch.get_num_threads(), H // UNITS_PER_THREAD))
+
+
 def usable(x: Tensor):
     """``torch.ops.charrnn`` for a window on ``x``'s device and dtype, or None where the pure-torch
     loop runs: a GPU, bf16, autograd recording (the oracle and the monitor), or no kernels."""
@@ -58,7 +67,8 @@ def kernels():
         load(
             name="charrnn_kernels",
             sources=[str(s) for s in SOURCES],
-            extra_cflags=["-O3", *_vector_flags()],
+            extra_cflags=["-O3", *_vector_flags(), *_openmp_flags()],
+            extra_ldflags=_openmp_flags(),
             build_directory=str(build),
             is_python_module=False,
             verbose=False,
@@ -75,6 +85,16 @@ def kernels():
             lines[-1].strip() if lines else "no message",
         )
         return None
+
+
+def _openmp_flags() -> list[str]:
+    """OpenMP, so that ``at::parallel_for`` in the kernels runs on PyTorch's threads: its loop is
+    a ``#pragma omp parallel`` in ATen's headers, which a build without -fopenmp runs on one
+    thread. On Linux, where PyTorch's OpenMP runtime (libgomp) is the one the kernels then share;
+    elsewhere the kernels run on the calling thread."""
+    if sys.platform != "linux" or not torch.backends.openmp.is_available():
+        return []
+    return ["-fopenmp"]
 
 
 def _vector_flags() -> list[str]:

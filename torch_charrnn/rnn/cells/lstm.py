@@ -10,6 +10,7 @@ References: Hochreiter & Schmidhuber 1997; Gers et al. 2000 (forget gate); torch
 
 import torch
 
+from torch_charrnn.rnn import native
 from torch_charrnn.rnn.cells.common import uniform
 
 NAME = "lstm"
@@ -72,20 +73,20 @@ def extra_grads(dA, dU, p):
     return {}
 
 
-def layer_forward(ops, a, state, p, packed):
-    """The window's recurrence in C++ (``csrc/lstm.cpp``, the loop above without Python): h of
-    every step (T, B, H), the last state and what ``layer_backward`` reads. ``packed`` is W_hh
-    prepared for oneDNN, or None (``torch_charrnn/rnn/products.py``)."""
+def layer_forward(ops, a, state, p):
+    """The window's recurrence in C++ (``csrc/lstm.cpp``, the loop above without Python, its
+    threads sharing out the units): h of every step (T, B, H), the last state and what
+    ``layer_backward`` reads."""
     h0, c0 = state
-    hs, cs, tcs, gates = ops.lstm_forward(a, h0, c0, p["W_hh"], packed)
+    hs, cs, tcs, gates = ops.lstm_forward(a, h0, c0, p["W_hh"], native.parts(h0.shape[-1]))
     return hs, (hs[-1], cs[-1]), (c0, cs, tcs, gates)
 
 
-def layer_backward(ops, dhs, last, tape, p, packed):
+def layer_backward(ops, dhs, last, tape, p):
     """``step_backward`` over the window in C++, from each h_t's gradient from above (T, B, H) and
     the last state's from after the window: dL/da, dL/du and the initial state's gradient."""
     c0, cs, tcs, gates = tape.caches
-    dz, dh0, dc0 = ops.lstm_backward(dhs, *last, c0, cs, tcs, gates, p["W_hh"].t(), packed)
+    dz, dh0, dc0 = ops.lstm_backward(dhs, *last, c0, cs, tcs, gates, p["W_hh"], native.parts(dhs.shape[-1]))
     return dz, dz, (dh0, dc0)
 
 

@@ -5,6 +5,8 @@ h_t = tanh(a_t + h_{t-1} W_hh)      a_t = x_t W_xh + b_h
 
 import torch
 
+from torch_charrnn.rnn.products import packed
+
 NAME = "tanh"
 GATES = 1
 STATE = ("h",)
@@ -45,18 +47,18 @@ def extra_grads(dA, dU, p):
     return {}
 
 
-def layer_forward(ops, a, state, p, packed):
+def layer_forward(ops, a, state, p):
     """The window's recurrence in C++ (``csrc/tanh.cpp``, the loop above without Python): h of
-    every step (T, B, H), the last state and what ``layer_backward`` reads. ``packed`` is W_hh
-    prepared for oneDNN, or None (``torch_charrnn/rnn/products.py``)."""
-    hs = ops.tanh_forward(a, state[0], p["W_hh"], packed)
+    every step (T, B, H), the last state and what ``layer_backward`` reads. W_hh goes to it prepared
+    for oneDNN where that pays (``torch_charrnn/rnn/products.py``), and so does W_hhᵀ backward."""
+    hs = ops.tanh_forward(a, state[0], p["W_hh"], packed(p["W_hh"], a.shape[1]))
     return hs, (hs[-1],), None
 
 
-def layer_backward(ops, dhs, last, tape, p, packed):
+def layer_backward(ops, dhs, last, tape, p):
     """``step_backward`` over the window in C++, from each h_t's gradient from above (T, B, H) and
     the last state's from after the window: dL/da, dL/du and the initial state's gradient."""
-    da, dh0 = ops.tanh_backward(dhs, last[0], tape.hs, p["W_hh"].t(), packed)
+    da, dh0 = ops.tanh_backward(dhs, last[0], tape.hs, p["W_hh"].t(), packed(p["W_hh"].t(), dhs.shape[1]))
     return da, da, (dh0,)
 
 

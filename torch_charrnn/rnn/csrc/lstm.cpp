@@ -1,45 +1,52 @@
 // The LSTM's recurrence over a window, forward and backward, in C++: the arithmetic of
 // torch_charrnn/rnn/cells/lstm.py's step and step_backward, with the loop over time here and each
 // step's elementwise work in one pass over the units instead of a dozen kernels (tanh as vec.h
-// computes it). Gate order i, f, g, o.
+// computes it), and the threads sharing out the units (team.h). Gate order i, f, g, o.
 #include <torch/library.h>
 
-#include "product.h"
+#include "team.h"
 #include "vec.h"
 
 namespace charrnn {
 
-// One step's elementwise forward: from z (B, 4H) = a_t + h_{t-1} W_hh and c_{t-1}, the gates
-// (i, f, o after their sigmoid, g after its tanh), c_t, tanh(c_t) and h_t.
+using at::Tensor;
+
+// One step's elementwise forward for units [u0, u1) of every row: from z = a_t + h_{t-1} W_hh,
+// whose product share is in `gates` (B, 4H) and is overwritten with the gates (i, f, o after their
+// sigmoid, g after its tanh), and c_{t-1}: c_t, tanh(c_t) and h_t.
 template <typename T>
-void step_forward(const T* z, const T* c_prev, T* gates, T* c, T* tc, T* h, int64_t B, int64_t H) {
-  for_units<T>(B, H, [&](int64_t b, int64_t j, int64_t n) {
-    const T* zb = z + b * 4 * H + j;
-    T* gb = gates + b * 4 * H + j;
-    const int64_t k = b * H + j;
-    const Vec<T> i = sigmoid(Vec<T>::loadu(zb, n)), f = sigmoid(Vec<T>::loadu(zb + H, n));
-    const Vec<T> g = tanh(Vec<T>::loadu(zb + 2 * H, n)), o = sigmoid(Vec<T>::loadu(zb + 3 * H, n));
+void step_forward(const T* a, T* gates, const T* c_prev, T* c, T* tc, T* h, int64_t B, int64_t H,
+                  int64_t u0, int64_t u1) {
+  for_unit_range<T>(B, u0, u1, [&](int64_t b, int64_t j, int64_t n) {
+    const int64_t r = b * 4 * H + j, k = b * H + j;
+    auto z = [&](int64_t block) {  // a_t + h_{t-1} W_hh, one gate block
+      return Vec<T>::loadu(a + r + block * H, n) + Vec<T>::loadu(gates + r + block * H, n);
+    };
+    const Vec<T> i = sigmoid(z(0)), f = sigmoid(z(1)), g = tanh(z(2)), o = sigmoid(z(3));
     const Vec<T> ct = f * Vec<T>::loadu(c_prev + k, n) + i * g;  // c_t = f * c_{t-1} + i * g
     const Vec<T> t = tanh(ct);
+    T* gb = gates + r;
     i.store(gb, n), f.store(gb + H, n), g.store(gb + 2 * H, n), o.store(gb + 3 * H, n);
     ct.store(c + k, n), t.store(tc + k, n);
     (o * t).store(h + k, n);  // h_t = o * tanh(c_t)
   });
 }
 
-// One step's elementwise backward: from dL/dh_t, dL/dc_t (from the step after, overwritten with
-// dL/dc_{t-1}) and the forward's gates, tanh(c_t) and c_{t-1}, dL/dz (B, 4H).
+// One step's elementwise backward for units [u0, u1) of every row: from dL/dh_t (its share from
+// above, `dh_above`, and through the recurrence, `dh_rec`), dL/dc_t (from the step after,
+// overwritten with dL/dc_{t-1}) and the forward's gates, tanh(c_t) and c_{t-1}, dL/dz (B, 4H).
 template <typename T>
-void step_backward(const T* dh, T* dc, const T* gates, const T* tc, const T* c_prev, T* dz, int64_t B,
-                   int64_t H) {
+void step_backward(const T* dh_above, const T* dh_rec, T* dc, const T* gates, const T* tc, const T* c_prev,
+                   T* dz, int64_t B, int64_t H, int64_t u0, int64_t u1) {
   const Vec<T> one(T(1));
-  for_units<T>(B, H, [&](int64_t b, int64_t j, int64_t n) {
+  for_unit_range<T>(B, u0, u1, [&](int64_t b, int64_t j, int64_t n) {
     const T* gb = gates + b * 4 * H + j;
     T* db = dz + b * 4 * H + j;
     const int64_t k = b * H + j;
     const Vec<T> i = Vec<T>::loadu(gb, n), f = Vec<T>::loadu(gb + H, n);
     const Vec<T> g = Vec<T>::loadu(gb + 2 * H, n), o = Vec<T>::loadu(gb + 3 * H, n);
-    const Vec<T> dht = Vec<T>::loadu(dh + k, n), t = Vec<T>::loadu(tc + k, n);
+    const Vec<T> dht = Vec<T>::loadu(dh_above + k, n) + Vec<T>::loadu(dh_rec + k, n);
+    const Vec<T> t = Vec<T>::loadu(tc + k, n);
     // through h_t = o * tanh(c_t) into c_t, added to what flows in from the step after
     const Vec<T> dct = Vec<T>::loadu(dc + k, n) + dht * o * (one - t * t);
     (dct * f).store(dc + k, n);                                      // into c_{t-1}
@@ -51,52 +58,75 @@ void step_backward(const T* dh, T* dc, const T* gates, const T* tc, const T* c_p
 }
 
 // a (T, B, 4H) = x_t W_xh + b_h; returns hs, cs, tcs = tanh(cs) (T, B, H) and the gates (T, B, 4H),
-// i, f, o after their sigmoid and g after its tanh.
+// i, f, o after their sigmoid and g after its tanh. `parts` threads share the units (team.h): each
+// multiplies h_{t-1} by its units' columns of W_hh's four blocks, then does their elementwise step.
 std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& a, const Tensor& h0, const Tensor& c0,
-                                                        const Tensor& W_hh,
-                                                        const std::optional<Tensor>& packed) {
+                                                        const Tensor& W_hh, int64_t parts) {
   const int64_t T = a.size(0), B = a.size(1), H = h0.size(1);
+  const Tensor a_ = a.contiguous(), h0_ = h0.contiguous(), c0_ = c0.contiguous(), W = W_hh.contiguous();
   Tensor hs = at::empty({T, B, H}, h0.options());
-  Tensor cs = at::empty_like(hs), tcs = at::empty_like(hs), gates = at::empty_like(a);
-  const Product recur{W_hh, packed};
-  Tensor h = h0, c = c0.contiguous();
-  for (int64_t t = 0; t < T; ++t) {
-    const Tensor z = recur(h, a[t]).contiguous();  // a_t + h_{t-1} W_hh
-    AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "lstm_forward", [&] {
-      step_forward<scalar_t>(z.data_ptr<scalar_t>(), c.data_ptr<scalar_t>(), gates[t].data_ptr<scalar_t>(),
-                             cs[t].data_ptr<scalar_t>(), tcs[t].data_ptr<scalar_t>(),
-                             hs[t].data_ptr<scalar_t>(), B, H);
+  Tensor cs = at::empty_like(hs), tcs = at::empty_like(hs), gates = at::empty_like(a_);
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "lstm_forward", [&] {
+    using S = scalar_t;
+    const S *ap = a_.data_ptr<S>(), *Wp = W.data_ptr<S>();
+    S *hp = hs.data_ptr<S>(), *cp = cs.data_ptr<S>(), *tp = tcs.data_ptr<S>(), *gp = gates.data_ptr<S>();
+    in_team(parts, [&](int64_t first, int64_t last, const auto& meet) {
+      for (int64_t t = 0; t < T; ++t) {
+        const S* h_prev = t > 0 ? hp + (t - 1) * B * H : h0_.data_ptr<S>();
+        const S* c_prev = t > 0 ? cp + (t - 1) * B * H : c0_.data_ptr<S>();
+        S* g = gp + t * B * 4 * H;
+        for (int64_t p = first; p < last; ++p) {
+          const auto [u0, u1] = share(p, parts, H);
+          if (u0 == u1) continue;
+          for (int64_t block = 0; block < 4; ++block) {  // h_{t-1} W_hh, these units' columns
+            matmul(B, u1 - u0, H, h_prev, H, Wp + block * H + u0, 4 * H, g + block * H + u0, 4 * H, false);
+          }
+          step_forward<S>(ap + t * B * 4 * H, g, c_prev, cp + t * B * H, tp + t * B * H, hp + t * B * H, B, H,
+                          u0, u1);
+        }
+        meet();  // h_t whole before any share multiplies by it
+      }
     });
-    h = hs[t];
-    c = cs[t];
-  }
+  });
   return {hs, cs, tcs, gates};
 }
 
 // dhs (T, B, H): each h_t's gradient from above (the output layer or the next layer), read only;
 // dh_last, dc_last: the last state's gradients from after the window. Returns dL/dz (T, B, 4H) (the
-// same for a_t and u_t = h_{t-1} W_hh, which are added), dL/dh0 and dL/dc0.
+// same for a_t and u_t = h_{t-1} W_hh, which are added), dL/dh0 and dL/dc0. The team shares the
+// units as in the forward: each does its units' elementwise step, then, once dL/dz_t is whole,
+// multiplies it by the columns of W_hhᵀ that give its units' share of dL/dh_{t-1}.
 std::tuple<Tensor, Tensor, Tensor> lstm_backward(const Tensor& dhs, const Tensor& dh_last,
                                                  const Tensor& dc_last, const Tensor& c0,
                                                  const Tensor& cs, const Tensor& tcs,
-                                                 const Tensor& gates, const Tensor& W_hh_t,
-                                                 const std::optional<Tensor>& packed) {
+                                                 const Tensor& gates, const Tensor& W_hh, int64_t parts) {
   const int64_t T = dhs.size(0), B = dhs.size(1), H = dhs.size(2);
+  const Tensor dhs_ = dhs.contiguous(), c0_ = c0.contiguous(), WT = W_hh.t().contiguous();  // (4H, H)
   Tensor dZ = at::empty_like(gates);
-  const Product back{W_hh_t, packed};
-  Tensor dh = dhs[T - 1] + dh_last;  // dL/dh_t whole
+  Tensor dh = dh_last.contiguous().clone();  // dL/dh_t through the recurrence: from after the window first
   Tensor dc = dc_last.contiguous().clone();  // dL/dc_t from after the step
-  const Tensor zero = at::zeros_like(dh), c0c = c0.contiguous();
-  for (int64_t t = T - 1; t >= 0; --t) {
-    const Tensor c_prev = t > 0 ? cs[t - 1] : c0c;
-    dh = dh.contiguous();
-    AT_DISPATCH_FLOATING_TYPES(dhs.scalar_type(), "lstm_backward", [&] {
-      step_backward<scalar_t>(dh.data_ptr<scalar_t>(), dc.data_ptr<scalar_t>(), gates[t].data_ptr<scalar_t>(),
-                              tcs[t].data_ptr<scalar_t>(), c_prev.data_ptr<scalar_t>(),
-                              dZ[t].data_ptr<scalar_t>(), B, H);
+  AT_DISPATCH_FLOATING_TYPES(dhs.scalar_type(), "lstm_backward", [&] {
+    using S = scalar_t;
+    const S *above = dhs_.data_ptr<S>(), *cp = cs.data_ptr<S>(), *tp = tcs.data_ptr<S>();
+    const S *gp = gates.data_ptr<S>(), *WTp = WT.data_ptr<S>();
+    S *dzp = dZ.data_ptr<S>(), *dhp = dh.data_ptr<S>(), *dcp = dc.data_ptr<S>();
+    in_team(parts, [&](int64_t first, int64_t last, const auto& meet) {
+      for (int64_t t = T - 1; t >= 0; --t) {
+        const S* c_prev = t > 0 ? cp + (t - 1) * B * H : c0_.data_ptr<S>();
+        S* dz = dzp + t * B * 4 * H;
+        for (int64_t p = first; p < last; ++p) {
+          const auto [u0, u1] = share(p, parts, H);
+          step_backward<S>(above + t * B * H, dhp, dcp, gp + t * B * 4 * H, tp + t * B * H, c_prev, dz, B, H,
+                           u0, u1);
+        }
+        meet();  // dL/dz_t whole before any share multiplies by it
+        for (int64_t p = first; p < last; ++p) {  // into h_{t-1} through u: dz_t W_hhᵀ, these units
+          const auto [u0, u1] = share(p, parts, H);
+          if (u0 < u1) matmul(B, u1 - u0, 4 * H, dz, 4 * H, WTp + u0, H, dhp + u0, H, false);
+        }
+      }
     });
-    dh = back(dZ[t], t > 0 ? dhs[t - 1] : zero);  // into h_{t-1} through u, plus its share from above
-  }
+  });
   return {dZ, dh, dc};
 }
 

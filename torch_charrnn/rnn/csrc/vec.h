@@ -59,4 +59,15 @@ inline void for_units(int64_t rows, int64_t H, const F& body) {
   });
 }
 
+// body(row, j, n) for every row of `rows` and every run of n <= Vec<T>::size() units from j in
+// [begin, end), on the calling thread (a team's share of the units: team.h).
+template <typename T, typename F>
+inline void for_unit_range(int64_t rows, int64_t begin, int64_t end, const F& body) {
+  for (int64_t b = 0; b < rows; ++b) {
+    for (int64_t j = begin; j < end; j += Vec<T>::size()) {
+      body(b, j, std::min<int64_t>(Vec<T>::size(), end - j));
+    }
+  }
+}
+
 }  // namespace charrnn

@@ -1,0 +1,50 @@
+// The recurrent weight's gradient over a window, for every cell: dW_hh = sum_t h_{t-1}ᵀ du_t, one
+// product over the window rather than one a step, by the team of threads that share out the
+// units (team.h), each computing its units' rows of dW_hh.
+#include <torch/library.h>
+
+#include "team.h"
+
+namespace charrnn {
+
+using at::Tensor;
+
+// h0 (B, H), hs (T, B, H), dU (T, B, N): returns sum_t h_{t-1}ᵀ du_t (H, N), h_{-1} being h0.
+Tensor recurrent_weight_grad(const Tensor& h0, const Tensor& hs, const Tensor& dU, int64_t parts) {
+  const int64_t T = hs.size(0), B = hs.size(1), H = hs.size(2), N = dU.size(2), TB = T * B;
+  const Tensor h0_ = h0.contiguous(), hs_ = hs.contiguous(), dU_ = dU.contiguous();
+  Tensor dW = at::empty({H, N}, hs.options());
+  // [h0; hs[:-1]]ᵀ: column t * B + b is h_{t-1}[b]. Its rows are padded: rows a multiple of 4 KiB
+  // apart fall in the same few cache sets, and writing or reading down a column thrashed them.
+  const int64_t ld = TB + 16;
+  Tensor hT = at::empty({H, ld}, hs.options());
+  constexpr int64_t KB = 256, NB = 256;  // blocks of the sum and of dW's columns that stay in cache
+  AT_DISPATCH_FLOATING_TYPES(hs.scalar_type(), "recurrent_weight_grad", [&] {
+    using S = scalar_t;
+    const S *h0p = h0_.data_ptr<S>(), *hsp = hs_.data_ptr<S>(), *dup = dU_.data_ptr<S>();
+    S *dWp = dW.data_ptr<S>(), *hTp = hT.data_ptr<S>();
+    in_team(parts, [&](int64_t first, int64_t last, const auto&) {
+      for (int64_t p = first; p < last; ++p) {
+        const auto [u0, u1] = share(p, parts, H);
+        if (u0 == u1) continue;
+        for (int64_t r = 0; r < TB; ++r) {  // these units' rows of [h0; hs[:-1]]ᵀ
+          const S* row = r < B ? h0p + r * H : hsp + (r - B) * H;
+          for (int64_t i = u0; i < u1; ++i) hTp[i * ld + r] = row[i];
+        }
+        for (int64_t k = 0; k < TB; k += KB) {
+          for (int64_t n = 0; n < N; n += NB) {
+            matmul(u1 - u0, std::min(NB, N - n), std::min(KB, TB - k), hTp + u0 * ld + k, ld, dup + k * N + n, N,
+                   dWp + u0 * N + n, N, k > 0);
+          }
+        }
+      }
+    });
+  });
+  return dW;
+}
+
+TORCH_LIBRARY_FRAGMENT(charrnn, m) {
+  m.def("recurrent_weight_grad", &recurrent_weight_grad);
+}
+
+}  // namespace charrnn
