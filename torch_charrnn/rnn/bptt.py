@@ -127,26 +127,29 @@ def backward(layers, W_hy, dlogits, dstate_last, tape, cell: Cell):
         if mask is not None:
             dhs = through_dropout(dhs, mask)
         last = tuple(None if d is None else d[l] for d in dstate_last)  # from after the window
-        if in_cpp:
+        ops = native.kernels() if in_cpp else None
+        if ops is not None:
             last = tuple(torch.zeros_like(h0) if d is None else d for d in last)
-            dA, dU, dstate = cell.layer_backward(native.kernels(), dhs, last, tape[l], p)
+            dA, dU, dstate = cell.layer_backward(ops, dhs, last, tape[l], p)
         else:
             dA, dU, dstate = loop_backward(dhs, last, tape[l], p, cell)
         G_H = p["W_hh"].shape[1]
         dA2, dU2 = dA.view(T * B, G_H), dU.view(T * B, G_H)
-        if l == 0:
-            dW_xh = torch.zeros_like(p["W_xh"]).index_add_(0, below.reshape(-1), dA2)  # the gathered rows
-        else:
-            dW_xh = below.reshape(T * B, -1).t() @ dA2  # (H, G*H)
+        if l > 0:
+            dW_xh, db_h = below.reshape(T * B, -1).t() @ dA2, dA2.sum(0)  # (H, G*H), (G*H,)
             dhs = (dA2 @ p["W_xh"].t()).view(T, B, H)  # backprop into the layer below's h
-        if in_cpp:  # the same product, by the threads that share out the units
-            dW_hh = native.kernels().recurrent_weight_grad(h0, hs, dU, native.parts(H))
+        elif ops is not None:  # the gathered rows and the bias in one pass, by threads sharing the columns
+            dW_xh, db_h = ops.input_grads(below, dA, p["W_xh"].shape[0], native.parts(H))
+        else:
+            dW_xh, db_h = torch.zeros_like(p["W_xh"]).index_add_(0, below.reshape(-1), dA2), dA2.sum(0)
+        if ops is not None:  # the same product as below, by the threads that share out the units
+            dW_hh = ops.recurrent_weight_grad(h0, hs, dU, native.parts(H))
         else:  # sum_t h_{t-1}^T du_t: NumPy's one product over [h0; hs[:-1]], without copying hs
             dW_hh = torch.addmm(h0.t() @ dU[0], hs[:-1].reshape((T - 1) * B, H).t(), dU2[B:])
         grads = {
             "W_xh": dW_xh,
             "W_hh": dW_hh,
-            "b_h": dA2.sum(0),
+            "b_h": db_h,
             **cell.extra_grads(dA, dU, p),
         }
         layer_grads.insert(0, grads)

@@ -1,9 +1,11 @@
-// The recurrent weight's gradient over a window, for every cell: dW_hh = sum_t h_{t-1}ᵀ du_t, one
-// product over the window rather than one a step, by the team of threads that share out the
-// units (team.h), each computing its units' rows of dW_hh.
+// The weight gradients of a layer over a window, for every cell, each by a team of threads that
+// share out the work (team.h): the recurrent weight's, dW_hh = sum_t h_{t-1}ᵀ du_t, one product
+// over the window rather than one a step, and the first layer's input weight and bias, whose rows
+// were gathered by character.
 #include <torch/library.h>
 
 #include "team.h"
+#include "vec.h"
 
 namespace charrnn {
 
@@ -43,8 +45,40 @@ Tensor recurrent_weight_grad(const Tensor& h0, const Tensor& hs, const Tensor& d
   return dW;
 }
 
+// x (T, B) characters, dA (T, B, N) the gradient of each a_t = W_xh[x_t] + b_h: returns dW_xh (V, N),
+// each character's row the sum of dA where it was read, and db_h (N), in one pass over dA (rather
+// than index_add_ and a sum, two passes and the first on one thread), each thread its columns.
+std::tuple<Tensor, Tensor> input_grads(const Tensor& x, const Tensor& dA, int64_t V, int64_t parts) {
+  const int64_t R = x.numel(), N = dA.size(-1);
+  const Tensor x_ = x.contiguous().to(at::kLong), dA_ = dA.contiguous();
+  Tensor dW = at::zeros({V, N}, dA.options()), db = at::zeros({N}, dA.options());
+  AT_DISPATCH_FLOATING_TYPES(dA.scalar_type(), "input_grads", [&] {
+    using S = scalar_t;
+    const int64_t* xp = x_.data_ptr<int64_t>();
+    const S* dap = dA_.data_ptr<S>();
+    S *dWp = dW.data_ptr<S>(), *dbp = db.data_ptr<S>();
+    in_team(parts, [&](int64_t first, int64_t last, const auto&) {
+      for (int64_t p = first; p < last; ++p) {
+        const auto [c0, c1] = share(p, parts, N);
+        for (int64_t r = 0; r < R; ++r) {  // in order, as index_add_ adds
+          const S* src = dap + r * N;
+          S* row = dWp + xp[r] * N;
+          for (int64_t c = c0; c < c1; c += Vec<S>::size()) {
+            const int64_t n = std::min<int64_t>(Vec<S>::size(), c1 - c);
+            const Vec<S> d = Vec<S>::loadu(src + c, n);
+            (Vec<S>::loadu(row + c, n) + d).store(row + c, n);
+            (Vec<S>::loadu(dbp + c, n) + d).store(dbp + c, n);
+          }
+        }
+      }
+    });
+  });
+  return {dW, db};
+}
+
 TORCH_LIBRARY_FRAGMENT(charrnn, m) {
   m.def("recurrent_weight_grad", &recurrent_weight_grad);
+  m.def("input_grads", &input_grads);
 }
 
 }  // namespace charrnn
