@@ -30,6 +30,7 @@ from torch import Tensor
 
 from torch_charrnn.rnn import native
 from torch_charrnn.rnn.cells import Cell
+from torch_charrnn.rnn.cells.common import input_share
 from torch_charrnn.rnn.products import product
 
 LN2 = math.log(2.0)
@@ -65,17 +66,14 @@ def run_layers(inputs: Tensor, state: tuple, layers: list[dict], cell: Cell, mas
     below = x
     tape, last = [], []
     for l, p in enumerate(layers):
-        if l == 0:
-            a = F.embedding(x, p["W_xh"]).add_(p["b_h"])  # (T, B, G*H): one-hot rows, gathered
-        else:
-            a = below @ p["W_xh"] + p["b_h"]  # (T, B, G*H): the layer below's h, one matmul
         s = tuple(st[l] for st in state)
         mask = None if masks is None else masks[l]
-        ops = native.usable(a)
-        if ops is not None:  # the same loop in C++
-            hs, s, cache = cell.layer_forward(ops, a, s, p)
+        ops = native.usable(p["W_hh"])
+        if ops is not None:  # the same loop in C++, from the layer's input as it comes
+            hs, s, cache = cell.layer_forward(ops, below, s, p)
             tape.append(Tape(below, state[0][l], hs, cache, mask, None, native=True))
         else:
+            a = input_share(below, p)  # (T, B, G*H): characters' rows gathered, or one matmul
             hs, s, caches, steps = step_by_step(a, s, p, cell)
             tape.append(Tape(below, state[0][l], hs, caches, mask, steps))
         last.append(s)
@@ -128,20 +126,24 @@ def backward(layers, W_hy, dlogits, dstate_last, tape, cell: Cell):
             dhs = through_dropout(dhs, mask)
         last = tuple(None if d is None else d[l] for d in dstate_last)  # from after the window
         ops = native.kernels() if in_cpp else None
+        inputs = None  # the gradients of W_xh and b_h, where the cell's C++ loop adds them up itself
         if ops is not None:
             last = tuple(torch.zeros_like(h0) if d is None else d for d in last)
-            dA, dU, dstate = cell.layer_backward(ops, dhs, last, tape[l], p)
+            dA, dU, dstate, inputs = cell.layer_backward(ops, dhs, last, tape[l], p)
         else:
             dA, dU, dstate = loop_backward(dhs, last, tape[l], p, cell)
         G_H = p["W_hh"].shape[1]
         dA2, dU2 = dA.view(T * B, G_H), dU.view(T * B, G_H)
-        if l > 0:
+        if inputs is not None:
+            dW_xh, db_h = inputs
+        elif l > 0:
             dW_xh, db_h = below.reshape(T * B, -1).t() @ dA2, dA2.sum(0)  # (H, G*H), (G*H,)
-            dhs = (dA2 @ p["W_xh"].t()).view(T, B, H)  # backprop into the layer below's h
         elif ops is not None:  # the gathered rows and the bias in one pass, by threads sharing the columns
             dW_xh, db_h = ops.input_grads(below, dA, p["W_xh"].shape[0], native.parts(H))
         else:
             dW_xh, db_h = torch.zeros_like(p["W_xh"]).index_add_(0, below.reshape(-1), dA2), dA2.sum(0)
+        if l > 0:
+            dhs = (dA2 @ p["W_xh"].t()).view(T, B, H)  # backprop into the layer below's h
         if ops is not None:  # the same product as below, by the threads that share out the units
             dW_hh = ops.recurrent_weight_grad(h0, hs, dU, native.parts(H))
         else:  # sum_t h_{t-1}^T du_t: NumPy's one product over [h0; hs[:-1]], without copying hs

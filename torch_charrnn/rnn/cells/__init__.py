@@ -12,7 +12,9 @@ A cell module has (``Cell`` below holds them, resolved once):
     step_backward   that step's derivatives, each beside the operation it differentiates
     extra_grads     gradients of parameters beyond W_xh, W_hh, b_h (GRU's b_hn), from the window's du
     layer_forward, layer_backward   (torch only) the loops of step and step_backward over a window,
-                    in C++ (``torch_charrnn/rnn/csrc/<name>.cpp``, loaded by ``rnn/native.py``)
+                    in C++ (``torch_charrnn/rnn/csrc/<name>.cpp``, loaded by ``rnn/native.py``), from
+                    the layer's input as it comes (characters or the h below); the backward also
+                    returns the gradients of W_xh and b_h where its loop adds them up, else None
     activations     (torch only) a step's gates and states by name, for the TensorBoard monitor
     FUSED, fused_biases   (torch only) the torch.nn module computing the same cell and its two
                     biases from this layer's, for bptt="fused"

@@ -9,7 +9,7 @@ References: Cho et al. 2014; torch.nn.GRU's documentation (b_hn inside the reset
 
 import torch
 
-from torch_charrnn.rnn.cells.common import uniform
+from torch_charrnn.rnn.cells.common import input_share, uniform
 from torch_charrnn.rnn.products import packed
 
 NAME = "gru"
@@ -71,10 +71,12 @@ def extra_grads(dA, dU, p):
     return {"b_hn": dU[..., 2 * H :].sum(dim=(0, 1))}
 
 
-def layer_forward(ops, a, state, p):
+def layer_forward(ops, below, state, p):
     """The window's recurrence in C++ (``csrc/gru.cpp``, the loop above without Python): h of
-    every step (T, B, H), the last state and what ``layer_backward`` reads. W_hh goes to it prepared
-    for oneDNN where that pays (``torch_charrnn/rnn/products.py``), and so does W_hhᵀ backward."""
+    every step (T, B, H), the last state and what ``layer_backward`` reads, from the layer's input
+    (characters or the h below: ``input_share``). W_hh goes to it prepared for oneDNN where that
+    pays (``torch_charrnn/rnn/products.py``), and so does W_hhᵀ backward."""
+    a = input_share(below, p)
     (h0,) = state
     hn_bias = fused_biases(p)[1].expand(h0.shape[0], -1).contiguous()  # [0 | 0 | b_hn] for every stream
     hs, ns, hns, rzs = ops.gru_forward(a, h0, hn_bias, p["W_hh"], packed(p["W_hh"], a.shape[1]))
@@ -83,12 +85,13 @@ def layer_forward(ops, a, state, p):
 
 def layer_backward(ops, dhs, last, tape, p):
     """``step_backward`` over the window in C++, from each h_t's gradient from above (T, B, H) and
-    the last state's from after the window: dL/da, dL/du and the initial state's gradient."""
+    the last state's from after the window: dL/da, dL/du, the initial state's gradient, and None
+    for the input gradients (BPTT forms them from dL/da)."""
     ns, hns, rzs = tape.caches
     W_t = p["W_hh"].t()
     back = packed(W_t, dhs.shape[1])
     da, du, dh0 = ops.gru_backward(dhs, last[0], tape.h0, tape.hs, ns, hns, rzs, W_t, back)
-    return da, du, (dh0,)
+    return da, du, (dh0,), None
 
 
 # torch only: what the monitor shows, and the torch.nn module for bptt="fused"

@@ -73,21 +73,27 @@ def extra_grads(dA, dU, p):
     return {}
 
 
-def layer_forward(ops, a, state, p):
+def layer_forward(ops, below, state, p):
     """The window's recurrence in C++ (``csrc/lstm.cpp``, the loop above without Python, its
-    threads sharing out the units): h of every step (T, B, H), the last state and what
-    ``layer_backward`` reads."""
+    threads sharing out the units), from the layer's input as it comes: characters (T, B), whose
+    rows of W_xh the loop gathers step by step, or the h below (T, B, H). h of every step
+    (T, B, H), the last state and what ``layer_backward`` reads."""
     h0, c0 = state
-    hs, cs, tcs, gates = ops.lstm_forward(a, h0, c0, p["W_hh"], native.parts(h0.shape[-1]))
+    parts = native.parts(h0.shape[-1])
+    hs, cs, tcs, gates = ops.lstm_forward(below, p["W_xh"], p["b_h"], h0, c0, p["W_hh"], parts)
     return hs, (hs[-1], cs[-1]), (c0, cs, tcs, gates)
 
 
 def layer_backward(ops, dhs, last, tape, p):
     """``step_backward`` over the window in C++, from each h_t's gradient from above (T, B, H) and
-    the last state's from after the window: dL/da, dL/du and the initial state's gradient."""
+    the last state's from after the window: dL/da, dL/du, the initial state's gradient, and those
+    of W_xh and b_h, which the loop adds up step by step."""
     c0, cs, tcs, gates = tape.caches
-    dz, dh0, dc0 = ops.lstm_backward(dhs, *last, c0, cs, tcs, gates, p["W_hh"], native.parts(dhs.shape[-1]))
-    return dz, dz, (dh0, dc0)
+    parts = native.parts(dhs.shape[-1])
+    dz, dh0, dc0, dW_xh, db_h = ops.lstm_backward(
+        dhs, *last, c0, cs, tcs, gates, p["W_hh"], tape.below, p["W_xh"], parts
+    )
+    return dz, dz, (dh0, dc0), (dW_xh, db_h)
 
 
 # torch only: what the monitor shows, and the torch.nn module for bptt="fused"

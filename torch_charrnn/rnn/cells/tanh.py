@@ -5,6 +5,7 @@ h_t = tanh(a_t + h_{t-1} W_hh)      a_t = x_t W_xh + b_h
 
 import torch
 
+from torch_charrnn.rnn.cells.common import input_share
 from torch_charrnn.rnn.products import packed
 
 NAME = "tanh"
@@ -47,19 +48,22 @@ def extra_grads(dA, dU, p):
     return {}
 
 
-def layer_forward(ops, a, state, p):
+def layer_forward(ops, below, state, p):
     """The window's recurrence in C++ (``csrc/tanh.cpp``, the loop above without Python): h of
-    every step (T, B, H), the last state and what ``layer_backward`` reads. W_hh goes to it prepared
-    for oneDNN where that pays (``torch_charrnn/rnn/products.py``), and so does W_hhᵀ backward."""
+    every step (T, B, H), the last state and what ``layer_backward`` reads, from the layer's input
+    (characters or the h below: ``input_share``). W_hh goes to it prepared for oneDNN where that
+    pays (``torch_charrnn/rnn/products.py``), and so does W_hhᵀ backward."""
+    a = input_share(below, p)
     hs = ops.tanh_forward(a, state[0], p["W_hh"], packed(p["W_hh"], a.shape[1]))
     return hs, (hs[-1],), None
 
 
 def layer_backward(ops, dhs, last, tape, p):
     """``step_backward`` over the window in C++, from each h_t's gradient from above (T, B, H) and
-    the last state's from after the window: dL/da, dL/du and the initial state's gradient."""
+    the last state's from after the window: dL/da, dL/du, the initial state's gradient, and None
+    for the input gradients (BPTT forms them from dL/da)."""
     da, dh0 = ops.tanh_backward(dhs, last[0], tape.hs, p["W_hh"].t(), packed(p["W_hh"].t(), dhs.shape[1]))
-    return da, da, (dh0,)
+    return da, da, (dh0,), None
 
 
 # torch only: what the monitor shows, and the torch.nn module for bptt="fused"

@@ -11,24 +11,43 @@ namespace charrnn {
 
 using at::Tensor;
 
+// Where a step reads its input share a_t = x_t W_xh + b_h, row by row: from a (T, B, 4H) computed for
+// the window (a layer that reads the layer below's h: one product), or, for the first layer, which
+// reads characters, gathered in the loop from the row of W_xh each character picks, plus b_h, so
+// that the window's a is never written out and read back.
+template <typename T>
+struct Inputs {
+  const T* a;        // a (T, B, 4H), or null: gathered
+  const int64_t* x;  // the characters (T, B)
+  const T* W_xh;     // (V, 4H)
+  const T* b_h;      // (4H)
+
+  const T* row(int64_t t, int64_t b, int64_t B, int64_t H4) const {
+    return a ? a + (t * B + b) * H4 : W_xh + x[t * B + b] * H4;
+  }
+};
+
 // One step's elementwise forward for units [u0, u1) of every row: from z = a_t + h_{t-1} W_hh,
 // whose product share is in `gates` (B, 4H) and is overwritten with the gates (i, f, o after their
 // sigmoid, g after its tanh), and c_{t-1}: c_t, tanh(c_t) and h_t.
 template <typename T>
-void step_forward(const T* a, T* gates, const T* c_prev, T* c, T* tc, T* h, int64_t B, int64_t H,
-                  int64_t u0, int64_t u1) {
+void step_forward(const Inputs<T>& in, int64_t t, T* gates, const T* c_prev, T* c, T* tc, T* h, int64_t B,
+                  int64_t H, int64_t u0, int64_t u1) {
   for_unit_range<T>(B, u0, u1, [&](int64_t b, int64_t j, int64_t n) {
     const int64_t r = b * 4 * H + j, k = b * H + j;
+    const T* ab = in.row(t, b, B, 4 * H) + j;
     auto z = [&](int64_t block) {  // a_t + h_{t-1} W_hh, one gate block
-      return Vec<T>::loadu(a + r + block * H, n) + Vec<T>::loadu(gates + r + block * H, n);
+      Vec<T> a = Vec<T>::loadu(ab + block * H, n);
+      if (!in.a) a = a + Vec<T>::loadu(in.b_h + block * H + j, n);  // gathered: x_t W_xh + b_h
+      return a + Vec<T>::loadu(gates + r + block * H, n);
     };
     const Vec<T> i = sigmoid(z(0)), f = sigmoid(z(1)), g = tanh(z(2)), o = sigmoid(z(3));
     const Vec<T> ct = f * Vec<T>::loadu(c_prev + k, n) + i * g;  // c_t = f * c_{t-1} + i * g
-    const Vec<T> t = tanh(ct);
+    const Vec<T> t_ = tanh(ct);
     T* gb = gates + r;
     i.store(gb, n), f.store(gb + H, n), g.store(gb + 2 * H, n), o.store(gb + 3 * H, n);
-    ct.store(c + k, n), t.store(tc + k, n);
-    (o * t).store(h + k, n);  // h_t = o * tanh(c_t)
+    ct.store(c + k, n), t_.store(tc + k, n);
+    (o * t_).store(h + k, n);  // h_t = o * tanh(c_t)
   });
 }
 
@@ -57,18 +76,47 @@ void step_backward(const T* dh_above, const T* dh_rec, T* dc, const T* gates, co
   });
 }
 
-// a (T, B, 4H) = x_t W_xh + b_h; returns hs, cs, tcs = tanh(cs) (T, B, H) and the gates (T, B, 4H),
-// i, f, o after their sigmoid and g after its tanh. `parts` threads share the units (team.h): each
-// multiplies h_{t-1} by its units' columns of W_hh's four blocks, then does their elementwise step.
-std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& a, const Tensor& h0, const Tensor& c0,
+// dL/db_h += dL/dz_t and, for the first layer, dL/dW_xh[x] += dL/dz_t row by row (the gathered rows),
+// for units [u0, u1) of each gate block, while dz_t is still in cache: the same sums as index_add_
+// and a sum over the window, without reading its dL/dz back.
+template <typename T>
+void accumulate_inputs(const T* dz, const int64_t* x, T* dW_xh, T* db_h, int64_t B, int64_t H, int64_t u0,
+                       int64_t u1) {
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t block = 0; block < 4; ++block) {
+      const T* src = dz + b * 4 * H + block * H;
+      T* bias = db_h + block * H;
+      T* row = x ? dW_xh + x[b] * 4 * H + block * H : nullptr;
+      for (int64_t j = u0; j < u1; j += Vec<T>::size()) {
+        const int64_t n = std::min<int64_t>(Vec<T>::size(), u1 - j);
+        const Vec<T> d = Vec<T>::loadu(src + j, n);
+        (Vec<T>::loadu(bias + j, n) + d).store(bias + j, n);
+        if (row) (Vec<T>::loadu(row + j, n) + d).store(row + j, n);
+      }
+    }
+  }
+}
+
+// below: the layer's input, characters (T, B) for the first layer, the layer below's h (T, B, H)
+// otherwise. Returns hs, cs, tcs = tanh(cs) (T, B, H) and the gates (T, B, 4H), i, f, o after their
+// sigmoid and g after its tanh. `parts` threads share the units (team.h): each multiplies h_{t-1}
+// by its units' columns of W_hh's four blocks, then does their elementwise step.
+std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& below, const Tensor& W_xh,
+                                                        const Tensor& b_h, const Tensor& h0, const Tensor& c0,
                                                         const Tensor& W_hh, int64_t parts) {
-  const int64_t T = a.size(0), B = a.size(1), H = h0.size(1);
-  const Tensor a_ = a.contiguous(), h0_ = h0.contiguous(), c0_ = c0.contiguous(), W = W_hh.contiguous();
+  const int64_t T = below.size(0), B = below.size(1), H = h0.size(1);
+  const bool gathered = !at::isFloatingType(below.scalar_type());
+  const Tensor x = gathered ? below.contiguous().to(at::kLong) : Tensor();
+  const Tensor a = gathered ? Tensor() : at::addmm(b_h, below.reshape({T * B, -1}), W_xh).view({T, B, 4 * H});
+  const Tensor Wx = W_xh.contiguous(), bh = b_h.contiguous();
+  const Tensor h0_ = h0.contiguous(), c0_ = c0.contiguous(), W = W_hh.contiguous();
   Tensor hs = at::empty({T, B, H}, h0.options());
-  Tensor cs = at::empty_like(hs), tcs = at::empty_like(hs), gates = at::empty_like(a_);
-  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "lstm_forward", [&] {
+  Tensor cs = at::empty_like(hs), tcs = at::empty_like(hs), gates = at::empty({T, B, 4 * H}, h0.options());
+  AT_DISPATCH_FLOATING_TYPES(h0.scalar_type(), "lstm_forward", [&] {
     using S = scalar_t;
-    const S *ap = a_.data_ptr<S>(), *Wp = W.data_ptr<S>();
+    const Inputs<S> in{gathered ? nullptr : a.data_ptr<S>(), gathered ? x.data_ptr<int64_t>() : nullptr,
+                       Wx.data_ptr<S>(), bh.data_ptr<S>()};
+    const S* Wp = W.data_ptr<S>();
     S *hp = hs.data_ptr<S>(), *cp = cs.data_ptr<S>(), *tp = tcs.data_ptr<S>(), *gp = gates.data_ptr<S>();
     in_team(parts, [&](int64_t first, int64_t last, const auto& meet) {
       for (int64_t t = 0; t < T; ++t) {
@@ -81,8 +129,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& a, const T
           for (int64_t block = 0; block < 4; ++block) {  // h_{t-1} W_hh, these units' columns
             matmul(B, u1 - u0, H, h_prev, H, Wp + block * H + u0, 4 * H, g + block * H + u0, 4 * H, false);
           }
-          step_forward<S>(ap + t * B * 4 * H, g, c_prev, cp + t * B * H, tp + t * B * H, hp + t * B * H, B, H,
-                          u0, u1);
+          step_forward<S>(in, t, g, c_prev, cp + t * B * H, tp + t * B * H, hp + t * B * H, B, H, u0, u1);
         }
         meet();  // h_t whole before any share multiplies by it
       }
@@ -92,24 +139,30 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& a, const T
 }
 
 // dhs (T, B, H): each h_t's gradient from above (the output layer or the next layer), read only;
-// dh_last, dc_last: the last state's gradients from after the window. Returns dL/dz (T, B, 4H) (the
-// same for a_t and u_t = h_{t-1} W_hh, which are added), dL/dh0 and dL/dc0. The team shares the
-// units as in the forward: each does its units' elementwise step, then, once dL/dz_t is whole,
+// dh_last, dc_last: the last state's gradients from after the window; below, W_xh: as the forward
+// took them. Returns dL/dz (T, B, 4H) (the same for a_t and u_t = h_{t-1} W_hh, which are added),
+// dL/dh0, dL/dc0, dL/dW_xh and dL/db_h. The team shares the units as in the forward: each does its
+// units' elementwise step and adds it to the input gradients, then, once dL/dz_t is whole,
 // multiplies it by the columns of W_hhᵀ that give its units' share of dL/dh_{t-1}.
-std::tuple<Tensor, Tensor, Tensor> lstm_backward(const Tensor& dhs, const Tensor& dh_last,
-                                                 const Tensor& dc_last, const Tensor& c0,
-                                                 const Tensor& cs, const Tensor& tcs,
-                                                 const Tensor& gates, const Tensor& W_hh, int64_t parts) {
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
+    const Tensor& dhs, const Tensor& dh_last, const Tensor& dc_last, const Tensor& c0, const Tensor& cs,
+    const Tensor& tcs, const Tensor& gates, const Tensor& W_hh, const Tensor& below, const Tensor& W_xh,
+    int64_t parts) {
   const int64_t T = dhs.size(0), B = dhs.size(1), H = dhs.size(2);
+  const bool gathered = !at::isFloatingType(below.scalar_type());
+  const Tensor x = gathered ? below.contiguous().to(at::kLong) : Tensor();
   const Tensor dhs_ = dhs.contiguous(), c0_ = c0.contiguous(), WT = W_hh.t().contiguous();  // (4H, H)
   Tensor dZ = at::empty_like(gates);
   Tensor dh = dh_last.contiguous().clone();  // dL/dh_t through the recurrence: from after the window first
   Tensor dc = dc_last.contiguous().clone();  // dL/dc_t from after the step
+  Tensor dW_xh = gathered ? at::zeros_like(W_xh) : Tensor(), db_h = at::zeros({4 * H}, dhs.options());
   AT_DISPATCH_FLOATING_TYPES(dhs.scalar_type(), "lstm_backward", [&] {
     using S = scalar_t;
     const S *above = dhs_.data_ptr<S>(), *cp = cs.data_ptr<S>(), *tp = tcs.data_ptr<S>();
     const S *gp = gates.data_ptr<S>(), *WTp = WT.data_ptr<S>();
-    S *dzp = dZ.data_ptr<S>(), *dhp = dh.data_ptr<S>(), *dcp = dc.data_ptr<S>();
+    const int64_t* xp = gathered ? x.data_ptr<int64_t>() : nullptr;
+    S *dzp = dZ.data_ptr<S>(), *dhp = dh.data_ptr<S>(), *dcp = dc.data_ptr<S>(), *dbp = db_h.data_ptr<S>();
+    S* dWp = gathered ? dW_xh.data_ptr<S>() : nullptr;
     in_team(parts, [&](int64_t first, int64_t last, const auto& meet) {
       for (int64_t t = T - 1; t >= 0; --t) {
         const S* c_prev = t > 0 ? cp + (t - 1) * B * H : c0_.data_ptr<S>();
@@ -118,6 +171,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm_backward(const Tensor& dhs, const Tensor
           const auto [u0, u1] = share(p, parts, H);
           step_backward<S>(above + t * B * H, dhp, dcp, gp + t * B * 4 * H, tp + t * B * H, c_prev, dz, B, H,
                            u0, u1);
+          accumulate_inputs<S>(dz, xp ? xp + t * B : nullptr, dWp, dbp, B, H, u0, u1);
         }
         meet();  // dL/dz_t whole before any share multiplies by it
         for (int64_t p = first; p < last; ++p) {  // into h_{t-1} through u: dz_t W_hhᵀ, these units
@@ -127,7 +181,8 @@ std::tuple<Tensor, Tensor, Tensor> lstm_backward(const Tensor& dhs, const Tensor
       }
     });
   });
-  return {dZ, dh, dc};
+  if (!gathered) dW_xh = at::mm(below.reshape({T * B, -1}).t(), dZ.view({T * B, 4 * H}));  // (H, 4H)
+  return {dZ, dh, dc, dW_xh, db_h};
 }
 
 TORCH_LIBRARY_FRAGMENT(charrnn, m) {
