@@ -5,11 +5,12 @@ and fused steps through Lightning ``fit``, PyTorch's own module
 and the NumPy reference.
 
 Variants alternate round by round and each figure is the median over rounds, so drift in the
-machine's speed hits every variant alike. GFLOP/s counts the model's own arithmetic
-(6·G·B·T·H² + 6·B·T·H·V per step, forward and backward, G gate blocks) and is set against a matrix-product
-ceiling (a 2048³ float32 matmul, GPU: 8192³) measured in the same run. Peak memory is the extra
-resident memory of one training step, measured in a fresh process per variant (CPU), or
-``torch.cuda.max_memory_allocated`` (GPU).
+machine's speed hits every variant alike; the ratio to PyTorch's module is also given round by
+round (lowest to highest), each variant against the module's time in the same round. GFLOP/s
+counts the model's own arithmetic (6·G·B·T·H² + 6·B·T·H·V per step, forward and backward, G gate
+blocks) and is set against a matrix-product ceiling (a 2048³ float32 matmul, GPU: 8192³) measured
+in the same run. Peak memory is the extra resident memory of one training step, measured in a
+fresh process per variant (CPU), or ``torch.cuda.max_memory_allocated`` (GPU).
 
 Lightning's overhead is measured paired: within one ``Trainer.fit``, the bare step of the same
 backend runs in blocks of 50 between Lightning's steps (``Paired``), so both see the same minute of
@@ -251,9 +252,9 @@ def main():
     )
     print(
         "| cell | config | variant | chars/s | GFLOP/s | % of matmul ceiling | vs nn.* "
-        "| peak step memory (MiB) |"
+        "| vs nn.*, round by round | peak step memory (MiB) |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     overheads = []
     for cell in args.cells:
         module = f"nn.{MODULES[cell]}"
@@ -296,6 +297,7 @@ def main():
             ref = statistics.median(times[module])
             for k in kinds:
                 t = statistics.median(times[k])
+                rounds = sorted(r / mine for r, mine in zip(times[module], times[k], strict=True))
                 gflops = model_flops(cell, B, T, H) / t / 1e9
                 mem = (
                     ""
@@ -304,10 +306,10 @@ def main():
                 )
                 print(
                     f"| {cell} | {name} | {k} | {B * T / t:,.0f} | {gflops:.1f} | {100 * gflops / top:.0f}% "
-                    f"| {ref / t:.2f}x | {mem} |",
+                    f"| {ref / t:.2f}x | {rounds[0]:.2f}x to {rounds[-1]:.2f}x | {mem} |",
                     flush=True,
                 )
-            print(f"| {cell} | {name} | matmul ceiling | | {top:.0f} | 100% | | |", flush=True)
+            print(f"| {cell} | {name} | matmul ceiling | | {top:.0f} | 100% | | | |", flush=True)
             for k, bare in paired_bare.items():
                 rounds = sorted(100 * (t / b - 1) for t, b in zip(times[k], bare, strict=True))
                 lightning, bare = statistics.median(times[k]), statistics.median(bare)
