@@ -126,38 +126,45 @@ def backward(layers, W_hy, dlogits, dstate_last, tape, cell: Cell):
             dhs = through_dropout(dhs, mask)
         last = tuple(None if d is None else d[l] for d in dstate_last)  # from after the window
         ops = native.kernels() if in_cpp else None
-        inputs = None  # the gradients of W_xh and b_h, where the cell's C++ loop adds them up itself
+        grads = {}  # the gradients the cell's C++ loop formed itself
         if ops is not None:
             last = tuple(torch.zeros_like(h0) if d is None else d for d in last)
-            dA, dU, dstate, inputs = cell.layer_backward(ops, dhs, last, tape[l], p)
+            dA, dU, dstate, grads = cell.layer_backward(ops, dhs, last, tape[l], p)
         else:
             dA, dU, dstate = loop_backward(dhs, last, tape[l], p, cell)
-        G_H = p["W_hh"].shape[1]
-        dA2, dU2 = dA.view(T * B, G_H), dU.view(T * B, G_H)
-        if inputs is not None:
-            dW_xh, db_h = inputs
-        elif l > 0:
-            dW_xh, db_h = below.reshape(T * B, -1).t() @ dA2, dA2.sum(0)  # (H, G*H), (G*H,)
-        elif ops is not None:  # the gathered rows and the bias in one pass, by threads sharing the columns
-            dW_xh, db_h = ops.input_grads(below, dA, p["W_xh"].shape[0], native.parts(H))
-        else:
-            dW_xh, db_h = torch.zeros_like(p["W_xh"]).index_add_(0, below.reshape(-1), dA2), dA2.sum(0)
+        if "W_xh" not in grads:
+            grads.update(input_weight_grads(below, dA, p, ops))
+        if "W_hh" not in grads:  # and the cell's own extra parameters, whose gradients come from dU too
+            grads.update(W_hh=recurrent_weight_grad(h0, hs, dU, ops), **cell.extra_grads(dA, dU, p))
         if l > 0:
-            dhs = (dA2 @ p["W_xh"].t()).view(T, B, H)  # backprop into the layer below's h
-        if ops is not None:  # the same product as below, by the threads that share out the units
-            dW_hh = ops.recurrent_weight_grad(h0, hs, dU, native.parts(H))
-        else:  # sum_t h_{t-1}^T du_t: NumPy's one product over [h0; hs[:-1]], without copying hs
-            dW_hh = torch.addmm(h0.t() @ dU[0], hs[:-1].reshape((T - 1) * B, H).t(), dU2[B:])
-        grads = {
-            "W_xh": dW_xh,
-            "W_hh": dW_hh,
-            "b_h": db_h,
-            **cell.extra_grads(dA, dU, p),
-        }
+            dhs = (dA.view(T * B, -1) @ p["W_xh"].t()).view(T, B, H)  # backprop into the layer below's h
         layer_grads.insert(0, grads)
         dstate0.insert(0, dstate)
     state = tuple(torch.stack([d[k] for d in dstate0]) for k in range(len(cell.STATE)))
     return layer_grads, dW_hy, db_y, state
+
+
+def input_weight_grads(below: Tensor, dA: Tensor, p: dict, ops) -> dict:
+    """The gradients of W_xh and b_h from dL/da (T, B, G*H) and the layer's input ``below``."""
+    T, B, G_H = dA.shape
+    dA2 = dA.view(T * B, G_H)
+    if below.dtype.is_floating_point:  # a layer above, which read the h below: one product
+        return {"W_xh": below.reshape(T * B, -1).t() @ dA2, "b_h": dA2.sum(0)}
+    if ops is not None:  # the gathered rows and the bias in one pass, by threads sharing the columns
+        dW_xh, db_h = ops.input_grads(below, dA, p["W_xh"].shape[0], native.parts(p["W_hh"].shape[0]))
+        return {"W_xh": dW_xh, "b_h": db_h}
+    dW_xh = torch.zeros_like(p["W_xh"]).index_add_(0, below.reshape(-1), dA2)  # the gathered rows
+    return {"W_xh": dW_xh, "b_h": dA2.sum(0)}
+
+
+def recurrent_weight_grad(h0: Tensor, hs: Tensor, dU: Tensor, ops) -> Tensor:
+    """sum_t h_{t-1}ᵀ du_t: NumPy's one product over [h0; hs[:-1]], here without copying hs; in C++
+    by the threads that share out the units."""
+    T, B, H = hs.shape
+    if ops is not None:
+        return ops.recurrent_weight_grad(h0, hs, [dU], native.parts(H))
+    dU2 = dU.view(T * B, -1)
+    return torch.addmm(h0.t() @ dU[0], hs[:-1].reshape((T - 1) * B, H).t(), dU2[B:])
 
 
 def through_dropout(dh: Tensor, mask: Tensor) -> Tensor:

@@ -14,7 +14,9 @@ A cell module has (``Cell`` below holds them, resolved once):
     layer_forward, layer_backward   (torch only) the loops of step and step_backward over a window,
                     in C++ (``torch_charrnn/rnn/csrc/<name>.cpp``, loaded by ``rnn/native.py``), from
                     the layer's input as it comes (characters or the h below); the backward also
-                    returns the gradients of W_xh and b_h where its loop adds them up, else None
+                    returns the parameter gradients it formed itself, by name (BPTT forms the rest:
+                    W_xh and b_h from dL/da; W_hh and ``extra_grads`` from dL/du, which may then be
+                    None where the cell returns W_hh's)
     activations     (torch only) a step's gates and states by name, for the TensorBoard monitor
     FUSED, fused_biases   (torch only) the torch.nn module computing the same cell and its two
                     biases from this layer's, for bptt="fused"

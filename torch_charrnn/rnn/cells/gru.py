@@ -9,6 +9,7 @@ References: Cho et al. 2014; torch.nn.GRU's documentation (b_hn inside the reset
 
 import torch
 
+from torch_charrnn.rnn import native
 from torch_charrnn.rnn.cells.common import input_share, uniform
 from torch_charrnn.rnn.products import packed
 
@@ -85,13 +86,16 @@ def layer_forward(ops, below, state, p):
 
 def layer_backward(ops, dhs, last, tape, p):
     """``step_backward`` over the window in C++, from each h_t's gradient from above (T, B, H) and
-    the last state's from after the window: dL/da, dL/du, the initial state's gradient, and None
-    for the input gradients (BPTT forms them from dL/da)."""
+    the last state's from after the window: dL/da, the initial state's gradient, and those of W_hh
+    and b_hn. dL/du differs from dL/da only in its n block, so the loop keeps only that block
+    (T, B, H), not a second (T, B, 3H), and W_hh's gradient is taken from the two side by side."""
     ns, hns, rzs = tape.caches
     W_t = p["W_hh"].t()
     back = packed(W_t, dhs.shape[1])
-    da, du, dh0 = ops.gru_backward(dhs, last[0], tape.h0, tape.hs, ns, hns, rzs, W_t, back)
-    return da, du, (dh0,), None
+    da, du_n, dh0 = ops.gru_backward(dhs, last[0], tape.h0, tape.hs, ns, hns, rzs, W_t, back)
+    H = dhs.shape[-1]
+    dW_hh = ops.recurrent_weight_grad(tape.h0, tape.hs, [da[..., : 2 * H], du_n], native.parts(H))
+    return da, None, (dh0,), {"W_hh": dW_hh, "b_hn": du_n.sum(dim=(0, 1))}
 
 
 # torch only: what the monitor shows, and the torch.nn module for bptt="fused"

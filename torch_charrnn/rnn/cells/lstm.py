@@ -93,7 +93,7 @@ def layer_backward(ops, dhs, last, tape, p):
     dz, dh0, dc0, dW_xh, db_h = ops.lstm_backward(
         dhs, *last, c0, cs, tcs, gates, p["W_hh"], tape.below, p["W_xh"], parts
     )
-    return dz, dz, (dh0, dc0), (dW_xh, db_h)
+    return dz, dz, (dh0, dc0), {"W_xh": dW_xh, "b_h": db_h}
 
 
 # torch only: what the monitor shows, and the torch.nn module for bptt="fused"

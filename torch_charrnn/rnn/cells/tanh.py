@@ -60,10 +60,10 @@ def layer_forward(ops, below, state, p):
 
 def layer_backward(ops, dhs, last, tape, p):
     """``step_backward`` over the window in C++, from each h_t's gradient from above (T, B, H) and
-    the last state's from after the window: dL/da, dL/du, the initial state's gradient, and None
-    for the input gradients (BPTT forms them from dL/da)."""
+    the last state's from after the window: dL/da, dL/du, the initial state's gradient, and no
+    parameter gradients (BPTT forms them from dL/da and dL/du)."""
     da, dh0 = ops.tanh_backward(dhs, last[0], tape.hs, p["W_hh"].t(), packed(p["W_hh"].t(), dhs.shape[1]))
-    return da, da, (dh0,), None
+    return da, da, (dh0,), {}
 
 
 # torch only: what the monitor shows, and the torch.nn module for bptt="fused"

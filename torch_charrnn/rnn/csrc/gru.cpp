@@ -46,28 +46,30 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward(const Tensor& a, const Te
 }
 
 // dhs (T, B, H): each h_t's gradient from above, read only; dh_last: the last h's from after the
-// window. Returns dL/da and dL/du (T, B, 3H) (they differ in the n block, where u_n sits inside the
-// reset product) and dL/dh0.
+// window. Returns dL/da (T, B, 3H), the n block of dL/du (T, B, H) (where u_n sits inside the reset
+// product; dL/du's r and z blocks are dL/da's) and dL/dh0.
 std::tuple<Tensor, Tensor, Tensor> gru_backward(const Tensor& dhs, const Tensor& dh_last, const Tensor& h0,
                                                 const Tensor& hs, const Tensor& ns, const Tensor& hns,
                                                 const Tensor& rzs, const Tensor& W_hh_t,
                                                 const std::optional<Tensor>& packed) {
   const int64_t T = dhs.size(0), B = dhs.size(1), H = dhs.size(2);
-  Tensor dA = at::empty({T, dhs.size(1), 3 * H}, dhs.options()), dU = at::empty_like(dA);
+  Tensor dA = at::empty({T, B, 3 * H}, dhs.options()), dUn = at::empty({T, B, H}, dhs.options());
+  Tensor du = at::empty({B, 3 * H}, dhs.options());  // this step's dL/du whole, for the product
   const Product back{W_hh_t, packed};
   Tensor dh = dhs[T - 1] + dh_last, zero = at::zeros_like(dh_last);
   const Tensor h0c = h0.contiguous();
   Tensor direct = at::empty_like(dh);
   for (int64_t t = T - 1; t >= 0; --t) {
     const Tensor h_prev = t > 0 ? hs[t - 1] : h0c;
-    Tensor da = dA[t], du = dU[t];
+    Tensor da = dA[t], dun = dUn[t];
     dh = dh.contiguous();
     AT_DISPATCH_FLOATING_TYPES(dhs.scalar_type(), "gru_backward", [&] {
       using V = Vec<scalar_t>;
       const scalar_t *rzp = rzs[t].data_ptr<scalar_t>(), *np = ns[t].data_ptr<scalar_t>();
       const scalar_t *hnp = hns[t].data_ptr<scalar_t>(), *hpp = h_prev.data_ptr<scalar_t>();
       const scalar_t* dhp = dh.data_ptr<scalar_t>();
-      scalar_t *dap = da.data_ptr<scalar_t>(), *dup = du.data_ptr<scalar_t>(), *dirp = direct.data_ptr<scalar_t>();
+      scalar_t *dap = da.data_ptr<scalar_t>(), *dup = du.data_ptr<scalar_t>(), *dunp = dun.data_ptr<scalar_t>();
+      scalar_t* dirp = direct.data_ptr<scalar_t>();
       const V one(scalar_t(1));
       for_units<scalar_t>(B, H, [&](int64_t b, int64_t j, int64_t n) {
         const int64_t g = b * 3 * H + j, k = b * H + j;
@@ -76,14 +78,16 @@ std::tuple<Tensor, Tensor, Tensor> gru_backward(const Tensor& dhs, const Tensor&
         const V dn = d * (one - z) * (one - nt * nt);  // into n, through tanh
         const V dr = dn * hn * r * (one - r);          // into r, through sigmoid
         const V dz = d * (V::loadu(hpp + k, n) - nt) * z * (one - z);  // into z, through sigmoid
+        const V dhn = dn * r;                          // into u_n, which sits inside r *
         dr.store(dap + g, n), dz.store(dap + g + H, n), dn.store(dap + g + 2 * H, n);
-        dr.store(dup + g, n), dz.store(dup + g + H, n), (dn * r).store(dup + g + 2 * H, n);  // u_n sits inside r *
+        dr.store(dup + g, n), dz.store(dup + g + H, n), dhn.store(dup + g + 2 * H, n);
+        dhn.store(dunp + k, n);
         (d * z).store(dirp + k, n);  // the skip path into h_{t-1}
       });
     });
     dh = back(du, t > 0 ? dhs[t - 1] : zero).add_(direct);  // into h_{t-1}: through u and around it
   }
-  return {dA, dU, dh};
+  return {dA, dUn, dh};
 }
 
 TORCH_LIBRARY_FRAGMENT(charrnn, m) {

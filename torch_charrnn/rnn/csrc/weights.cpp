@@ -11,10 +11,19 @@ namespace charrnn {
 
 using at::Tensor;
 
-// h0 (B, H), hs (T, B, H), dU (T, B, N): returns sum_t h_{t-1}ᵀ du_t (H, N), h_{-1} being h0.
-Tensor recurrent_weight_grad(const Tensor& h0, const Tensor& hs, const Tensor& dU, int64_t parts) {
-  const int64_t T = hs.size(0), B = hs.size(1), H = hs.size(2), N = dU.size(2), TB = T * B;
-  const Tensor h0_ = h0.contiguous(), hs_ = hs.contiguous(), dU_ = dU.contiguous();
+// h0 (B, H), hs (T, B, H), dU: the blocks of columns of du (T, B, N_i each), each contiguous in its
+// last dimension with rows evenly spaced (a column slice of a wider tensor will do, uncopied).
+// Returns sum_t h_{t-1}ᵀ du_t (H, sum N_i), h_{-1} being h0, the blocks side by side.
+Tensor recurrent_weight_grad(const Tensor& h0, const Tensor& hs, at::TensorList dU, int64_t parts) {
+  const int64_t T = hs.size(0), B = hs.size(1), H = hs.size(2), TB = T * B;
+  const Tensor h0_ = h0.contiguous(), hs_ = hs.contiguous();
+  std::vector<Tensor> blocks;
+  int64_t N = 0;
+  for (const Tensor& d : dU) {
+    const bool spaced = d.stride(2) == 1 && d.stride(0) == B * d.stride(1);
+    blocks.push_back(spaced ? d : d.contiguous());
+    N += d.size(2);
+  }
   Tensor dW = at::empty({H, N}, hs.options());
   // [h0; hs[:-1]]ᵀ: column t * B + b is h_{t-1}[b]. Its rows are padded: rows a multiple of 4 KiB
   // apart fall in the same few cache sets, and writing or reading down a column thrashed them.
@@ -23,7 +32,7 @@ Tensor recurrent_weight_grad(const Tensor& h0, const Tensor& hs, const Tensor& d
   constexpr int64_t KB = 256, NB = 256;  // blocks of the sum and of dW's columns that stay in cache
   AT_DISPATCH_FLOATING_TYPES(hs.scalar_type(), "recurrent_weight_grad", [&] {
     using S = scalar_t;
-    const S *h0p = h0_.data_ptr<S>(), *hsp = hs_.data_ptr<S>(), *dup = dU_.data_ptr<S>();
+    const S *h0p = h0_.data_ptr<S>(), *hsp = hs_.data_ptr<S>();
     S *dWp = dW.data_ptr<S>(), *hTp = hT.data_ptr<S>();
     in_team(parts, [&](int64_t first, int64_t last, const auto&) {
       for (int64_t p = first; p < last; ++p) {
@@ -33,11 +42,17 @@ Tensor recurrent_weight_grad(const Tensor& h0, const Tensor& hs, const Tensor& d
           const S* row = r < B ? h0p + r * H : hsp + (r - B) * H;
           for (int64_t i = u0; i < u1; ++i) hTp[i * ld + r] = row[i];
         }
-        for (int64_t k = 0; k < TB; k += KB) {
-          for (int64_t n = 0; n < N; n += NB) {
-            matmul(u1 - u0, std::min(NB, N - n), std::min(KB, TB - k), hTp + u0 * ld + k, ld, dup + k * N + n, N,
-                   dWp + u0 * N + n, N, k > 0);
+        int64_t column = 0;  // where this block's columns start in dW
+        for (const Tensor& d : blocks) {
+          const S* dup = d.data_ptr<S>();
+          const int64_t Nd = d.size(2), ldd = d.stride(1);
+          for (int64_t k = 0; k < TB; k += KB) {
+            for (int64_t n = 0; n < Nd; n += NB) {
+              matmul(u1 - u0, std::min(NB, Nd - n), std::min(KB, TB - k), hTp + u0 * ld + k, ld, dup + k * ldd + n,
+                     ldd, dWp + u0 * N + column + n, N, k > 0);
+            }
           }
+          column += Nd;
         }
       }
     });
