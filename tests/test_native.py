@@ -43,12 +43,16 @@ def test_the_cpp_loop_equals_the_torch_loop_in_float64(cell, L, V, H, B, T, scal
     """The same arithmetic, but C++ fuses each step's elementwise work and computes tanh from
     expm1 (csrc/vec.h), and the GRU adds b_hn inside the product: a few units in the last place
     apart, nothing more. ``parts`` threads share out the units where a loop splits them
-    (csrc/team.h), as many as there are units or more."""
+    (csrc/team.h), as many as there are units or more. The two loops add up the weight gradients
+    in different orders (the LSTM's C++ loop adds W_xh's and b_h's backward in time; W_hh's comes
+    from one product in C++, from two in torch): where such a sum cancels, an entry differs by
+    rounding at the scale of the terms, not of the entry, so each entry is held to 1e-12 of its
+    tensor's largest as well as of itself."""
     with mock.patch.object(native, "parts", lambda H: parts):
         cpp = window_gradients("C++", cell, L, V, H, B, T, scale, seed)
     pure = window_gradients("torch", cell, L, V, H, B, T, scale, seed)
     for c, p in zip(cpp, pure, strict=True):
-        torch.testing.assert_close(c, p, rtol=1e-12, atol=1e-13)
+        torch.testing.assert_close(c, p, rtol=1e-12, atol=1e-12 * max(0.1, p.abs().max().item()))
 
 
 @pytest.mark.parametrize("cell", CELLS)

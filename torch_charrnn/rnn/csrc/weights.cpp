@@ -4,6 +4,8 @@
 // were gathered by character.
 #include <torch/library.h>
 
+#include <vector>
+
 #include "team.h"
 #include "vec.h"
 
@@ -25,34 +27,37 @@ Tensor recurrent_weight_grad(const Tensor& h0, const Tensor& hs, at::TensorList 
     N += d.size(2);
   }
   Tensor dW = at::empty({H, N}, hs.options());
-  // [h0; hs[:-1]]ᵀ: column t * B + b is h_{t-1}[b]. Its rows are padded: rows a multiple of 4 KiB
-  // apart fall in the same few cache sets, and writing or reading down a column thrashed them.
-  const int64_t ld = TB + 16;
-  Tensor hT = at::empty({H, ld}, hs.options());
   constexpr int64_t KB = 256, NB = 256;  // blocks of the sum and of dW's columns that stay in cache
+  // Each block of the sum multiplies a panel of [h0; hs[:-1]]ᵀ, these units' rows of KB columns,
+  // transposed into a buffer of the thread's own (KB, not T * B, columns: no copy of the window).
+  // Its rows are padded: rows a multiple of 4 KiB apart fall in the same few cache sets, and
+  // writing or reading down a column of them thrashed those.
+  constexpr int64_t ld = KB + 16;
   AT_DISPATCH_FLOATING_TYPES(hs.scalar_type(), "recurrent_weight_grad", [&] {
     using S = scalar_t;
     const S *h0p = h0_.data_ptr<S>(), *hsp = hs_.data_ptr<S>();
-    S *dWp = dW.data_ptr<S>(), *hTp = hT.data_ptr<S>();
+    S* dWp = dW.data_ptr<S>();
     in_team(parts, [&](int64_t first, int64_t last, const auto&) {
       for (int64_t p = first; p < last; ++p) {
         const auto [u0, u1] = share(p, parts, H);
         if (u0 == u1) continue;
-        for (int64_t r = 0; r < TB; ++r) {  // these units' rows of [h0; hs[:-1]]ᵀ
-          const S* row = r < B ? h0p + r * H : hsp + (r - B) * H;
-          for (int64_t i = u0; i < u1; ++i) hTp[i * ld + r] = row[i];
-        }
-        int64_t column = 0;  // where this block's columns start in dW
-        for (const Tensor& d : blocks) {
-          const S* dup = d.data_ptr<S>();
-          const int64_t Nd = d.size(2), ldd = d.stride(1);
-          for (int64_t k = 0; k < TB; k += KB) {
-            for (int64_t n = 0; n < Nd; n += NB) {
-              matmul(u1 - u0, std::min(NB, Nd - n), std::min(KB, TB - k), hTp + u0 * ld + k, ld, dup + k * ldd + n,
-                     ldd, dWp + u0 * N + column + n, N, k > 0);
-            }
+        std::vector<S> panel((u1 - u0) * ld);
+        for (int64_t k = 0; k < TB; k += KB) {
+          const int64_t K = std::min(KB, TB - k);
+          for (int64_t r = 0; r < K; ++r) {  // row k + r of [h0; hs[:-1]], these units, as a column
+            const S* row = k + r < B ? h0p + (k + r) * H : hsp + (k + r - B) * H;
+            for (int64_t i = u0; i < u1; ++i) panel[(i - u0) * ld + r] = row[i];
           }
-          column += Nd;
+          int64_t column = 0;  // where this block of du's columns starts in dW
+          for (const Tensor& d : blocks) {
+            const S* dup = d.data_ptr<S>();
+            const int64_t Nd = d.size(2), ldd = d.stride(1);
+            for (int64_t n = 0; n < Nd; n += NB) {
+              matmul(u1 - u0, std::min(NB, Nd - n), K, panel.data(), ld, dup + k * ldd + n, ldd,
+                     dWp + u0 * N + column + n, N, k > 0);
+            }
+            column += Nd;
+          }
         }
       }
     });
