@@ -132,8 +132,8 @@ def backward(layers, W_hy, dlogits, dstate_last, tape, cell: Cell):
             dA, dU, dstate, grads = cell.layer_backward(ops, dhs, last, tape[l], p)
         else:
             dA, dU, dstate = loop_backward(dhs, last, tape[l], p, cell)
-        if "W_xh" not in grads:
-            grads.update(input_weight_grads(below, dA, p, ops))
+        if "W_xh" not in grads:  # (b_h's is formed with it; a cell's own, if any, stands)
+            grads = {**input_weight_grads(below, dA, p, ops), **grads}
         if "W_hh" not in grads:  # and the cell's own extra parameters, whose gradients come from dU too
             grads.update(W_hh=recurrent_weight_grad(h0, hs, dU, ops), **cell.extra_grads(dA, dU, p))
         if l > 0:

@@ -11,7 +11,7 @@ References: Hochreiter & Schmidhuber 1997; Gers et al. 2000 (forget gate); torch
 import torch
 
 from torch_charrnn.rnn import native
-from torch_charrnn.rnn.cells.common import uniform
+from torch_charrnn.rnn.cells.common import input_share, uniform
 
 NAME = "lstm"
 GATES = 4
@@ -75,25 +75,27 @@ def extra_grads(dA, dU, p):
 
 def layer_forward(ops, below, state, p):
     """The window's recurrence in C++ (``csrc/lstm.cpp``, the loop above without Python, its
-    threads sharing out the units), from the layer's input as it comes: characters (T, B), whose
-    rows of W_xh the loop gathers step by step, or the h below (T, B, H). h of every step
-    (T, B, H), the last state and what ``layer_backward`` reads."""
+    threads sharing out the units), from the layer's input: characters (T, B), whose rows of W_xh
+    the loop gathers step by step, or the h below (T, B, H), one product first (``input_share``).
+    h of every step (T, B, H), the last state and what ``layer_backward`` reads."""
     h0, c0 = state
+    inputs = input_share(below, p) if below.dtype.is_floating_point else below
     parts = native.parts(h0.shape[-1])
-    hs, cs, tcs, gates = ops.lstm_forward(below, p["W_xh"], p["b_h"], h0, c0, p["W_hh"], parts)
+    hs, cs, tcs, gates = ops.lstm_forward(inputs, p["W_xh"], p["b_h"], h0, c0, p["W_hh"], parts)
     return hs, (hs[-1], cs[-1]), (c0, cs, tcs, gates)
 
 
 def layer_backward(ops, dhs, last, tape, p):
     """``step_backward`` over the window in C++, from each h_t's gradient from above (T, B, H) and
-    the last state's from after the window: dL/da, dL/du, the initial state's gradient, and those
-    of W_xh and b_h, which the loop adds up step by step."""
+    the last state's from after the window: dL/da, dL/du, the initial state's gradient, and b_h's,
+    which the loop adds up step by step, and, for the first layer, W_xh's (its gathered rows)."""
     c0, cs, tcs, gates = tape.caches
     parts = native.parts(dhs.shape[-1])
-    dz, dh0, dc0, dW_xh, db_h = ops.lstm_backward(
+    dz, dh0, dc0, db_h, dW_xh = ops.lstm_backward(
         dhs, *last, c0, cs, tcs, gates, p["W_hh"], tape.below, p["W_xh"], parts
     )
-    return dz, dz, (dh0, dc0), {"W_xh": dW_xh, "b_h": db_h}
+    grads = {"b_h": db_h} if tape.below.dtype.is_floating_point else {"W_xh": dW_xh, "b_h": db_h}
+    return dz, dz, (dh0, dc0), grads
 
 
 # torch only: what the monitor shows, and the torch.nn module for bptt="fused"

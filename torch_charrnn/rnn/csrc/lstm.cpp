@@ -33,7 +33,7 @@ struct Inputs {
 template <typename T>
 void step_forward(const Inputs<T>& in, int64_t t, T* gates, const T* c_prev, T* c, T* tc, T* h, int64_t B,
                   int64_t H, int64_t u0, int64_t u1) {
-  for_unit_range<T>(B, u0, u1, [&](int64_t b, int64_t j, int64_t n) {
+  for_unit_range<T>(0, B, u0, u1, [&](int64_t b, int64_t j, int64_t n) {
     const int64_t r = b * 4 * H + j, k = b * H + j;
     const T* ab = in.row(t, b, B, 4 * H) + j;
     auto z = [&](int64_t block) {  // a_t + h_{t-1} W_hh, one gate block
@@ -58,7 +58,7 @@ template <typename T>
 void step_backward(const T* dh_above, const T* dh_rec, T* dc, const T* gates, const T* tc, const T* c_prev,
                    T* dz, int64_t B, int64_t H, int64_t u0, int64_t u1) {
   const Vec<T> one(T(1));
-  for_unit_range<T>(B, u0, u1, [&](int64_t b, int64_t j, int64_t n) {
+  for_unit_range<T>(0, B, u0, u1, [&](int64_t b, int64_t j, int64_t n) {
     const T* gb = gates + b * 4 * H + j;
     T* db = dz + b * 4 * H + j;
     const int64_t k = b * H + j;
@@ -84,30 +84,24 @@ void accumulate_inputs(const T* dz, const int64_t* x, T* dW_xh, T* db_h, int64_t
                        int64_t u1) {
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t block = 0; block < 4; ++block) {
-      const T* src = dz + b * 4 * H + block * H;
-      T* bias = db_h + block * H;
       T* row = x ? dW_xh + x[b] * 4 * H + block * H : nullptr;
-      for (int64_t j = u0; j < u1; j += Vec<T>::size()) {
-        const int64_t n = std::min<int64_t>(Vec<T>::size(), u1 - j);
-        const Vec<T> d = Vec<T>::loadu(src + j, n);
-        (Vec<T>::loadu(bias + j, n) + d).store(bias + j, n);
-        if (row) (Vec<T>::loadu(row + j, n) + d).store(row + j, n);
-      }
+      add_into(dz + b * 4 * H + block * H, db_h + block * H, row, u0, u1);
     }
   }
 }
 
-// below: the layer's input, characters (T, B) for the first layer, the layer below's h (T, B, H)
-// otherwise. Returns hs, cs, tcs = tanh(cs) (T, B, H) and the gates (T, B, 4H), i, f, o after their
+// inputs: characters (T, B) for the first layer, whose rows of W_xh the loop gathers; for a layer
+// above, its input shares a (T, B, 4H) = h_below W_xh + b_h (one product, made by the caller).
+// Returns hs, cs, tcs = tanh(cs) (T, B, H) and the gates (T, B, 4H), i, f, o after their
 // sigmoid and g after its tanh. `parts` threads share the units (team.h): each multiplies h_{t-1}
 // by its units' columns of W_hh's four blocks, then does their elementwise step.
-std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& below, const Tensor& W_xh,
+std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& inputs, const Tensor& W_xh,
                                                         const Tensor& b_h, const Tensor& h0, const Tensor& c0,
                                                         const Tensor& W_hh, int64_t parts) {
-  const int64_t T = below.size(0), B = below.size(1), H = h0.size(1);
-  const bool gathered = !at::isFloatingType(below.scalar_type());
-  const Tensor x = gathered ? below.contiguous().to(at::kLong) : Tensor();
-  const Tensor a = gathered ? Tensor() : at::addmm(b_h, below.reshape({T * B, -1}), W_xh).view({T, B, 4 * H});
+  const int64_t T = inputs.size(0), B = inputs.size(1), H = h0.size(1);
+  const bool gathered = !at::isFloatingType(inputs.scalar_type());
+  const Tensor x = gathered ? inputs.contiguous().to(at::kLong) : Tensor();
+  const Tensor a = gathered ? Tensor() : inputs.contiguous();
   const Tensor Wx = W_xh.contiguous(), bh = b_h.contiguous();
   const Tensor h0_ = h0.contiguous(), c0_ = c0.contiguous(), W = W_hh.contiguous();
   Tensor hs = at::empty({T, B, H}, h0.options());
@@ -139,9 +133,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& below, con
 }
 
 // dhs (T, B, H): each h_t's gradient from above (the output layer or the next layer), read only;
-// dh_last, dc_last: the last state's gradients from after the window; below, W_xh: as the forward
-// took them. Returns dL/dz (T, B, 4H) (the same for a_t and u_t = h_{t-1} W_hh, which are added),
-// dL/dh0, dL/dc0, dL/dW_xh and dL/db_h. The team shares the units as in the forward: each does its
+// dh_last, dc_last: the last state's gradients from after the window; below: the layer's input.
+// Returns dL/dz (T, B, 4H) (the same for a_t and u_t = h_{t-1} W_hh, which are added), dL/dh0,
+// dL/dc0, dL/db_h and, for the first layer, which read characters, dL/dW_xh (undefined above it,
+// where W_xh's gradient is one product the caller makes). The team shares the units as in the forward: each does its
 // units' elementwise step and adds it to the input gradients, then, once dL/dz_t is whole,
 // multiplies it by the columns of W_hhᵀ that give its units' share of dL/dh_{t-1}.
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
@@ -181,8 +176,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
       }
     });
   });
-  if (!gathered) dW_xh = at::mm(below.reshape({T * B, -1}).t(), dZ.view({T * B, 4 * H}));  // (H, 4H)
-  return {dZ, dh, dc, dW_xh, db_h};
+  return {dZ, dh, dc, db_h, dW_xh};
 }
 
 TORCH_LIBRARY_FRAGMENT(charrnn, m) {

@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <thread>
+#include <type_traits>
 #include <utility>
 
 namespace charrnn {
@@ -81,24 +82,26 @@ inline std::pair<int64_t, int64_t> share(int64_t p, int64_t parts, int64_t n) {
 // C (M, N) = A (M, K) B (K, N), or C += A B, row-major with leading dimensions, on the calling
 // thread alone. float32: oneDNN's batch-reduce micro-kernel (ATen falls back to its BLAS where
 // oneDNN cannot generate one). float64, which the gradient proofs run in: ATen's product.
-inline void matmul(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
-                   int64_t ldb, float* C, int64_t ldc, bool add) {
-#ifdef CPUBLAS_BRGEMM_F32F32F32
-  at::native::cpublas::brgemm(M, N, K, lda, ldb, ldc, add, A, B, C);
-#else
-  auto a = at::from_blob(const_cast<float*>(A), {M, K}, {lda, 1}, at::kFloat);
-  auto b = at::from_blob(const_cast<float*>(B), {K, N}, {ldb, 1}, at::kFloat);
-  auto c = at::from_blob(C, {M, N}, {ldc, 1}, at::kFloat);
+template <typename T>
+inline void aten_matmul(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
+                        T* C, int64_t ldc, bool add) {
+  const auto type = c10::CppTypeToScalarType<T>::value;
+  auto a = at::from_blob(const_cast<T*>(A), {M, K}, {lda, 1}, type);
+  auto b = at::from_blob(const_cast<T*>(B), {K, N}, {ldb, 1}, type);
+  auto c = at::from_blob(C, {M, N}, {ldc, 1}, type);
   add ? c.addmm_(a, b) : c.copy_(at::mm(a, b));
-#endif
 }
 
-inline void matmul(int64_t M, int64_t N, int64_t K, const double* A, int64_t lda, const double* B,
-                   int64_t ldb, double* C, int64_t ldc, bool add) {
-  auto a = at::from_blob(const_cast<double*>(A), {M, K}, {lda, 1}, at::kDouble);
-  auto b = at::from_blob(const_cast<double*>(B), {K, N}, {ldb, 1}, at::kDouble);
-  auto c = at::from_blob(C, {M, N}, {ldc, 1}, at::kDouble);
-  add ? c.addmm_(a, b) : c.copy_(at::mm(a, b));
+template <typename T>
+inline void matmul(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C,
+                   int64_t ldc, bool add) {
+#ifdef CPUBLAS_BRGEMM_F32F32F32
+  if constexpr (std::is_same_v<T, float>) {
+    at::native::cpublas::brgemm(M, N, K, lda, ldb, ldc, add, A, B, C);
+    return;
+  }
+#endif
+  aten_matmul(M, N, K, A, lda, B, ldb, C, ldc, add);
 }
 
 }  // namespace charrnn

@@ -45,28 +45,36 @@ inline Vec<float> tanh(const Vec<float>& x) {
   return keep_nan(Vec<float>::blendv(t, t.neg(), x < Vec<float>(0.f)), x);
 }
 
-// body(row, j, n) for every row of `rows` and every run of n <= Vec<T>::size() units from j in a
-// row of H; rows are shared among threads once there are enough units to pay for it.
+// body(row, j, n) for every row of [row0, row1) and every run of n <= Vec<T>::size() units from j
+// in [begin, end), on the calling thread (a team's share of the units: team.h).
+template <typename T, typename F>
+inline void for_unit_range(int64_t row0, int64_t row1, int64_t begin, int64_t end, const F& body) {
+  for (int64_t b = row0; b < row1; ++b) {
+    for (int64_t j = begin; j < end; j += Vec<T>::size()) {
+      body(b, j, std::min<int64_t>(Vec<T>::size(), end - j));
+    }
+  }
+}
+
+// body(row, j, n) over every unit of `rows` rows of H; rows are shared among threads once there
+// are enough units to pay for it.
 template <typename T, typename F>
 inline void for_units(int64_t rows, int64_t H, const F& body) {
   const int64_t grain = std::max<int64_t>(1, 8192 / std::max<int64_t>(H, 1));
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) {
-      for (int64_t j = 0; j < H; j += Vec<T>::size()) {
-        body(b, j, std::min<int64_t>(Vec<T>::size(), H - j));
-      }
-    }
+    for_unit_range<T>(begin, end, 0, H, body);
   });
 }
 
-// body(row, j, n) for every row of `rows` and every run of n <= Vec<T>::size() units from j in
-// [begin, end), on the calling thread (a team's share of the units: team.h).
-template <typename T, typename F>
-inline void for_unit_range(int64_t rows, int64_t begin, int64_t end, const F& body) {
-  for (int64_t b = 0; b < rows; ++b) {
-    for (int64_t j = begin; j < end; j += Vec<T>::size()) {
-      body(b, j, std::min<int64_t>(Vec<T>::size(), end - j));
-    }
+// bias[begin:end] += src[begin:end] and, unless row is null, row[begin:end] too: one gradient row
+// added into a bias's gradient and into the row of a gathered weight it was read from.
+template <typename T>
+inline void add_into(const T* src, T* bias, T* row, int64_t begin, int64_t end) {
+  for (int64_t j = begin; j < end; j += Vec<T>::size()) {
+    const int64_t n = std::min<int64_t>(Vec<T>::size(), end - j);
+    const Vec<T> d = Vec<T>::loadu(src + j, n);
+    (Vec<T>::loadu(bias + j, n) + d).store(bias + j, n);
+    if (row) (Vec<T>::loadu(row + j, n) + d).store(row + j, n);
   }
 }
 

@@ -81,14 +81,7 @@ std::tuple<Tensor, Tensor> input_grads(const Tensor& x, const Tensor& dA, int64_
       for (int64_t p = first; p < last; ++p) {
         const auto [c0, c1] = share(p, parts, N);
         for (int64_t r = 0; r < R; ++r) {  // in order, as index_add_ adds
-          const S* src = dap + r * N;
-          S* row = dWp + xp[r] * N;
-          for (int64_t c = c0; c < c1; c += Vec<S>::size()) {
-            const int64_t n = std::min<int64_t>(Vec<S>::size(), c1 - c);
-            const Vec<S> d = Vec<S>::loadu(src + c, n);
-            (Vec<S>::loadu(row + c, n) + d).store(row + c, n);
-            (Vec<S>::loadu(dbp + c, n) + d).store(dbp + c, n);
-          }
+          add_into(dap + r * N, dbp, dWp + xp[r] * N, c0, c1);
         }
       }
     });
