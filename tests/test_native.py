@@ -38,17 +38,18 @@ def window_gradients(loop, cell, L, V, H, B, T, scale, seed, dtype=torch.float64
 @example(cell="gru", L=1, V=2, H=1, B=1, T=1, scale=4.0, seed=1, parts=1)
 @example(cell="tanh", L=3, V=2, H=1, B=1, T=1, scale=1.0, seed=2, parts=1)
 @example(cell="lstm", L=2, V=3, H=7, B=3, T=5, scale=3.0, seed=3, parts=3)  # 3 shares on 2 threads
-@example(cell="lstm", L=1, V=2, H=2, B=1, T=2, scale=1.0, seed=4, parts=5)  # shares without units
+@example(cell="lstm", L=1, V=2, H=2, B=1, T=2, scale=1.0, seed=4, parts=5)  # shares without rows
 def test_the_cpp_loop_equals_the_torch_loop_in_float64(cell, L, V, H, B, T, scale, seed, parts):
     """The same arithmetic, but C++ fuses each step's elementwise work and computes tanh from
     expm1 (csrc/vec.h), and the GRU adds b_hn inside the product: a few units in the last place
-    apart, nothing more. ``parts`` threads share out the units where a loop splits them
-    (csrc/team.h), as many as there are units or more. The two loops add up the weight gradients
-    in different orders (the LSTM's C++ loop adds W_xh's and b_h's backward in time; W_hh's comes
-    from one product in C++, from two in torch): where such a sum cancels, an entry differs by
+    apart, nothing more. ``parts`` threads share out the streams of a loop over time and the
+    columns of a weight gradient (csrc/shares.h), as many as there are of them or more. The two
+    loops add up the weight gradients in different orders (the LSTM's C++ loop adds W_xh's and
+    b_h's backward in time, each thread its streams; W_hh's comes from one product in C++, from two
+    in torch): where such a sum cancels, an entry differs by
     rounding at the scale of the terms, not of the entry, so each entry is held to 1e-12 of its
     tensor's largest as well as of itself."""
-    with mock.patch.object(native, "parts", lambda H: parts):
+    with mock.patch.object(native, "parts", lambda n, per_thread: parts):
         cpp = window_gradients("C++", cell, L, V, H, B, T, scale, seed)
     pure = window_gradients("torch", cell, L, V, H, B, T, scale, seed)
     for c, p in zip(cpp, pure, strict=True):
@@ -101,10 +102,10 @@ def test_the_cpp_loop_runs_on_a_cpu_and_the_torch_loop_under_autograd(cell):
 @pytest.mark.parametrize("cell", CELLS)
 def test_float32_with_onednns_product_stays_within_rounding_of_the_torch_loop(cell, monkeypatch):
     """In float32 the C++ loop multiplies by oneDNN's reordered W_hh, or by oneDNN's micro-kernel on
-    each thread's columns (the LSTM, csrc/team.h), where addmm rounds otherwise (packed and shared
+    each thread's streams (the LSTM, csrc/shares.h), where addmm rounds otherwise (packed and shared
     out here at any size, so that every cell takes those paths)."""
     monkeypatch.setattr(products, "PACK_FROM", 0)
-    monkeypatch.setattr(native, "parts", lambda H: 3)  # and the units shared out by 3 (csrc/team.h)
+    monkeypatch.setattr(native, "parts", lambda n, per_thread: 3)  # shared out by 3 (csrc/shares.h)
     cpp = window_gradients("C++", cell, 2, 11, 16, 4, 12, 1.0, 0, torch.float32)
     monkeypatch.undo()
     pure = window_gradients("torch", cell, 2, 11, 16, 4, 12, 1.0, 0, torch.float32)
@@ -127,29 +128,21 @@ def test_the_packed_product_equals_addmm_and_is_used_only_where_it_pays():
     assert products.packed(W, 5) is None  # autograd on: the reordered copy would have no gradient
 
 
-@pytest.mark.parametrize("parts", [2, 3, 5])
-def test_a_teams_shares_run_on_torchs_threads_and_meet_every_step(parts):
-    """The split loops (csrc/team.h) rely on their shares running at once on PyTorch's threads,
+@pytest.mark.parametrize(("parts", "n"), [(2, 64), (3, 7), (5, 3), (2, 1)])
+def test_shares_cover_every_row_once_on_torchs_threads(parts, n):
+    """The loops over time share out the streams, the weight gradients the columns (csrc/shares.h):
+    every row to exactly one share (checked in C++), and the shares on PyTorch's threads at once,
     which takes the kernels being built with OpenMP: without it ATen's parallel_for runs every
-    share on the calling thread (correct, and no faster). Each of 300 meetings is checked."""
+    share on the calling thread (correct, and no faster)."""
     ops = native.kernels()
     threads = torch.get_num_threads()
-    together = min(parts, threads) if native._openmp_flags() else 1
-    assert ops.team_check(parts, 300, -1) == together
+    together = min(parts, threads, n) if native._openmp_flags() else 1
+    assert ops.shares_check(parts, n) == together
     torch.set_num_threads(1)
     try:
-        assert ops.team_check(parts, 300, -1) == 1  # one thread runs every share, and never waits
+        assert ops.shares_check(parts, n) == 1  # one thread runs every share
     finally:
         torch.set_num_threads(threads)
-
-
-@pytest.mark.parametrize("failing", [0, 1, 2])
-def test_a_share_that_fails_stops_its_team_and_its_error_reaches_the_caller(failing):
-    """A share that raises breaks the barrier: the others stop waiting for it instead of hanging,
-    and the caller gets the error (whichever thread ran the share)."""
-    with pytest.raises(RuntimeError, match=f"share {failing} failed"):
-        native.kernels().team_check(3, 10, failing)
-    assert native.kernels().team_check(3, 10, -1) >= 1  # and the next team runs
 
 
 def test_kernels_that_cannot_be_built_fall_back_to_the_torch_loop_said_once(monkeypatch, caplog):

@@ -151,7 +151,8 @@ def input_weight_grads(below: Tensor, dA: Tensor, p: dict, ops) -> dict:
     if below.dtype.is_floating_point:  # a layer above, which read the h below: one product
         return {"W_xh": below.reshape(T * B, -1).t() @ dA2, "b_h": dA2.sum(0)}
     if ops is not None:  # the gathered rows and the bias in one pass, by threads sharing the columns
-        dW_xh, db_h = ops.input_grads(below, dA, p["W_xh"].shape[0], native.parts(p["W_hh"].shape[0]))
+        columns = native.parts(G_H, native.UNITS_PER_THREAD)
+        dW_xh, db_h = ops.input_grads(below, dA, p["W_xh"].shape[0], columns)
         return {"W_xh": dW_xh, "b_h": db_h}
     dW_xh = torch.zeros_like(p["W_xh"]).index_add_(0, below.reshape(-1), dA2)  # the gathered rows
     return {"W_xh": dW_xh, "b_h": dA2.sum(0)}
@@ -159,10 +160,10 @@ def input_weight_grads(below: Tensor, dA: Tensor, p: dict, ops) -> dict:
 
 def recurrent_weight_grad(h0: Tensor, hs: Tensor, dU: Tensor, ops) -> Tensor:
     """sum_t h_{t-1}ᵀ du_t: NumPy's one product over [h0; hs[:-1]], here without copying hs; in C++
-    by the threads that share out the units."""
+    by threads that share out dW_hh's rows."""
     T, B, H = hs.shape
     if ops is not None:
-        return ops.recurrent_weight_grad(h0, hs, [dU], native.parts(H))
+        return ops.recurrent_weight_grad(h0, hs, [dU], native.parts(H, native.UNITS_PER_THREAD))
     dU2 = dU.view(T * B, -1)
     return torch.addmm(h0.t() @ dU[0], hs[:-1].reshape((T - 1) * B, H).t(), dU2[B:])
 

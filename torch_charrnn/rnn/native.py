@@ -2,7 +2,7 @@
 backward, with the loop over time in C++ rather than Python, for ``bptt="manual"`` on a CPU.
 
 They are the derivatives of the cells' ``step_backward``, with each step's elementwise work in
-one vectorized pass (``csrc/vec.h``) and the product by W_hh as ``products.py`` chooses it; tested
+one vectorized pass (``csrc/vec.h``) and the streams shared out among threads (``csrc/shares.h``); tested
 equal to the pure-torch loop to 1e-12 in float64 (``tests/test_native.py``). What they save is
 Python's cost per operation and a dozen elementwise kernels a step (README, "Speed").
 
@@ -31,13 +31,14 @@ log = logging.getLogger("torch_charrnn")
 SOURCES = sorted((Path(__file__).parent / "csrc").glob("*.cpp"))
 
 
-UNITS_PER_THREAD = 32  # the fewest hidden units a thread of a window's loop takes on (csrc/team.h)
+ROWS_PER_THREAD = 4  # the fewest streams a thread of a window's loop over time takes on
+UNITS_PER_THREAD = 32  # the fewest columns a thread of a weight gradient takes on
 
 
-def parts(H: int) -> int:
-    """How many threads share out a window's H hidden units in a loop that splits them
-    (``csrc/team.h``): one per UNITS_PER_THREAD units, at most PyTorch's thread count."""
-    return max(1, min(torch.get_num_threads(), H // UNITS_PER_THREAD))
+def parts(n: int, per_thread: int) -> int:
+    """How many threads share out n rows or columns (``csrc/shares.h``): one per ``per_thread``
+    of them, at most PyTorch's thread count."""
+    return max(1, min(torch.get_num_threads(), n // per_thread))
 
 
 def usable(x: Tensor):

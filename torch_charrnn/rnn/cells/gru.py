@@ -11,7 +11,6 @@ import torch
 
 from torch_charrnn.rnn import native
 from torch_charrnn.rnn.cells.common import input_share, uniform
-from torch_charrnn.rnn.products import packed
 
 NAME = "gru"
 GATES = 3
@@ -75,12 +74,11 @@ def extra_grads(dA, dU, p):
 def layer_forward(ops, below, state, p):
     """The window's recurrence in C++ (``csrc/gru.cpp``, the loop above without Python): h of
     every step (T, B, H), the last state and what ``layer_backward`` reads, from the layer's input
-    (characters or the h below: ``input_share``). W_hh goes to it prepared for oneDNN where that
-    pays (``torch_charrnn/rnn/products.py``), and so does W_hhᵀ backward."""
+    (characters or the h below: ``input_share``), its threads sharing out the streams."""
     a = input_share(below, p)
     (h0,) = state
-    hn_bias = fused_biases(p)[1].expand(h0.shape[0], -1).contiguous()  # [0 | 0 | b_hn] for every stream
-    hs, ns, hns, rzs = ops.gru_forward(a, h0, hn_bias, p["W_hh"], packed(p["W_hh"], a.shape[1]))
+    parts = native.parts(a.shape[1], native.ROWS_PER_THREAD)
+    hs, ns, hns, rzs = ops.gru_forward(a, h0, p["b_hn"], p["W_hh"], parts)
     return hs, (hs[-1],), (ns, hns, rzs)
 
 
@@ -90,11 +88,11 @@ def layer_backward(ops, dhs, last, tape, p):
     and b_hn. dL/du differs from dL/da only in its n block, so the loop keeps only that block
     (T, B, H), not a second (T, B, 3H), and W_hh's gradient is taken from the two side by side."""
     ns, hns, rzs = tape.caches
-    W_t = p["W_hh"].t()
-    back = packed(W_t, dhs.shape[1])
-    da, du_n, dh0 = ops.gru_backward(dhs, last[0], tape.h0, tape.hs, ns, hns, rzs, W_t, back)
+    parts = native.parts(dhs.shape[1], native.ROWS_PER_THREAD)
+    da, du_n, dh0 = ops.gru_backward(dhs, last[0], tape.h0, tape.hs, ns, hns, rzs, p["W_hh"], parts)
     H = dhs.shape[-1]
-    dW_hh = ops.recurrent_weight_grad(tape.h0, tape.hs, [da[..., : 2 * H], du_n], native.parts(H))
+    columns = native.parts(H, native.UNITS_PER_THREAD)
+    dW_hh = ops.recurrent_weight_grad(tape.h0, tape.hs, [da[..., : 2 * H], du_n], columns)
     return da, None, (dh0,), {"W_hh": dW_hh, "b_hn": du_n.sum(dim=(0, 1))}
 
 

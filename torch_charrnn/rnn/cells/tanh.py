@@ -5,8 +5,8 @@ h_t = tanh(a_t + h_{t-1} W_hh)      a_t = x_t W_xh + b_h
 
 import torch
 
+from torch_charrnn.rnn import native
 from torch_charrnn.rnn.cells.common import input_share
-from torch_charrnn.rnn.products import packed
 
 NAME = "tanh"
 GATES = 1
@@ -49,12 +49,11 @@ def extra_grads(dA, dU, p):
 
 
 def layer_forward(ops, below, state, p):
-    """The window's recurrence in C++ (``csrc/tanh.cpp``, the loop above without Python): h of
-    every step (T, B, H), the last state and what ``layer_backward`` reads, from the layer's input
-    (characters or the h below: ``input_share``). W_hh goes to it prepared for oneDNN where that
-    pays (``torch_charrnn/rnn/products.py``), and so does W_hhᵀ backward."""
+    """The window's recurrence in C++ (``csrc/tanh.cpp``, the loop above without Python, its
+    threads sharing out the streams): h of every step (T, B, H), the last state and what
+    ``layer_backward`` reads, from the layer's input (characters or the h below: ``input_share``)."""
     a = input_share(below, p)
-    hs = ops.tanh_forward(a, state[0], p["W_hh"], packed(p["W_hh"], a.shape[1]))
+    hs = ops.tanh_forward(a, state[0], p["W_hh"], native.parts(a.shape[1], native.ROWS_PER_THREAD))
     return hs, (hs[-1],), None
 
 
@@ -62,7 +61,8 @@ def layer_backward(ops, dhs, last, tape, p):
     """``step_backward`` over the window in C++, from each h_t's gradient from above (T, B, H) and
     the last state's from after the window: dL/da, dL/du, the initial state's gradient, and no
     parameter gradients (BPTT forms them from dL/da and dL/du)."""
-    da, dh0 = ops.tanh_backward(dhs, last[0], tape.hs, p["W_hh"].t(), packed(p["W_hh"].t(), dhs.shape[1]))
+    parts = native.parts(dhs.shape[1], native.ROWS_PER_THREAD)
+    da, dh0 = ops.tanh_backward(dhs, last[0], tape.hs, p["W_hh"], parts)
     return da, da, (dh0,), {}
 
 

@@ -1,10 +1,10 @@
 // The LSTM's recurrence over a window, forward and backward, in C++: the arithmetic of
 // torch_charrnn/rnn/cells/lstm.py's step and step_backward, with the loop over time here and each
 // step's elementwise work in one pass over the units instead of a dozen kernels (tanh as vec.h
-// computes it), and the threads sharing out the units (team.h). Gate order i, f, g, o.
+// computes it), and the threads sharing out the streams (shares.h). Gate order i, f, g, o.
 #include <torch/library.h>
 
-#include "team.h"
+#include "shares.h"
 #include "vec.h"
 
 namespace charrnn {
@@ -27,13 +27,13 @@ struct Inputs {
   }
 };
 
-// One step's elementwise forward for units [u0, u1) of every row: from z = a_t + h_{t-1} W_hh,
-// whose product share is in `gates` (B, 4H) and is overwritten with the gates (i, f, o after their
-// sigmoid, g after its tanh), and c_{t-1}: c_t, tanh(c_t) and h_t.
+// One step's elementwise forward for rows [b0, b1): from z = a_t + h_{t-1} W_hh, whose product is
+// in `gates` (B, 4H) and is overwritten with the gates (i, f, o after their sigmoid, g after its
+// tanh), and c_{t-1}: c_t, tanh(c_t) and h_t.
 template <typename T>
 void step_forward(const Inputs<T>& in, int64_t t, T* gates, const T* c_prev, T* c, T* tc, T* h, int64_t B,
-                  int64_t H, int64_t u0, int64_t u1) {
-  for_unit_range<T>(0, B, u0, u1, [&](int64_t b, int64_t j, int64_t n) {
+                  int64_t H, int64_t b0, int64_t b1) {
+  for_units<T>(b0, b1, H, [&](int64_t b, int64_t j, int64_t n) {
     const int64_t r = b * 4 * H + j, k = b * H + j;
     const T* ab = in.row(t, b, B, 4 * H) + j;
     auto z = [&](int64_t block) {  // a_t + h_{t-1} W_hh, one gate block
@@ -51,14 +51,14 @@ void step_forward(const Inputs<T>& in, int64_t t, T* gates, const T* c_prev, T* 
   });
 }
 
-// One step's elementwise backward for units [u0, u1) of every row: from dL/dh_t (its share from
+// One step's elementwise backward for rows [b0, b1): from dL/dh_t (its share from
 // above, `dh_above`, and through the recurrence, `dh_rec`), dL/dc_t (from the step after,
 // overwritten with dL/dc_{t-1}) and the forward's gates, tanh(c_t) and c_{t-1}, dL/dz (B, 4H).
 template <typename T>
 void step_backward(const T* dh_above, const T* dh_rec, T* dc, const T* gates, const T* tc, const T* c_prev,
-                   T* dz, int64_t B, int64_t H, int64_t u0, int64_t u1) {
+                   T* dz, int64_t H, int64_t b0, int64_t b1) {
   const Vec<T> one(T(1));
-  for_unit_range<T>(0, B, u0, u1, [&](int64_t b, int64_t j, int64_t n) {
+  for_units<T>(b0, b1, H, [&](int64_t b, int64_t j, int64_t n) {
     const T* gb = gates + b * 4 * H + j;
     T* db = dz + b * 4 * H + j;
     const int64_t k = b * H + j;
@@ -76,25 +76,21 @@ void step_backward(const T* dh_above, const T* dh_rec, T* dc, const T* gates, co
   });
 }
 
-// dL/db_h += dL/dz_t and, for the first layer, dL/dW_xh[x] += dL/dz_t row by row (the gathered rows),
-// for units [u0, u1) of each gate block, while dz_t is still in cache: the same sums as index_add_
-// and a sum over the window, without reading its dL/dz back.
+// dL/db_h += dL/dz_t and, for the first layer, dL/dW_xh[x] += dL/dz_t (the gathered rows), for
+// rows [b0, b1), while dz_t is still in cache: the same sums as index_add_ and a sum over the
+// window, without reading its dL/dz back.
 template <typename T>
-void accumulate_inputs(const T* dz, const int64_t* x, T* dW_xh, T* db_h, int64_t B, int64_t H, int64_t u0,
-                       int64_t u1) {
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t block = 0; block < 4; ++block) {
-      T* row = x ? dW_xh + x[b] * 4 * H + block * H : nullptr;
-      add_into(dz + b * 4 * H + block * H, db_h + block * H, row, u0, u1);
-    }
+void accumulate_inputs(const T* dz, const int64_t* x, T* dW_xh, T* db_h, int64_t H, int64_t b0, int64_t b1) {
+  for (int64_t b = b0; b < b1; ++b) {
+    add_into(dz + b * 4 * H, db_h, x ? dW_xh + x[b] * 4 * H : nullptr, 0, 4 * H);
   }
 }
 
 // inputs: characters (T, B) for the first layer, whose rows of W_xh the loop gathers; for a layer
 // above, its input shares a (T, B, 4H) = h_below W_xh + b_h (one product, made by the caller).
 // Returns hs, cs, tcs = tanh(cs) (T, B, H) and the gates (T, B, 4H), i, f, o after their
-// sigmoid and g after its tanh. `parts` threads share the units (team.h): each multiplies h_{t-1}
-// by its units' columns of W_hh's four blocks, then does their elementwise step.
+// sigmoid and g after its tanh. `parts` threads share out the streams (shares.h): each runs its
+// rows through every step, h_{t-1} W_hh and the elementwise step, without waiting for the others.
 std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& inputs, const Tensor& W_xh,
                                                         const Tensor& b_h, const Tensor& h0, const Tensor& c0,
                                                         const Tensor& W_hh, int64_t parts) {
@@ -112,20 +108,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& inputs, co
                        Wx.data_ptr<S>(), bh.data_ptr<S>()};
     const S* Wp = W.data_ptr<S>();
     S *hp = hs.data_ptr<S>(), *cp = cs.data_ptr<S>(), *tp = tcs.data_ptr<S>(), *gp = gates.data_ptr<S>();
-    in_team(parts, [&](int64_t first, int64_t last, const auto& meet) {
+    in_shares(parts, B, [&](int64_t b0, int64_t b1, int64_t) {
       for (int64_t t = 0; t < T; ++t) {
         const S* h_prev = t > 0 ? hp + (t - 1) * B * H : h0_.data_ptr<S>();
         const S* c_prev = t > 0 ? cp + (t - 1) * B * H : c0_.data_ptr<S>();
         S* g = gp + t * B * 4 * H;
-        for (int64_t p = first; p < last; ++p) {
-          const auto [u0, u1] = share(p, parts, H);
-          if (u0 == u1) continue;
-          for (int64_t block = 0; block < 4; ++block) {  // h_{t-1} W_hh, these units' columns
-            matmul(B, u1 - u0, H, h_prev, H, Wp + block * H + u0, 4 * H, g + block * H + u0, 4 * H, false);
-          }
-          step_forward<S>(in, t, g, c_prev, cp + t * B * H, tp + t * B * H, hp + t * B * H, B, H, u0, u1);
+        for (int64_t block = 0; block < 4; ++block) {  // h_{t-1} W_hh for these rows, a gate block at a time
+          matmul(b1 - b0, H, H, h_prev + b0 * H, H, Wp + block * H, 4 * H, g + b0 * 4 * H + block * H, 4 * H,
+                 false);
         }
-        meet();  // h_t whole before any share multiplies by it
+        step_forward<S>(in, t, g, c_prev, cp + t * B * H, tp + t * B * H, hp + t * B * H, B, H, b0, b1);
       }
     });
   });
@@ -136,9 +128,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& inputs, co
 // dh_last, dc_last: the last state's gradients from after the window; below: the layer's input.
 // Returns dL/dz (T, B, 4H) (the same for a_t and u_t = h_{t-1} W_hh, which are added), dL/dh0,
 // dL/dc0, dL/db_h and, for the first layer, which read characters, dL/dW_xh (undefined above it,
-// where W_xh's gradient is one product the caller makes). The team shares the units as in the forward: each does its
-// units' elementwise step and adds it to the input gradients, then, once dL/dz_t is whole,
-// multiplies it by the columns of W_hhᵀ that give its units' share of dL/dh_{t-1}.
+// where W_xh's gradient is one product the caller makes). The threads share out the streams as in
+// the forward: each does its rows' elementwise step, adds it to input gradients of its own (added
+// together at the end), and multiplies it by W_hhᵀ into its rows of dL/dh_{t-1}.
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
     const Tensor& dhs, const Tensor& dh_last, const Tensor& dc_last, const Tensor& c0, const Tensor& cs,
     const Tensor& tcs, const Tensor& gates, const Tensor& W_hh, const Tensor& below, const Tensor& W_xh,
@@ -150,33 +142,29 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
   Tensor dZ = at::empty_like(gates);
   Tensor dh = dh_last.contiguous().clone();  // dL/dh_t through the recurrence: from after the window first
   Tensor dc = dc_last.contiguous().clone();  // dL/dc_t from after the step
-  Tensor dW_xh = gathered ? at::zeros_like(W_xh) : Tensor(), db_h = at::zeros({4 * H}, dhs.options());
+  // each share's dL/dW_xh (for the first layer) and dL/db_h, side by side: (parts, V + 1, 4H)
+  const int64_t V = gathered ? W_xh.size(0) : 0;
+  Tensor inputs_grad = at::zeros({parts, V + 1, 4 * H}, dhs.options());
   AT_DISPATCH_FLOATING_TYPES(dhs.scalar_type(), "lstm_backward", [&] {
     using S = scalar_t;
     const S *above = dhs_.data_ptr<S>(), *cp = cs.data_ptr<S>(), *tp = tcs.data_ptr<S>();
     const S *gp = gates.data_ptr<S>(), *WTp = WT.data_ptr<S>();
     const int64_t* xp = gathered ? x.data_ptr<int64_t>() : nullptr;
-    S *dzp = dZ.data_ptr<S>(), *dhp = dh.data_ptr<S>(), *dcp = dc.data_ptr<S>(), *dbp = db_h.data_ptr<S>();
-    S* dWp = gathered ? dW_xh.data_ptr<S>() : nullptr;
-    in_team(parts, [&](int64_t first, int64_t last, const auto& meet) {
+    S *dzp = dZ.data_ptr<S>(), *dhp = dh.data_ptr<S>(), *dcp = dc.data_ptr<S>();
+    in_shares(parts, B, [&](int64_t b0, int64_t b1, int64_t first) {
+      S* dW = inputs_grad.data_ptr<S>() + first * (V + 1) * 4 * H;  // this share's: W_xh's rows, then b_h
       for (int64_t t = T - 1; t >= 0; --t) {
         const S* c_prev = t > 0 ? cp + (t - 1) * B * H : c0_.data_ptr<S>();
         S* dz = dzp + t * B * 4 * H;
-        for (int64_t p = first; p < last; ++p) {
-          const auto [u0, u1] = share(p, parts, H);
-          step_backward<S>(above + t * B * H, dhp, dcp, gp + t * B * 4 * H, tp + t * B * H, c_prev, dz, B, H,
-                           u0, u1);
-          accumulate_inputs<S>(dz, xp ? xp + t * B : nullptr, dWp, dbp, B, H, u0, u1);
-        }
-        meet();  // dL/dz_t whole before any share multiplies by it
-        for (int64_t p = first; p < last; ++p) {  // into h_{t-1} through u: dz_t W_hhᵀ, these units
-          const auto [u0, u1] = share(p, parts, H);
-          if (u0 < u1) matmul(B, u1 - u0, 4 * H, dz, 4 * H, WTp + u0, H, dhp + u0, H, false);
-        }
+        step_backward<S>(above + t * B * H, dhp, dcp, gp + t * B * 4 * H, tp + t * B * H, c_prev, dz, H, b0, b1);
+        accumulate_inputs<S>(dz, xp ? xp + t * B : nullptr, dW, dW + V * 4 * H, H, b0, b1);
+        // into h_{t-1} through u: dz_t W_hhᵀ, these rows
+        matmul(b1 - b0, H, 4 * H, dz + b0 * 4 * H, 4 * H, WTp, H, dhp + b0 * H, H, false);
       }
     });
   });
-  return {dZ, dh, dc, db_h, dW_xh};
+  const Tensor summed = inputs_grad.sum(0);
+  return {dZ, dh, dc, summed[V], gathered ? summed.narrow(0, 0, V) : Tensor()};
 }
 
 TORCH_LIBRARY_FRAGMENT(charrnn, m) {

@@ -1,47 +1,68 @@
 // The tanh cell's recurrence over a window, forward and backward, in C++: the arithmetic of
-// torch_charrnn/rnn/cells/tanh.py's step and step_backward, with the loop over time here and tanh
-// as vec.h computes it.
+// torch_charrnn/rnn/cells/tanh.py's step and step_backward, with the loop over time here, tanh as
+// vec.h computes it, and the threads sharing out the streams (shares.h): each runs its rows through
+// every step, the product by W_hh and the elementwise work, without waiting for the others.
 #include <torch/library.h>
 
-#include "product.h"
+#include "shares.h"
 #include "vec.h"
 
 namespace charrnn {
 
+using at::Tensor;
+
 // a (T, B, H) = x_t W_xh + b_h; returns hs (T, B, H), h_t = tanh(a_t + h_{t-1} W_hh).
-Tensor tanh_forward(const Tensor& a, const Tensor& h0, const Tensor& W_hh,
-                    const std::optional<Tensor>& packed) {
+Tensor tanh_forward(const Tensor& a, const Tensor& h0, const Tensor& W_hh, int64_t parts) {
   const int64_t T = a.size(0), B = a.size(1), H = a.size(2);
-  Tensor hs = at::empty_like(a);
-  const Product recur{W_hh, packed};
-  Tensor h = h0;
-  for (int64_t t = 0; t < T; ++t) {
-    const Tensor z = recur(h, a[t]).contiguous();  // a_t + h_{t-1} W_hh
-    h = hs[t];
-    AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "tanh_forward", [&] {
-      const scalar_t* zp = z.data_ptr<scalar_t>();
-      scalar_t* hp = h.data_ptr<scalar_t>();
-      for_units<scalar_t>(B, H, [&](int64_t b, int64_t j, int64_t n) {
-        tanh(Vec<scalar_t>::loadu(zp + b * H + j, n)).store(hp + b * H + j, n);
-      });
+  const Tensor a_ = a.contiguous(), h0_ = h0.contiguous(), W = W_hh.contiguous();
+  Tensor hs = at::empty({T, B, H}, a.options());
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "tanh_forward", [&] {
+    using S = scalar_t;
+    const S *ap = a_.data_ptr<S>(), *Wp = W.data_ptr<S>();
+    S* hp = hs.data_ptr<S>();
+    in_shares(parts, B, [&](int64_t b0, int64_t b1, int64_t) {
+      for (int64_t t = 0; t < T; ++t) {
+        const S* h_prev = t > 0 ? hp + (t - 1) * B * H : h0_.data_ptr<S>();
+        const S* at_ = ap + t * B * H;
+        S* h = hp + t * B * H;
+        matmul(b1 - b0, H, H, h_prev + b0 * H, H, Wp, H, h + b0 * H, H, false);  // h_{t-1} W_hh, these rows
+        for_units<S>(b0, b1, H, [&](int64_t b, int64_t j, int64_t n) {
+          const int64_t k = b * H + j;
+          tanh(Vec<S>::loadu(at_ + k, n) + Vec<S>::loadu(h + k, n)).store(h + k, n);
+        });
+      }
     });
-  }
+  });
   return hs;
 }
 
 // dhs (T, B, H): each h_t's gradient from above, read only; dh_last: the last h's from after the
 // window. Returns dL/da (T, B, H) (the same for u_t = h_{t-1} W_hh) and dL/dh0.
 std::tuple<Tensor, Tensor> tanh_backward(const Tensor& dhs, const Tensor& dh_last, const Tensor& hs,
-                                         const Tensor& W_hh_t, const std::optional<Tensor>& packed) {
-  const int64_t T = dhs.size(0);
-  Tensor dA = at::empty_like(dhs), zero = at::zeros_like(dh_last);
-  const Product back{W_hh_t, packed};
-  Tensor dh = dhs[T - 1] + dh_last;
-  for (int64_t t = T - 1; t >= 0; --t) {
-    Tensor da = dA[t];
-    at::tanh_backward_out(da, dh, hs[t]);  // (1 - h^2) * dh
-    dh = back(da, t > 0 ? dhs[t - 1] : zero);  // into h_{t-1} through u, plus its share from above
-  }
+                                         const Tensor& W_hh, int64_t parts) {
+  const int64_t T = dhs.size(0), B = dhs.size(1), H = dhs.size(2);
+  const Tensor dhs_ = dhs.contiguous(), hs_ = hs.contiguous(), WT = W_hh.t().contiguous();  // (H, H)
+  Tensor dA = at::empty({T, B, H}, dhs.options());
+  Tensor dh = dh_last.contiguous().clone();  // dL/dh_t through the recurrence: from after the window first
+  AT_DISPATCH_FLOATING_TYPES(dhs.scalar_type(), "tanh_backward", [&] {
+    using S = scalar_t;
+    const S *above = dhs_.data_ptr<S>(), *hp = hs_.data_ptr<S>(), *WTp = WT.data_ptr<S>();
+    S *dap = dA.data_ptr<S>(), *dhp = dh.data_ptr<S>();
+    const Vec<S> one(S(1));
+    in_shares(parts, B, [&](int64_t b0, int64_t b1, int64_t) {
+      for (int64_t t = T - 1; t >= 0; --t) {
+        const S *up = above + t * B * H, *h = hp + t * B * H;
+        S* da = dap + t * B * H;
+        for_units<S>(b0, b1, H, [&](int64_t b, int64_t j, int64_t n) {
+          const int64_t k = b * H + j;
+          const Vec<S> d = Vec<S>::loadu(dhp + k, n) + Vec<S>::loadu(up + k, n), ht = Vec<S>::loadu(h + k, n);
+          (d * (one - ht * ht)).store(da + k, n);  // through tanh
+        });
+        // into h_{t-1} through u: da_t W_hhᵀ, these rows
+        matmul(b1 - b0, H, H, da + b0 * H, H, WTp, H, dhp + b0 * H, H, false);
+      }
+    });
+  });
   return {dA, dh};
 }
 

@@ -2,7 +2,6 @@
 // (AVX2/AVX-512 where the kernels were built for it, plain C++ elsewhere: native.py picks the flags).
 #pragma once
 
-#include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
@@ -45,25 +44,15 @@ inline Vec<float> tanh(const Vec<float>& x) {
   return keep_nan(Vec<float>::blendv(t, t.neg(), x < Vec<float>(0.f)), x);
 }
 
-// body(row, j, n) for every row of [row0, row1) and every run of n <= Vec<T>::size() units from j
-// in [begin, end), on the calling thread (a team's share of the units: team.h).
+// body(row, j, n) for every row of [row0, row1) and every run of n <= Vec<T>::size() of its H units
+// from j, on the calling thread (a thread's share of the streams: shares.h).
 template <typename T, typename F>
-inline void for_unit_range(int64_t row0, int64_t row1, int64_t begin, int64_t end, const F& body) {
+inline void for_units(int64_t row0, int64_t row1, int64_t H, const F& body) {
   for (int64_t b = row0; b < row1; ++b) {
-    for (int64_t j = begin; j < end; j += Vec<T>::size()) {
-      body(b, j, std::min<int64_t>(Vec<T>::size(), end - j));
+    for (int64_t j = 0; j < H; j += Vec<T>::size()) {
+      body(b, j, std::min<int64_t>(Vec<T>::size(), H - j));
     }
   }
-}
-
-// body(row, j, n) over every unit of `rows` rows of H; rows are shared among threads once there
-// are enough units to pay for it.
-template <typename T, typename F>
-inline void for_units(int64_t rows, int64_t H, const F& body) {
-  const int64_t grain = std::max<int64_t>(1, 8192 / std::max<int64_t>(H, 1));
-  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-    for_unit_range<T>(begin, end, 0, H, body);
-  });
 }
 
 // bias[begin:end] += src[begin:end] and, unless row is null, row[begin:end] too: one gradient row

@@ -1,12 +1,12 @@
-// The weight gradients of a layer over a window, for every cell, each by a team of threads that
-// share out the work (team.h): the recurrent weight's, dW_hh = sum_t h_{t-1}ᵀ du_t, one product
+// The weight gradients of a layer over a window, for every cell, each with its columns shared out
+// among threads (shares.h): the recurrent weight's, dW_hh = sum_t h_{t-1}ᵀ du_t, one product
 // over the window rather than one a step, and the first layer's input weight and bias, whose rows
 // were gathered by character.
 #include <torch/library.h>
 
 #include <vector>
 
-#include "team.h"
+#include "shares.h"
 #include "vec.h"
 
 namespace charrnn {
@@ -37,27 +37,23 @@ Tensor recurrent_weight_grad(const Tensor& h0, const Tensor& hs, at::TensorList 
     using S = scalar_t;
     const S *h0p = h0_.data_ptr<S>(), *hsp = hs_.data_ptr<S>();
     S* dWp = dW.data_ptr<S>();
-    in_team(parts, [&](int64_t first, int64_t last, const auto&) {
-      for (int64_t p = first; p < last; ++p) {
-        const auto [u0, u1] = share(p, parts, H);
-        if (u0 == u1) continue;
-        std::vector<S> panel((u1 - u0) * ld);
-        for (int64_t k = 0; k < TB; k += KB) {
-          const int64_t K = std::min(KB, TB - k);
-          for (int64_t r = 0; r < K; ++r) {  // row k + r of [h0; hs[:-1]], these units, as a column
-            const S* row = k + r < B ? h0p + (k + r) * H : hsp + (k + r - B) * H;
-            for (int64_t i = u0; i < u1; ++i) panel[(i - u0) * ld + r] = row[i];
+    in_shares(parts, H, [&](int64_t u0, int64_t u1, int64_t) {
+      std::vector<S> panel((u1 - u0) * ld);
+      for (int64_t k = 0; k < TB; k += KB) {
+        const int64_t K = std::min(KB, TB - k);
+        for (int64_t r = 0; r < K; ++r) {  // row k + r of [h0; hs[:-1]], these units, as a column
+          const S* row = k + r < B ? h0p + (k + r) * H : hsp + (k + r - B) * H;
+          for (int64_t i = u0; i < u1; ++i) panel[(i - u0) * ld + r] = row[i];
+        }
+        int64_t column = 0;  // where this block of du's columns starts in dW
+        for (const Tensor& d : blocks) {
+          const S* dup = d.data_ptr<S>();
+          const int64_t Nd = d.size(2), ldd = d.stride(1);
+          for (int64_t n = 0; n < Nd; n += NB) {
+            matmul(u1 - u0, std::min(NB, Nd - n), K, panel.data(), ld, dup + k * ldd + n, ldd,
+                   dWp + u0 * N + column + n, N, k > 0);
           }
-          int64_t column = 0;  // where this block of du's columns starts in dW
-          for (const Tensor& d : blocks) {
-            const S* dup = d.data_ptr<S>();
-            const int64_t Nd = d.size(2), ldd = d.stride(1);
-            for (int64_t n = 0; n < Nd; n += NB) {
-              matmul(u1 - u0, std::min(NB, Nd - n), K, panel.data(), ld, dup + k * ldd + n, ldd,
-                     dWp + u0 * N + column + n, N, k > 0);
-            }
-            column += Nd;
-          }
+          column += Nd;
         }
       }
     });
@@ -77,12 +73,9 @@ std::tuple<Tensor, Tensor> input_grads(const Tensor& x, const Tensor& dA, int64_
     const int64_t* xp = x_.data_ptr<int64_t>();
     const S* dap = dA_.data_ptr<S>();
     S *dWp = dW.data_ptr<S>(), *dbp = db.data_ptr<S>();
-    in_team(parts, [&](int64_t first, int64_t last, const auto&) {
-      for (int64_t p = first; p < last; ++p) {
-        const auto [c0, c1] = share(p, parts, N);
-        for (int64_t r = 0; r < R; ++r) {  // in order, as index_add_ adds
-          add_into(dap + r * N, dbp, dWp + xp[r] * N, c0, c1);
-        }
+    in_shares(parts, N, [&](int64_t c0, int64_t c1, int64_t) {
+      for (int64_t r = 0; r < R; ++r) {  // in order, as index_add_ adds
+        add_into(dap + r * N, dbp, dWp + xp[r] * N, c0, c1);
       }
     });
   });
