@@ -132,8 +132,8 @@ def backward(layers, W_hy, dlogits, dstate_last, tape, cell: Cell):
             dA, dU, dstate, grads = cell.layer_backward(ops, dhs, last, tape[l], p)
         else:
             dA, dU, dstate = loop_backward(dhs, last, tape[l], p, cell)
-        if "W_xh" not in grads:  # (b_h's is formed with it; a cell's own, if any, stands)
-            grads = {**input_weight_grads(below, dA, p, ops), **grads}
+        if "W_xh" not in grads:  # (b_h's with it, unless the cell formed that one itself)
+            grads = {**input_weight_grads(below, dA, p, ops, bias="b_h" not in grads), **grads}
         if "W_hh" not in grads:  # and the cell's own extra parameters, whose gradients come from dU too
             grads.update(W_hh=recurrent_weight_grad(h0, hs, dU, ops), **cell.extra_grads(dA, dU, p))
         if l > 0:
@@ -144,12 +144,15 @@ def backward(layers, W_hy, dlogits, dstate_last, tape, cell: Cell):
     return layer_grads, dW_hy, db_y, state
 
 
-def input_weight_grads(below: Tensor, dA: Tensor, p: dict, ops) -> dict:
-    """The gradients of W_xh and b_h from dL/da (T, B, G*H) and the layer's input ``below``."""
+def input_weight_grads(below: Tensor, dA: Tensor, p: dict, ops, bias: bool = True) -> dict:
+    """The gradients of W_xh and b_h from dL/da (T, B, G*H) and the layer's input ``below``
+    (without b_h's, where ``bias`` is False and the layer is one above: there it is a pass of its
+    own, which a cell that formed it in its loop need not pay again)."""
     T, B, G_H = dA.shape
     dA2 = dA.view(T * B, G_H)
     if below.dtype.is_floating_point:  # a layer above, which read the h below: one product
-        return {"W_xh": below.reshape(T * B, -1).t() @ dA2, "b_h": dA2.sum(0)}
+        grads = {"W_xh": below.reshape(T * B, -1).t() @ dA2}
+        return {**grads, "b_h": dA2.sum(0)} if bias else grads
     if ops is not None:  # the gathered rows and the bias in one pass, by threads sharing the columns
         columns = native.parts(G_H, native.UNITS_PER_THREAD)
         dW_xh, db_h = ops.input_grads(below, dA, p["W_xh"].shape[0], columns)
