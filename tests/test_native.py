@@ -100,15 +100,17 @@ def test_the_cpp_loop_runs_on_a_cpu_and_the_torch_loop_under_autograd(cell):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_float32_with_onednns_product_stays_within_rounding_of_the_torch_loop(cell, monkeypatch):
-    """In float32 the C++ loop multiplies by oneDNN's reordered W_hh, or by oneDNN's micro-kernel on
-    each thread's streams (the LSTM, csrc/shares.h), where addmm rounds otherwise (packed and shared
-    out here at any size, so that every cell takes those paths)."""
+def test_float32_with_onednns_products_stays_within_rounding_of_the_torch_loop(cell, monkeypatch):
+    """In float32 the C++ loop multiplies by oneDNN's micro-kernel on each thread's streams
+    (csrc/shares.h), and the torch loop by oneDNN's reordered W_hh (products.py), where addmm
+    rounds otherwise: each within float32's rounding of the other (the streams shared out by 3 and
+    W_hh packed here at any size, so that every cell takes those paths)."""
+    with mock.patch.object(native, "parts", lambda n, per_thread: 3):
+        cpp = window_gradients("C++", cell, 2, 11, 16, 4, 12, 1.0, 0, torch.float32)
     monkeypatch.setattr(products, "PACK_FROM", 0)
-    monkeypatch.setattr(native, "parts", lambda n, per_thread: 3)  # shared out by 3 (csrc/shares.h)
-    cpp = window_gradients("C++", cell, 2, 11, 16, 4, 12, 1.0, 0, torch.float32)
-    monkeypatch.undo()
-    pure = window_gradients("torch", cell, 2, 11, 16, 4, 12, 1.0, 0, torch.float32)
+    with mock.patch.object(products, "_onednn", wraps=products._onednn) as onednn:
+        pure = window_gradients("torch", cell, 2, 11, 16, 4, 12, 1.0, 0, torch.float32)
+    assert onednn.called  # the packed product is what the torch loop ran
     for c, p in zip(cpp, pure, strict=True):
         torch.testing.assert_close(c, p, rtol=2e-4, atol=2e-5)
 

@@ -1,7 +1,8 @@
 """The recurrent product: ``x @ W (+ add)`` for a weight that stays fixed over a window, which the
 recurrence takes T times forward (``h_{t-1} W_hh``) and T times backward (``du_t W_hhᵀ``).
 
-On a CPU in float32, with autograd off (the hand-written BPTT, sampling, scoring), and W of a
+On a CPU in float32, with autograd off (sampling, and the pure-torch loop over a window, which
+trains and scores where the C++ kernels cannot run), and W of a
 mebibyte or more, the product runs through oneDNN (PyTorch's mkldnn) on a copy of W reordered once
 per window into oneDNN's blocked layout, with the addition fused into the product. On this project's
 2-core CPU, alone, at B32 H256 with four gate blocks, it took 108 µs a product against addmm's 155
