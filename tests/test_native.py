@@ -147,6 +147,22 @@ def test_shares_cover_every_row_once_on_torchs_threads(parts, n):
         torch.set_num_threads(threads)
 
 
+@pytest.mark.parametrize("cell", CELLS)
+def test_the_cpp_loop_on_four_threads_equals_the_torch_loop(cell):
+    """Four threads at once, each with its own streams (more threads than this machine's cores,
+    so that shares run truly side by side whatever the machine), give what the torch loop gives."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        assert native.parts(16, native.ROWS_PER_THREAD) == 4
+        cpp = window_gradients("C++", cell, 2, 5, 6, 16, 7, 1.0, 0)
+    finally:
+        torch.set_num_threads(threads)
+    pure = window_gradients("torch", cell, 2, 5, 6, 16, 7, 1.0, 0)
+    for c, p in zip(cpp, pure, strict=True):
+        torch.testing.assert_close(c, p, rtol=1e-12, atol=1e-12 * max(0.1, p.abs().max().item()))
+
+
 def test_kernels_that_cannot_be_built_fall_back_to_the_torch_loop_said_once(monkeypatch, caplog):
     def no_compiler(**kwargs):
         raise RuntimeError("Error building extension 'charrnn_kernels'\nc++: error: no such file\nfailed")
