@@ -46,9 +46,8 @@ def test_the_cpp_loop_equals_the_torch_loop_in_float64(cell, L, V, H, B, T, scal
     columns of a weight gradient (csrc/shares.h), as many as there are of them or more. The two
     loops add up the weight gradients in different orders (the LSTM's C++ loop adds W_xh's and
     b_h's backward in time, each thread its streams; W_hh's comes from one product in C++, from two
-    in torch): where such a sum cancels, an entry differs by
-    rounding at the scale of the terms, not of the entry, so each entry is held to 1e-12 of its
-    tensor's largest as well as of itself."""
+    in torch): where such a sum cancels, an entry differs by rounding at the scale of the terms,
+    not of the entry, so each entry is held to 1e-12 of its tensor's largest as well as of itself."""
     with mock.patch.object(native, "parts", lambda n, per_thread: parts):
         cpp = window_gradients("C++", cell, L, V, H, B, T, scale, seed)
     pure = window_gradients("torch", cell, L, V, H, B, T, scale, seed)
@@ -154,7 +153,7 @@ def test_the_cpp_loop_on_four_threads_equals_the_torch_loop(cell):
     threads = torch.get_num_threads()
     torch.set_num_threads(4)
     try:
-        assert native.parts(16, native.ROWS_PER_THREAD) == 4
+        assert native.row_parts(16) == 4
         cpp = window_gradients("C++", cell, 2, 5, 6, 16, 7, 1.0, 0)
     finally:
         torch.set_num_threads(threads)

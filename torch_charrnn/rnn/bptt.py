@@ -154,8 +154,7 @@ def input_weight_grads(below: Tensor, dA: Tensor, p: dict, ops, bias: bool = Tru
         grads = {"W_xh": below.reshape(T * B, -1).t() @ dA2}
         return {**grads, "b_h": dA2.sum(0)} if bias else grads
     if ops is not None:  # the gathered rows and the bias in one pass, by threads sharing the columns
-        columns = native.parts(G_H, native.UNITS_PER_THREAD)
-        dW_xh, db_h = ops.input_grads(below, dA, p["W_xh"].shape[0], columns)
+        dW_xh, db_h = ops.input_grads(below, dA, p["W_xh"].shape[0], native.column_parts(G_H))
         return {"W_xh": dW_xh, "b_h": db_h}
     dW_xh = torch.zeros_like(p["W_xh"]).index_add_(0, below.reshape(-1), dA2)  # the gathered rows
     return {"W_xh": dW_xh, "b_h": dA2.sum(0)}
@@ -166,7 +165,7 @@ def recurrent_weight_grad(h0: Tensor, hs: Tensor, dU: Tensor, ops) -> Tensor:
     by threads that share out dW_hh's rows."""
     T, B, H = hs.shape
     if ops is not None:
-        return ops.recurrent_weight_grad(h0, hs, [dU], native.parts(H, native.UNITS_PER_THREAD))
+        return ops.recurrent_weight_grad(h0, hs, [dU], native.column_parts(H))
     dU2 = dU.view(T * B, -1)
     return torch.addmm(h0.t() @ dU[0], hs[:-1].reshape((T - 1) * B, H).t(), dU2[B:])
 

@@ -41,6 +41,16 @@ def parts(n: int, per_thread: int) -> int:
     return max(1, min(torch.get_num_threads(), n // per_thread))
 
 
+def row_parts(B: int) -> int:
+    """How many threads share out a window's B streams in a loop over time."""
+    return parts(B, ROWS_PER_THREAD)
+
+
+def column_parts(N: int) -> int:
+    """How many threads share out a weight gradient's N rows or columns."""
+    return parts(N, UNITS_PER_THREAD)
+
+
 def usable(x: Tensor):
     """``torch.ops.charrnn`` for a window on ``x``'s device and dtype, or None where the pure-torch
     loop runs: a GPU, bf16, autograd recording (the oracle and the monitor), or no kernels."""

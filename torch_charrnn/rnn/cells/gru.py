@@ -77,7 +77,7 @@ def layer_forward(ops, below, state, p):
     (characters or the h below: ``input_share``), its threads sharing out the streams."""
     a = input_share(below, p)
     (h0,) = state
-    parts = native.parts(a.shape[1], native.ROWS_PER_THREAD)
+    parts = native.row_parts(a.shape[1])
     hs, ns, hns, rzs = ops.gru_forward(a, h0, p["b_hn"], p["W_hh"], parts)
     return hs, (hs[-1],), (ns, hns, rzs)
 
@@ -88,11 +88,10 @@ def layer_backward(ops, dhs, last, tape, p):
     and b_hn. dL/du differs from dL/da only in its n block, so the loop keeps only that block
     (T, B, H), not a second (T, B, 3H), and W_hh's gradient is taken from the two side by side."""
     ns, hns, rzs = tape.caches
-    parts = native.parts(dhs.shape[1], native.ROWS_PER_THREAD)
+    parts = native.row_parts(dhs.shape[1])
     da, du_n, dh0 = ops.gru_backward(dhs, last[0], tape.h0, tape.hs, ns, hns, rzs, p["W_hh"], parts)
     H = dhs.shape[-1]
-    columns = native.parts(H, native.UNITS_PER_THREAD)
-    dW_hh = ops.recurrent_weight_grad(tape.h0, tape.hs, [da[..., : 2 * H], du_n], columns)
+    dW_hh = ops.recurrent_weight_grad(tape.h0, tape.hs, [da[..., : 2 * H], du_n], native.column_parts(H))
     return da, None, (dh0,), {"W_hh": dW_hh, "b_hn": du_n.sum(dim=(0, 1))}
 
 

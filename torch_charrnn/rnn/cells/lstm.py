@@ -80,7 +80,7 @@ def layer_forward(ops, below, state, p):
     h of every step (T, B, H), the last state and what ``layer_backward`` reads."""
     h0, c0 = state
     inputs = input_share(below, p) if below.dtype.is_floating_point else below
-    parts = native.parts(h0.shape[0], native.ROWS_PER_THREAD)
+    parts = native.row_parts(h0.shape[0])
     hs, cs, tcs, gates = ops.lstm_forward(inputs, p["W_xh"], p["b_h"], h0, c0, p["W_hh"], parts)
     return hs, (hs[-1], cs[-1]), (c0, cs, tcs, gates)
 
@@ -90,7 +90,7 @@ def layer_backward(ops, dhs, last, tape, p):
     the last state's from after the window: dL/da, dL/du, the initial state's gradient, and b_h's,
     which the loop adds up step by step, and, for the first layer, W_xh's (its gathered rows)."""
     c0, cs, tcs, gates = tape.caches
-    parts = native.parts(dhs.shape[1], native.ROWS_PER_THREAD)
+    parts = native.row_parts(dhs.shape[1])
     dz, dh0, dc0, db_h, dW_xh = ops.lstm_backward(
         dhs, *last, c0, cs, tcs, gates, p["W_hh"], tape.below, p["W_xh"], parts
     )

@@ -53,7 +53,7 @@ def layer_forward(ops, below, state, p):
     threads sharing out the streams): h of every step (T, B, H), the last state and what
     ``layer_backward`` reads, from the layer's input (characters or the h below: ``input_share``)."""
     a = input_share(below, p)
-    hs = ops.tanh_forward(a, state[0], p["W_hh"], native.parts(a.shape[1], native.ROWS_PER_THREAD))
+    hs = ops.tanh_forward(a, state[0], p["W_hh"], native.row_parts(a.shape[1]))
     return hs, (hs[-1],), None
 
 
@@ -61,8 +61,7 @@ def layer_backward(ops, dhs, last, tape, p):
     """``step_backward`` over the window in C++, from each h_t's gradient from above (T, B, H) and
     the last state's from after the window: dL/da, dL/du, the initial state's gradient, and no
     parameter gradients (BPTT forms them from dL/da and dL/du)."""
-    parts = native.parts(dhs.shape[1], native.ROWS_PER_THREAD)
-    da, dh0 = ops.tanh_backward(dhs, last[0], tape.hs, p["W_hh"], parts)
+    da, dh0 = ops.tanh_backward(dhs, last[0], tape.hs, p["W_hh"], native.row_parts(dhs.shape[1]))
     return da, da, (dh0,), {}
 
 
