@@ -1,14 +1,19 @@
 """Whole training runs: Lightning Trainer.fit against the NumPy training loop, step for step."""
 
+from types import SimpleNamespace
+
 import lightning as L
 import numpy as np
 import pytest
 import torch
 from conftest import CELLS, model_from_numpy
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 import reference_numpy as rn
 from torch_charrnn import CharDataModule
 from torch_charrnn.rnn.backends import BACKENDS
+from torch_charrnn.training.guard import GradientGuard
 
 # At lr 0.1 this small model is chaotic: Adagrad turns rounding-level gradient differences into
 # full-size steps and two correct implementations drift apart by 1e-4 within 50 steps (measured).
@@ -133,6 +138,39 @@ def test_training_trajectory_with_adam_and_a_schedule_matches_numpy(small_text):
         torch.testing.assert_close(
             mine[name].detach(), torch.from_numpy(value), rtol=1e-9, atol=1e-12, msg=name
         )
+
+
+@given(
+    coef=st.floats(0.25, 4.0), dtype=st.sampled_from([torch.float32, torch.float64]), seed=st.integers(0, 999)
+)
+@example(coef=1.0, dtype=torch.float32, seed=1)  # at 1 exactly, where float32 rounds it to 0.99999994
+@example(coef=1.0 - 1e-7, dtype=torch.float32, seed=0)
+@example(coef=1.0 + 1e-7, dtype=torch.float32, seed=2)
+@example(coef=1.0 + 2e-6, dtype=torch.float32, seed=3)  # past the margin: the multiply by one is skipped
+@example(coef=1.0 - 2e-6, dtype=torch.float64, seed=4)
+def test_clipping_by_norm_equals_clip_grad_norm_to_the_bit(coef, dtype, seed):
+    """CharRNN's clipping (the norm its check took, the multiply by one skipped where nothing is
+    clipped) leaves every gradient as clip_grad_norm_ does, bit for bit, on both sides of the
+    threshold and at it; ``coef`` is clip_grad_norm_'s coefficient max_norm / (norm + 1e-6)."""
+    g = torch.Generator().manual_seed(seed)
+    grads = [torch.randn(shape, generator=g, dtype=dtype) for shape in [(5, 3), (3, 3), (3,), (3, 5), (5,)]]
+    ours, theirs = ([torch.nn.Parameter(torch.zeros_like(x)) for x in grads] for _ in range(2))
+    for a, b, x in zip(ours, theirs, grads, strict=True):
+        a.grad, b.grad = x.clone(), x.clone()
+    norm = float(torch.nn.utils.get_total_norm(grads))
+    max_norm = coef * (norm + 1e-6)
+
+    torch.nn.utils.clip_grad_norm_(theirs, max_norm)
+    optimizer = torch.optim.SGD(ours, lr=0.1)
+    guard = GradientGuard()
+    guard.check(optimizer, torch.tensor(1.0), 0, max_norm)
+    module = SimpleNamespace(trainer=SimpleNamespace(log_every_n_steps=1, global_step=0))
+    share = guard.clip(module, optimizer, max_norm, "norm")
+
+    if abs(coef - 1.0) > 1e-9:  # counted as clipped where it applied (at 1, a rounding decides)
+        assert share == float(coef < 1.0)
+    for a, b in zip(ours, theirs, strict=True):
+        assert torch.equal(a.grad, b.grad)
 
 
 def test_clipping_changes_the_trajectory(small_text):
