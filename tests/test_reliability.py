@@ -80,6 +80,7 @@ def test_missing_corpus_file_gets_a_clear_error(tmp_path, capsys):
         ("--model.eps=-1e-10", "--model.eps must be positive"),
         ("--trainer.gradient_clip_val=-1", "--trainer.gradient_clip_val must be positive, got -1.0"),
         ("--trainer.gradient_clip_val=0", "--trainer.gradient_clip_val must be positive, got 0"),
+        ("--trainer.enable_checkpointing=false", "--trainer.enable_checkpointing false: charrnn keeps"),
         ("--model.init_std=-0.1", "--model.init_std must be non-negative, got -0.1"),
         ("--model.whh_scale=-1", "--model.whh_scale must be non-negative, got -1"),
     ],

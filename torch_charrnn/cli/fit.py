@@ -158,6 +158,13 @@ class CharRNNCLI(LightningCLI):
         clip = config.trainer.gradient_clip_val
         if clip is not None and clip <= 0:
             raise CharRNNError(f"`gradient_clip_val` must be positive, got {clip} (null turns clipping off)")
+        if config.trainer.enable_checkpointing is False:  # else Lightning's traceback, as it meets ours
+            raise CharRNNError(
+                "`enable_checkpointing` false: charrnn keeps last.ckpt (what `ckpt_path` last "
+                "resumes) and the best checkpoint by val/bpc, so checkpointing cannot be turned off. Leave "
+                "the option out; --last.every_n_train_steps 0 writes last.ckpt only after validation and "
+                "at the end."
+            )
         require_accelerator(config.trainer.accelerator)
         if config.data.val_fraction == 0:
             config.checkpoint.monitor = None  # no validation: keep the latest instead of the best
