@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000, help="steps a fit (the first tenth warms up)")
     parser.add_argument("--rounds", type=int, default=2, help="fits per config, alternated")
     args = parser.parse_args()
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*does not have many workers.*|.*no `val_dataloader`.*")
     keep_freed_memory()
     shapes = {name: tuple(int(part[1:]) for part in name.split()) for name in args.configs}
     per_round = {name: [] for name in shapes}  # per config: {row: median µs} for each round
