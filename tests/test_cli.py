@@ -134,6 +134,14 @@ def test_fit_on_a_text_file(tmp_path):
     assert cli.model.hparams.vocab_size == len(cli.model.hparams.vocab)
 
 
+def test_fast_dev_run_trains_samples_and_says_it_wrote_nothing(tmp_path, capsys):
+    cli = fit(tmp_path, "--trainer.fast_dev_run=true")
+    out = capsys.readouterr().out
+    assert cli.trainer.global_step == 1  # Lightning's trial run: one step
+    assert "--- sample" in out and "wrote no logs and no checkpoints" in out
+    assert not list(tmp_path.glob("**/*.ckpt"))
+
+
 def progress_bars(cli) -> list:
     from lightning.pytorch.callbacks import ProgressBar
 

@@ -158,6 +158,12 @@ class CharRNNCLI(LightningCLI):
         clip = config.trainer.gradient_clip_val
         if clip is not None and clip <= 0:
             raise CharRNNError(f"`gradient_clip_val` must be positive, got {clip} (null turns clipping off)")
+        every = config.trainer.check_val_every_n_epoch
+        if every is not None and every < 1:  # else Lightning divides by it, deep in its loop
+            raise CharRNNError(
+                f"`check_val_every_n_epoch` must be positive, got {every} (null: validate "
+                "every `val_check_interval` training steps, across epochs)"
+            )
         if config.trainer.enable_checkpointing is False:  # else Lightning's traceback, as it meets ours
             raise CharRNNError(
                 "`enable_checkpointing` false: charrnn keeps last.ckpt (what `ckpt_path` last "
@@ -190,6 +196,9 @@ class CharRNNCLI(LightningCLI):
         generator = torch.Generator(model.device).manual_seed(0)
         text = model.sample_text(300, temperature=0.8, generator=generator)
         print(f"\n--- sample (300 characters, temperature 0.8) ---\n{text}\n---")
+        if trainer.fast_dev_run:
+            print("fast_dev_run: a trial run, so Lightning wrote no logs and no checkpoints")
+            return
         log_dir = trainer.loggers[0].log_dir if trainer.loggers else trainer.default_root_dir
         print(f"logs:        {log_dir}   (tensorboard --logdir {Path(log_dir).parent})")
         best = next(c for c in trainer.callbacks if type(c) is ModelCheckpoint)
