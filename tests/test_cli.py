@@ -142,6 +142,13 @@ def test_fast_dev_run_trains_samples_and_says_it_wrote_nothing(tmp_path, capsys)
     assert not list(tmp_path.glob("**/*.ckpt"))
 
 
+def test_a_run_that_trains_no_step_says_so_instead_of_an_empty_checkpoint_path(tmp_path, capsys):
+    cli = fit(tmp_path, "--trainer.limit_train_batches=0")
+    out = capsys.readouterr().out
+    assert cli.trainer.global_step == 0
+    assert "last:      (none: no training step ran)" in out and "sample more" not in out
+
+
 def progress_bars(cli) -> list:
     from lightning.pytorch.callbacks import ProgressBar
 

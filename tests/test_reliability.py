@@ -82,6 +82,9 @@ def test_missing_corpus_file_gets_a_clear_error(tmp_path, capsys):
         ("--trainer.gradient_clip_val=0", "--trainer.gradient_clip_val must be positive, got 0"),
         ("--trainer.enable_checkpointing=false", "--trainer.enable_checkpointing false: charrnn keeps"),
         ("--trainer.check_val_every_n_epoch=0", "--trainer.check_val_every_n_epoch must be positive, got 0"),
+        ("--trainer.val_check_interval=0", "--trainer.val_check_interval must be positive, got 0"),
+        # Lightning's own check, its message in flags:
+        ("--trainer.gradient_clip_algorithm=foo", "--trainer.gradient_clip_algorithm foo is invalid"),
         ("--model.init_std=-0.1", "--model.init_std must be non-negative, got -0.1"),
         ("--model.whh_scale=-1", "--model.whh_scale must be non-negative, got -1"),
     ],

@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, TQDMProgre
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from torch_charrnn.cli.checkpoint import read_checkpoint
 from torch_charrnn.cli.flags import with_flags
@@ -155,23 +156,7 @@ class CharRNNCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
-        clip = config.trainer.gradient_clip_val
-        if clip is not None and clip <= 0:
-            raise CharRNNError(f"`gradient_clip_val` must be positive, got {clip} (null turns clipping off)")
-        every = config.trainer.check_val_every_n_epoch
-        if every is not None and every < 1:  # else Lightning divides by it, deep in its loop
-            raise CharRNNError(
-                f"`check_val_every_n_epoch` must be positive, got {every} (null: validate "
-                "every `val_check_interval` training steps, across epochs)"
-            )
-        if config.trainer.enable_checkpointing is False:  # else Lightning's traceback, as it meets ours
-            raise CharRNNError(
-                "`enable_checkpointing` false: charrnn keeps last.ckpt (what `ckpt_path` last "
-                "resumes) and the best checkpoint by val/bpc, so checkpointing cannot be turned off. Leave "
-                "the option out; --last.every_n_train_steps 0 writes last.ckpt only after validation and "
-                "at the end."
-            )
-        require_accelerator(config.trainer.accelerator)
+        check_trainer_options(config.trainer)
         if config.data.val_fraction == 0:
             config.checkpoint.monitor = None  # no validation: keep the latest instead of the best
 
@@ -205,8 +190,35 @@ class CharRNNCLI(LightningCLI):
         last = last_checkpoint(trainer)
         print(f"checkpoints: {last.dirpath}")
         print(f"  best:      {best.best_model_path or '(none yet: no validation ran)'}")
+        if not last.last_model_path:  # limit_train_batches 0, max_epochs 0: nothing trained
+            print("  last:      (none: no training step ran)")
+            return
         print(f"  last:      {last.last_model_path}")
         print(f"sample more: charrnn sample --ckpt_path {last.last_model_path}")
+
+
+# Options Lightning takes and then divides by, deep in its loop: what each must be instead.
+POSITIVE_TRAINER_OPTIONS = {
+    "gradient_clip_val": "null turns clipping off",
+    "check_val_every_n_epoch": "null: validate every `val_check_interval` training steps, across epochs",
+    "val_check_interval": "a number of training steps, or a fraction of an epoch up to 1.0",
+}
+
+
+def check_trainer_options(trainer) -> None:
+    """The trainer options that Lightning would fail on with a traceback, as clear errors."""
+    for name, hint in POSITIVE_TRAINER_OPTIONS.items():
+        value = trainer.get(name)
+        if value is not None and value <= 0:
+            raise CharRNNError(f"`{name}` must be positive, got {value} ({hint})")
+    if trainer.enable_checkpointing is False:  # else Lightning's traceback, as it meets ours
+        raise CharRNNError(
+            "`enable_checkpointing` false: charrnn keeps last.ckpt (what `ckpt_path` last "
+            "resumes) and the best checkpoint by val/bpc, so checkpointing cannot be turned off. Leave "
+            "the option out; --last.every_n_train_steps 0 writes last.ckpt only after validation and "
+            "at the end."
+        )
+    require_accelerator(trainer.accelerator)
 
 
 def require_accelerator(accelerator) -> None:
@@ -238,3 +250,5 @@ def cli_main(args: list[str] | None = None, run: bool = True, cli_class: type = 
     except CharRNNError as err:
         err.args = (with_flags(str(err)),)  # a no-op on a message fit() already turned into flags
         raise
+    except MisconfigurationException as err:  # Lightning's own check of its options, not a traceback
+        raise CharRNNError(with_flags(str(err))) from err
