@@ -197,7 +197,8 @@ class CharRNNCLI(LightningCLI):
         print(f"sample more: charrnn sample --ckpt_path {last.last_model_path}")
 
 
-# Options Lightning takes and then divides by, deep in its loop: what each must be instead.
+# Trainer options that must be positive, and the hint each error gives (Lightning itself takes a
+# 0 for the last two and then divides by it, deep in its loop).
 POSITIVE_TRAINER_OPTIONS = {
     "gradient_clip_val": "null turns clipping off",
     "check_val_every_n_epoch": "null: validate every `val_check_interval` training steps, across epochs",
