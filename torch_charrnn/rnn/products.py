@@ -36,6 +36,12 @@ def product(W: Tensor, rows: int) -> Product:
     prepared = packed(W, rows)
     if prepared is not None:
         return functools.partial(_onednn, prepared)
+    return plain_product(W)
+
+
+def plain_product(W: Tensor) -> Product:
+    """``x, add=None -> add + x @ W`` as ``addmm``, whatever the device: what a traced or exported
+    graph can hold (``rnn/portable.py``)."""
     return functools.partial(_addmm, W)
 
 

@@ -50,15 +50,22 @@ def generate(
             bias -= u.log_().neg_().log_()  # Gumbel noise
         out = torch.empty(n, B, dtype=torch.long, device=x.device)
         for bias_t, out_t in zip(bias.unbind(0), out.unbind(0), strict=True):
-            a = torch.index_select(xb, 0, x)  # (B, G*H)
-            for l, p in enumerate(layers):
-                if l > 0:
-                    a = torch.addmm(p["b_h"], states[l - 1][0], p["W_xh"])  # the layer below's h
-                states[l], _ = cell.step(a, states[l], p, recur[l])
-            z = torch.addmm(bias_t, states[-1][0], W_hy)  # (B, V): logits plus noise
+            top = step_layers(torch.index_select(xb, 0, x), states, layers, cell, recur)  # (B, H)
+            z = torch.addmm(bias_t, top, W_hy)  # (B, V): logits plus noise
             if top_k is not None and top_k < V:
                 clean = z - bias_t + b_y
                 z.masked_fill_(clean < torch.topk(clean, top_k, dim=-1).values[:, -1:], float("-inf"))
             torch.argmax(z, dim=-1, out=out_t)
             x = out_t
         yield out.t()
+
+
+def step_layers(a: Tensor, states: list[tuple], layers: list[dict], cell: Cell, recur: list) -> Tensor:
+    """One symbol through every layer: ``a`` (B, G*H) is layer 0's input share (a row of W_xh plus
+    b_h), ``states`` each layer's state tuple, replaced in place, ``recur`` each layer's product by
+    W_hh. Returns the top layer's h (B, H)."""
+    for l, p in enumerate(layers):
+        if l > 0:
+            a = torch.addmm(p["b_h"], states[l - 1][0], p["W_xh"])  # the layer below's h
+        states[l], _ = cell.step(a, states[l], p, recur[l])
+    return states[-1][0]
