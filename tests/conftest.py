@@ -3,6 +3,7 @@ import os
 import threading
 from functools import partial
 from http.server import HTTPServer, SimpleHTTPRequestHandler
+from pathlib import Path
 
 import pytest
 import torch
@@ -97,6 +98,13 @@ def model_from_numpy(params: dict, cell: str = "tanh", **kwargs) -> CharRNN:
         for name, value in rn.named_arrays(params).items():
             mine[name].copy_(torch.from_numpy(value))
     return model
+
+
+def save_checkpoint(model: CharRNN, path) -> Path:
+    """The parts of a charrnn fit checkpoint that sample, score and export read: the weights and
+    the hyperparameters."""
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
+    return Path(path)
 
 
 def torch_state(state: tuple, requires_grad: bool = False) -> tuple[torch.Tensor, ...]:

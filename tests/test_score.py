@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CELL_DEPTHS, SMALL_FIT
+from conftest import CELL_DEPTHS, SMALL_FIT, save_checkpoint
 
 import reference_numpy as rn
 from torch_charrnn import CharRNN
@@ -23,17 +23,11 @@ from torch_charrnn.rnn.scoring import surprisal
 VOCAB = "abcdefg\n"
 
 
-def save(model: CharRNN, path: Path) -> Path:
-    """The parts of a charrnn fit checkpoint that score reads: the weights and hyperparameters."""
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     model = CharRNN(len(VOCAB), 16, cell="gru", num_layers=2, vocab=VOCAB, init_std=0.5)
-    return save(model, tmp_path_factory.mktemp("score") / "model.ckpt")
+    return save_checkpoint(model, tmp_path_factory.mktemp("score") / "model.ckpt")
 
 
 def score(capsys, *args) -> tuple[int, str, str]:
@@ -119,7 +113,7 @@ def test_per_char_writes_every_characters_surprisal(tmp_path, capsys, ckpt):
 def test_a_byte_model_scores_any_file(tmp_path, capsys):
     torch.manual_seed(0)
     vocab = "".join(map(chr, range(256)))
-    ckpt = save(CharRNN(256, 8, vocab=vocab, unit="bytes"), tmp_path / "bytes.ckpt")
+    ckpt = save_checkpoint(CharRNN(256, 8, vocab=vocab, unit="bytes"), tmp_path / "bytes.ckpt")
     path = tmp_path / "blob.bin"
     path.write_bytes(bytes(range(256)) + "caf\u00e9".encode() + b"\xff\xfe")
     code, out, _ = score(capsys, "--ckpt_path", ckpt, path, "--json")

@@ -6,8 +6,10 @@ DESCRIPTION = """A character-level RNN (tanh, GRU or LSTM cells, stacked), train
   charrnn validate|test|predict --ckpt_path P                          evaluate
   charrnn sample --ckpt_path P [--prime TEXT] ...                       generate text
   charrnn score --ckpt_path P FILE [FILE ...]                           bits per character of files
+  charrnn export --ckpt_path P OUT.pt|OUT.onnx                          a file for plain PyTorch or ONNX
   charrnn gradcheck [--hidden_size 64 ...]                              check the BPTT
 
-`charrnn fit --help` lists every option; `charrnn sample --help`, `charrnn score --help` and
-`charrnn gradcheck --help` theirs."""
-USAGE = f"usage: charrnn {{fit,validate,test,predict,sample,score,gradcheck}} [options]\n\n{DESCRIPTION}\n"
+`charrnn fit --help` lists every option; `charrnn sample --help`, `charrnn score --help`,
+`charrnn export --help` and `charrnn gradcheck --help` theirs."""
+COMMANDS = "fit,validate,test,predict,sample,score,export,gradcheck"
+USAGE = f"usage: charrnn {{{COMMANDS}}} [options]\n\n{DESCRIPTION}\n"
