@@ -28,6 +28,7 @@ a third within a minute.) ``benchmarks/bench_overhead.py`` does the same for a w
 from __future__ import annotations
 
 import argparse
+import math
 import multiprocessing as mp
 import statistics
 import time
@@ -274,16 +275,26 @@ def main():
             }
             if "manual+graph" in kinds:
                 steps["manual+graph"] = GraphStep(cell, B, T, H, device, args.dtype)
-            per_step = {k: seconds_per_call(s, 1, device) for k, s in steps.items()}
+            per_step, missing = {}, {}
+            for k, step in steps.items():
+                try:
+                    per_step[k] = seconds_per_call(step, 1, device)
+                except RuntimeError as error:  # a kernel this machine lacks (oneDNN's bf16 LSTM on some CPUs)
+                    missing[k] = str(error).splitlines()[0]
+            run = [
+                k for k in kinds if k not in missing and not (k == "lightning+fused" and "fused" in missing)
+            ]
+            for k, why in missing.items():
+                print(f"| {cell} | {name} | {k} | not on this machine: {why} | | | | | |", flush=True)
             n = {k: max(2, int(budget / max(t, 1e-6))) for k, t in per_step.items()}
             n["lightning"] = n["manual"]
-            n["lightning+fused"] = n["fused"]
-            times = {k: [] for k in kinds}
-            paired_bare = {k: [] for k in kinds if k.startswith("lightning")}
+            n["lightning+fused"] = n.get("fused", 0)
+            times = {k: [] for k in run}
+            paired_bare = {k: [] for k in run if k.startswith("lightning")}
             ceiling = []
             for _ in range(args.rounds):
                 ceiling.append(matmul_ceiling(device, 2048 if device.type == "cpu" else 8192))
-                for k in kinds:
+                for k in run:
                     if k.startswith("lightning"):
                         bptt = "fused" if k == "lightning+fused" else "manual"
                         lightning, bare = time_lightning(
@@ -294,19 +305,24 @@ def main():
                     else:
                         times[k].append(seconds_per_call(steps[k], n[k], device))
             top = statistics.median(ceiling)
-            ref = statistics.median(times[module])
-            for k in kinds:
+            ref = times.get(module, [math.nan] * args.rounds)  # nan where the module cannot run here
+            for k in run:
                 t = statistics.median(times[k])
-                rounds = sorted(r / mine for r, mine in zip(times[module], times[k], strict=True))
+                rounds = sorted(r / mine for r, mine in zip(ref, times[k], strict=True))
                 gflops = model_flops(cell, B, T, H) / t / 1e9
                 mem = (
                     ""
                     if args.no_memory or k in ("lightning", "lightning+fused", "manual+graph")
                     else f"{peak_memory_mib(cell, k, B, T, H, device, args.dtype):.0f}"
                 )
+                vs = (
+                    f"{statistics.median(ref) / t:.2f}x | {rounds[0]:.2f}x to {rounds[-1]:.2f}x"
+                    if module in times
+                    else "n/a | n/a"
+                )
                 print(
                     f"| {cell} | {name} | {k} | {B * T / t:,.0f} | {gflops:.1f} | {100 * gflops / top:.0f}% "
-                    f"| {ref / t:.2f}x | {rounds[0]:.2f}x to {rounds[-1]:.2f}x | {mem} |",
+                    f"| {vs} | {mem} |",
                     flush=True,
                 )
             print(f"| {cell} | {name} | matmul ceiling | | {top:.0f} | 100% | | | |", flush=True)
