@@ -35,8 +35,8 @@ from torch_charrnn.cli.resume import (
 from torch_charrnn.cli.usage import DESCRIPTION
 from torch_charrnn.cli.versions import claim_version, find_last_checkpoint
 from torch_charrnn.data.datamodule import CharDataModule
-from torch_charrnn.errors import CharRNNError
-from torch_charrnn.training.callbacks import TrainingMonitor
+from torch_charrnn.errors import CharRNNError, RunError
+from torch_charrnn.training.callbacks import MemoryCheck, TrainingMonitor
 from torch_charrnn.training.guard import step_overflowed
 from torch_charrnn.training.memory import keep_freed_memory
 from torch_charrnn.training.module import CharRNN
@@ -144,10 +144,30 @@ class CharRNNCLI(LightningCLI):
         except CharRNNError as err:
             raise self.named(err)  # noqa: B904 - the same error, its message in flags
         except RuntimeError as error:  # torch.optim's own overflow is a divergence too
-            diverged = step_overflowed(error, self.trainer)
-            if diverged is None:
+            failed = step_overflowed(error, self.trainer) or self.out_of_memory(error)
+            if failed is None:
                 raise
-            raise self.named(diverged) from error
+            raise self.named(failed) from error
+
+    def out_of_memory(self, error: RuntimeError) -> RunError | None:
+        """An allocation that failed mid-run (CPU or CUDA) as one line: what the run holds by the
+        estimate, the options to lower, and the checkpoint to resume from."""
+        said = str(error)
+        if not isinstance(error, torch.OutOfMemoryError) and "can't allocate memory" not in said:
+            return None
+        estimate = self.memory_check.footprint
+        holds = f" The run holds {estimate.summary()}, by the estimate." if estimate else ""
+        last = last_checkpoint(self.trainer).last_model_path
+        resume = (
+            f"The checkpoints are intact, the last at {last}: resume with `ckpt_path` last."
+            if last
+            else "No checkpoint was written yet."
+        )
+        torch_said = said.strip().splitlines()[0]
+        return RunError(
+            f"out of memory at step {self.trainer.global_step} on {self.model.device} ({torch_said})."
+            f"{holds} Lower `batch_size`, `seq_len` or `hidden_size`. {resume}"
+        )
 
     def named(self, err: CharRNNError) -> CharRNNError:
         """``err`` with its argument names as flags: with --optimizer, `lr` is --optimizer.lr."""
@@ -168,6 +188,8 @@ class CharRNNCLI(LightningCLI):
                 print(f"charrnn: resuming {ckpt_path} with {', '.join(self.resume_changes)}", file=sys.stderr)
         if "optimizer" in self.config[self.subcommand]:
             self.trainer.callbacks.append(RecordOptimizer(self.config[self.subcommand]))
+        self.memory_check = MemoryCheck()
+        self.trainer.callbacks.append(self.memory_check)
         if type(self.trainer.strategy.checkpoint_io) is L.pytorch.plugins.TorchCheckpointIO:
             read = {self.config[self.subcommand].ckpt_path: self.checkpoint} if self.checkpoint else {}
             self.trainer.strategy.checkpoint_io = AtomicCheckpointIO(preloaded=read)

@@ -7,11 +7,14 @@ import time
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from torch_charrnn.rnn.diagnostics import SATURATED, hidden_gradients
+from torch_charrnn.rnn.footprint import Footprint, footprint
 from torch_charrnn.training.guard import step_is_due
+from torch_charrnn.training.memory import require_memory
 
 STAT_TAGS = {"saturation": "gates/{}_saturation", "mean": "gates/{}_mean", "norm": "hidden/{}_norm"}
 
@@ -130,3 +133,63 @@ class TrainingMonitor(L.Callback):
             self.sample_length, temperature=self.sample_temperature, generator=generator
         )
         writer.add_text("samples", "    " + text.replace("\n", "\n    "), trainer.global_step)  # as code
+
+
+class MemoryCheck(L.Callback):
+    """Before the first step: what the run will hold (``rnn/footprint.py``) against what the device
+    has, one clear error where it does not fit; the figure in the model summary where one is shown.
+    Processes on one CPU share its memory, so there it counts them all."""
+
+    def __init__(self):
+        self.footprint: Footprint | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        data, hp = trainer.datamodule, pl_module.hparams
+        if data is None or not hasattr(data, "seq_len") or not hasattr(pl_module, "cell"):
+            return  # loaders of the user's own: the window's shape is not known here
+        optimizer = trainer.optimizers[0] if trainer.optimizers else None
+        itemsize = pl_module.W_hy.element_size()
+        self.footprint = fp = footprint(
+            pl_module.cell,
+            hp.vocab_size,
+            hp.hidden_size,
+            hp.num_layers,
+            data.batch_size,
+            data.seq_len,
+            hp.dropout,
+            optimizer_slots(optimizer),
+            itemsize,
+        )
+        held = fp.parameters * itemsize + sum(  # what is already allocated: the weights, some state
+            t.numel() * t.element_size()
+            for state in (optimizer.state.values() if optimizer else ())
+            for t in state.values()
+            if isinstance(t, torch.Tensor)
+        )
+        processes = trainer.num_devices if pl_module.device.type == "cpu" else 1
+        what = f"{processes} training processes" if processes > 1 else "the run"
+        require_memory(
+            processes * max(fp.total - held, 0),
+            pl_module.device,
+            f"{what} ({fp.summary()})",
+            "`batch_size`, `seq_len` or `hidden_size`",
+        )
+        if any(isinstance(c, ModelSummary) for c in trainer.callbacks):
+            rank_zero_info(f"Memory: {fp.summary()}")
+
+
+def optimizer_slots(optimizer: torch.optim.Optimizer | None) -> float:
+    """The numbers ``optimizer`` keeps per parameter (Adagrad 1, Adam 2), counted on a copy of it
+    over a three-number parameter after one step; 2 where the copy cannot be made."""
+    if optimizer is None:
+        return 0.0
+    p = torch.zeros(3, requires_grad=True)
+    p.grad = torch.ones(3)
+    try:
+        copy = type(optimizer)([p], **optimizer.defaults)
+        copy.step()
+    except Exception:  # an optimizer of the user's with arguments of its own: assume Adam's two
+        return 2.0
+    return (
+        sum(t.numel() for t in copy.state[p].values() if isinstance(t, torch.Tensor) and t.numel() == 3) / 3
+    )

@@ -16,6 +16,10 @@ test, predict) calls it; a program that trains CharRNN in its own loop may call 
 
 It does nothing elsewhere than glibc (macOS, musl), when the user tuned ``malloc`` themselves
 (any ``MALLOC_*`` variable, or ``GLIBC_TUNABLES``), or with ``CHARRNN_KEEP_MEMORY=0``.
+
+``available_memory`` and ``require_memory`` tell, before a model or a run allocates, whether what it
+will hold (``rnn/footprint.py``) fits what the device has, so that too large a model or batch is
+one clear error rather than an allocator's traceback.
 """
 
 from __future__ import annotations
@@ -24,6 +28,11 @@ import ctypes
 import ctypes.util
 import functools
 import os
+from pathlib import Path
+
+import torch
+
+from torch_charrnn.errors import ConfigError
 
 # mallopt's parameters (glibc's malloc.h)
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
@@ -59,3 +68,57 @@ def _glibc():
         return None
     libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     return libc
+
+
+GiB = 2**30
+
+
+def available_memory(device: torch.device) -> tuple[int, str] | None:
+    """The bytes new allocations can still get on ``device``, and what says so (for a message);
+    None where it cannot be told. On a CPU, the memory the kernel calls available, or what an
+    address-space limit (``ulimit -v``) leaves this process, whichever is less."""
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        name = torch.cuda.get_device_name(device)
+        return free, f"{name} has {free / GiB:.1f} GiB free of {total / GiB:.1f} GiB"
+    if device.type != "cpu":
+        return None
+    found = None
+    meminfo = Path("/proc/meminfo")
+    if meminfo.is_file():
+        fields = dict(line.split(":", 1) for line in meminfo.read_text().splitlines() if ":" in line)
+        if "MemAvailable" in fields:
+            free = int(fields["MemAvailable"].split()[0]) * 1024
+            found = free, f"this machine has {free / GiB:.1f} GiB of memory available"
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return found
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if limit != resource.RLIM_INFINITY:
+        status = Path("/proc/self/status").read_text() if Path("/proc/self/status").is_file() else ""
+        used = next(
+            (int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmSize:")), 0
+        )
+        left = max(limit - used, 0)
+        if found is None or left < found[0]:
+            found = (
+                left,
+                f"the address-space limit (ulimit -v, {limit / GiB:.1f} GiB) leaves {left / GiB:.1f} GiB",
+            )
+    return found
+
+
+def require_memory(needed: int, device: torch.device, what: str, lower: str) -> None:
+    """A ConfigError where ``needed`` bytes (``what`` they are) are more than ``device`` has, naming
+    the options to ``lower``; nothing where it fits, or where the memory cannot be told. The check
+    is skipped with ``CHARRNN_MEMORY_CHECK=0``."""
+    if os.environ.get("CHARRNN_MEMORY_CHECK", "1") == "0":
+        return
+    found = available_memory(device)
+    if found is None or needed <= found[0]:
+        return
+    raise ConfigError(
+        f"{what} need about {needed / GiB:.1f} GiB, but {found[1]}: lower {lower} "
+        "(or set CHARRNN_MEMORY_CHECK=0 to try anyway)"
+    )

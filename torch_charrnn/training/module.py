@@ -16,8 +16,10 @@ from torch_charrnn.errors import CharRNNError, require
 from torch_charrnn.rnn.backends import BACKENDS
 from torch_charrnn.rnn.bptt import LN2, cross_entropy, dropout_masks
 from torch_charrnn.rnn.cells import CELLS, cell_options, get_cell
+from torch_charrnn.rnn.footprint import parameter_count
 from torch_charrnn.training.guard import GradientGuard, step_is_due
 from torch_charrnn.training.legacy import upgrade_checkpoint
+from torch_charrnn.training.memory import require_memory
 from torch_charrnn.training.resume import take_current_optimizer_settings
 from torch_charrnn.training.sampling import sample_chunks, sample_text
 
@@ -115,6 +117,10 @@ class CharRNN(L.LightningModule):
         V, H = vocab_size, hidden_size
         self.cell = get_cell(cell)  # resolved once: the object the math is handed
         options = cell_options(self.cell, whh_scale=whh_scale, init_std=init_std, forget_bias=forget_bias)
+        P = parameter_count(self.cell, V, H, num_layers)  # counted, not allocated: first, the room for them
+        require_memory(
+            4 * P, torch.device("cpu"), f"the model's {P:,} parameters", "`hidden_size` or `num_layers`"
+        )
         self.layers = nn.ModuleList(  # drawn from torch's global generator (torch.manual_seed)
             Layer(self.cell.init(V if l == 0 else H, H, None, first_layer=l == 0, **options))
             for l in range(num_layers)
