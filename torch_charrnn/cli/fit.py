@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import traceback
 import warnings
 from pathlib import Path
 
@@ -25,6 +27,15 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from torch_charrnn.cli.checkpoint import read_checkpoint
 from torch_charrnn.cli.flags import with_flags
+from torch_charrnn.cli.launch import (
+    PEER_LOST,
+    Launch,
+    launch_for,
+    peer_lost,
+    stall_timeout,
+    supervise,
+    supervised,
+)
 from torch_charrnn.cli.resume import (
     RecordOptimizer,
     check_vocabulary,
@@ -36,7 +47,7 @@ from torch_charrnn.cli.usage import DESCRIPTION
 from torch_charrnn.cli.versions import claim_version, find_last_checkpoint
 from torch_charrnn.data.datamodule import CharDataModule
 from torch_charrnn.errors import CharRNNError, RunError
-from torch_charrnn.training.callbacks import MemoryCheck, TrainingMonitor
+from torch_charrnn.training.callbacks import MemoryCheck, StallMargin, TrainingMonitor
 from torch_charrnn.training.guard import step_overflowed
 from torch_charrnn.training.memory import keep_freed_memory
 from torch_charrnn.training.module import CharRNN
@@ -144,6 +155,17 @@ class CharRNNCLI(LightningCLI):
         except CharRNNError as err:
             raise self.named(err)  # noqa: B904 - the same error, its message in flags
         except RuntimeError as error:  # torch.optim's own overflow is a divergence too
+            if self.trainer.world_size > 1 and peer_lost(error):
+                if os.environ.get("CHARRNN_TRACEBACK") == "1":
+                    traceback.print_exc()
+                if supervised():  # another rank's end: the watcher says which
+                    raise SystemExit(PEER_LOST) from error
+                said = str(error).strip().splitlines()[0]
+                raise RunError(  # started by torchrun or SLURM: its own report names the rank
+                    f"rank {self.trainer.global_rank}: another process of the run ended or stopped "
+                    f"answering ({said}); the launcher's report names it. The checkpoints written are "
+                    "intact: run the same launch command with `ckpt_path` last."
+                ) from error
             failed = step_overflowed(error, self.trainer) or self.out_of_memory(error)
             if failed is None:
                 raise
@@ -177,6 +199,11 @@ class CharRNNCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
         check_trainer_options(config.trainer)
+        if self.subcommand == "fit" and (launch := launch_for(config.trainer)) is not None:
+            raise launch  # before anything is built: the ranks build their own (cli/launch.py)
+        strategy = config.trainer.get("strategy")
+        if getattr(strategy, "class_path", "").endswith(".DDPStrategy"):  # torch's 30 minutes is ours
+            strategy.init_args.timeout = stall_timeout(config.trainer)
         if config.data.val_fraction == 0:
             config.checkpoint.monitor = None  # no validation: keep the latest instead of the best
 
@@ -190,6 +217,9 @@ class CharRNNCLI(LightningCLI):
             self.trainer.callbacks.append(RecordOptimizer(self.config[self.subcommand]))
         self.memory_check = MemoryCheck()
         self.trainer.callbacks.append(self.memory_check)
+        if supervised():  # the processes wait for each other up to the strategy's timeout
+            timeout = self.config[self.subcommand].trainer.strategy.init_args.timeout
+            self.trainer.callbacks.append(StallMargin(timeout.total_seconds()))
         if type(self.trainer.strategy.checkpoint_io) is L.pytorch.plugins.TorchCheckpointIO:
             read = {self.config[self.subcommand].ckpt_path: self.checkpoint} if self.checkpoint else {}
             self.trainer.strategy.checkpoint_io = AtomicCheckpointIO(preloaded=read)
@@ -260,6 +290,15 @@ def cli_main(args: list[str] | None = None, run: bool = True, cli_class: type = 
     """Run Lightning's CLI in-process (``args`` as on the command line, after ``charrnn``);
     ``cli_class``: a subclass of CharRNNCLI, for tools that hook into a run (benchmarks/race.py)."""
     keep_freed_memory()  # each step reuses the last one's memory rather than fresh pages
+    try:
+        return run_cli(args, run, cli_class)
+    except Launch as launch:  # several processes on this machine: started and watched from here
+        supervise(launch, list(sys.argv[1:] if args is None else args))
+        return None
+
+
+def run_cli(args: list[str] | None, run: bool, cli_class: type) -> CharRNNCLI:
+    """LightningCLI with this package's classes and defaults, its errors as CharRNNErrors."""
     try:
         return cli_class(
             CharRNN,

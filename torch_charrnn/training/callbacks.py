@@ -3,6 +3,7 @@ through time (the vanishing/exploding gradient the tutorial only talks about).""
 
 from __future__ import annotations
 
+import logging
 import time
 
 import lightning as L
@@ -16,6 +17,7 @@ from torch_charrnn.rnn.footprint import Footprint, footprint
 from torch_charrnn.training.guard import step_is_due
 from torch_charrnn.training.memory import require_memory
 
+log = logging.getLogger("torch_charrnn")
 STAT_TAGS = {"saturation": "gates/{}_saturation", "mean": "gates/{}_mean", "norm": "hidden/{}_norm"}
 
 
@@ -193,3 +195,38 @@ def optimizer_slots(optimizer: torch.optim.Optimizer | None) -> float:
     return (
         sum(t.numel() for t in copy.state[p].values() if isinstance(t, torch.Tensor) and t.numel() == 3) / 3
     )
+
+
+class StallMargin(L.Callback):
+    """Says once, as one line, when a validation pass or a checkpoint write took more than half
+    the ``timeout`` the processes of a run wait for each other: a slower one would end the run as
+    if a process had stalled (``cli/launch.py``)."""
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        self.said: set[str] = set()
+        self.started = 0.0
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self.started = time.monotonic()
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        self.check("a validation pass", time.monotonic() - self.started)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        writes = getattr(trainer.strategy.checkpoint_io, "writes", None)
+        if writes:
+            self.check("a checkpoint write", max(writes))
+            writes.clear()
+
+    def check(self, what: str, seconds: float) -> None:
+        if seconds > self.timeout / 2 and what not in self.said:
+            self.said.add(what)
+            log.warning(
+                "charrnn: %s took %.1f s, more than half of the %.0f s the processes wait for each "
+                "other (--trainer.strategy.init_args.timeout): raise it, or a slower one will end the "
+                "run as a stall",
+                what,
+                seconds,
+                self.timeout,
+            )

@@ -29,6 +29,17 @@ def detach_state(state: tuple[Tensor, ...] | None) -> tuple[Tensor, ...] | None:
     return None if state is None else tuple(s.detach() for s in state)
 
 
+def own_streams(state: tuple[Tensor, ...] | None, trainer) -> tuple[Tensor, ...] | None:
+    """This process's share of a checkpoint's carried state of every global stream (L, W*B, H):
+    rank r's streams are the r-th of W equal blocks, as the data module deals them out."""
+    if state is None or trainer is None or trainer.world_size == 1:
+        return state
+    W = trainer.world_size
+    if state[0].shape[1] % W:  # written by a run of another size: its streams are not these
+        return None
+    return tuple(s.chunk(W, dim=1)[trainer.global_rank].clone() for s in state)
+
+
 class Layer(nn.Module):
     """One recurrent layer's parameters (``W_xh``, ``W_hh``, ``b_h`` and whatever its cell adds),
     registered under the names of the equations so the state dict reads ``layers.{l}.W_xh``."""
@@ -253,6 +264,10 @@ class CharRNN(L.LightningModule):
         # With the loader's position and the optimizer, this makes a resumed run continue exactly.
         checkpoint["best_val_bpc"] = self.best_val_bpc
         carried = self._state["train"]
+        if carried is not None and self._trainer is not None and self.trainer.world_size > 1:
+            # Every process writes its dict (rank 0 saves it): all of them, the global streams in
+            # rank order, so that a resumed run gives each process its own streams' state again.
+            carried = tuple(torch.cat(self.all_gather(s).unbind(0), dim=1) for s in carried)  # (L, W*B, H)
         checkpoint["carried_state"] = None if carried is None else tuple(s.cpu() for s in carried)
         checkpoint["dropout_generator"] = self.dropout_generator.get_state()  # the masks still to come
 
@@ -265,7 +280,9 @@ class CharRNN(L.LightningModule):
         fresh = self.configure_optimizers()  # an optimizer, or LightningCLI's dict with a schedule
         take_current_optimizer_settings(checkpoint, fresh["optimizer"] if isinstance(fresh, dict) else fresh)
         self.best_val_bpc = checkpoint.get("best_val_bpc", float("inf"))
-        self._state["train"] = checkpoint.get("carried_state")  # moved to the parameters' device at first use
+        self._state["train"] = own_streams(
+            checkpoint.get("carried_state"), self._trainer
+        )  # moved at first use
         if "dropout_generator" in checkpoint:
             self.dropout_generator.set_state(checkpoint["dropout_generator"])
 

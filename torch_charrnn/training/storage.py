@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def __init__(self, preloaded: dict[str, dict] | None = None):
         super().__init__()
         self._preloaded = {os.path.abspath(k): v for k, v in (preloaded or {}).items()}
+        self.writes: list[float] = []  # seconds each write took, for StallMargin
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
         checkpoint = self._preloaded.pop(os.path.abspath(path), None)
@@ -44,7 +46,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return super().load_checkpoint(path, weights_only=weights_only)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        path = Path(path)
+        start = time.monotonic()
+        self._write(checkpoint, Path(path))
+        self.writes.append(time.monotonic() - start)
+
+    def _write(self, checkpoint: dict[str, Any], path: Path) -> None:
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
         data = buffer.getbuffer()
