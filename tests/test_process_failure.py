@@ -200,3 +200,23 @@ def test_ddp_without_a_timeout_waits_two_minutes_not_thirty():
     for devices, strategy in ((1, "ddp"), (2, "ddp_spawn"), (2, "fsdp")):
         trainer = Namespace(accelerator="cpu", devices=devices, num_nodes=1, strategy=strategy)
         assert launch_for(trainer) is None
+
+
+def test_the_resume_line_names_this_runs_checkpoint_and_drops_the_old_ckpt_path(tmp_path):
+    from torch_charrnn.cli.launch import resume
+
+    old = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    old.parent.mkdir(parents=True)
+    torch.save({"global_step": 40}, old)
+    os.utime(old, (1_000_000, 1_000_000))  # an earlier run's
+    words = ["fit", "--ckpt_path", "x.ckpt", "--model.lr=0.1", "--ckpt_path=y.ckpt"]
+    started = time.time() - 1
+    assert resume(words, tmp_path, started) == "This run wrote no checkpoint yet: run the same command again."
+    new = tmp_path / "lightning_logs" / "version_1" / "checkpoints" / "last.ckpt"
+    new.parent.mkdir(parents=True)
+    torch.save({"global_step": 75}, new)
+    command = "charrnn fit --model.lr=0.1 --ckpt_path last"
+    assert (
+        resume(words, tmp_path, started)
+        == f"The checkpoints up to step 75 are intact ({new}): resume with {command}"
+    )

@@ -130,6 +130,7 @@ def supervise(launch: Launch, words: list[str]) -> None:
     env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), NODE_RANK="0")
     env.update(WORLD_SIZE=str(launch.processes), CHARRNN_SUPERVISED="1")
     command = [sys.executable, "-m", "torch_charrnn", *words, *launch.extra]
+    started = time.time()
     ranks = [subprocess.Popen(command, env={**env, "LOCAL_RANK": str(r)}) for r in range(launch.processes)]
     try:
         failed = watch(ranks)
@@ -143,7 +144,7 @@ def supervise(launch: Launch, words: list[str]) -> None:
     end(ranks)
     if failed[1] in (1, 2):  # the rank's own error line (or its traceback) said why, as a run alone does
         raise SystemExit(failed[1])
-    raise RunError(f"{what_happened(failed, alive, states, ranks)}. {resume(words, launch.root)}")
+    raise RunError(f"{what_happened(failed, alive, states, ranks)}. {resume(words, launch.root, started)}")
 
 
 def watch(ranks: list[subprocess.Popen]) -> tuple[int, int] | None:
@@ -191,11 +192,11 @@ def process_state(pid: int) -> str:
     }.get(state, "")
 
 
-def resume(words: list[str], root: Path) -> str:
-    """The checkpoint a resumed run starts from, and the command that resumes."""
+def resume(words: list[str], root: Path, since: float) -> str:
+    """The checkpoint the run wrote last (after ``since``), and the command that resumes from it."""
     found = sorted(root.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        return "No checkpoint was written yet: run the same command again."
+    if not found or found[-1].stat().st_mtime < since:  # none, or an earlier run's
+        return "This run wrote no checkpoint yet: run the same command again."
     last = found[-1]
     try:
         step = torch.load(last, map_location="cpu", weights_only=True, mmap=True)["global_step"]
