@@ -220,3 +220,26 @@ def test_the_resume_line_names_this_runs_checkpoint_and_drops_the_old_ckpt_path(
         resume(words, tmp_path, started)
         == f"The checkpoints up to step 75 are intact ({new}): resume with {command}"
     )
+
+
+def test_a_rank_that_said_why_it_stopped_ends_the_run_with_its_code_and_no_second_line(tmp_path):
+    """Every rank refuses a window of about 110 GiB at its memory check and says so in its own line;
+    the watcher adds none of its own and exits with their code, 2."""
+    args = [
+        CHARRNN,
+        "fit",
+        f"--config={ROOT / 'configs' / 'ddp_cpu.yaml'}",
+        "--model.cell=lstm",
+        "--model.hidden_size=4096",
+        "--data.batch_size=100",
+        "--data.seq_len=2000",
+        "--data.val_fraction=0",
+        "--data.test_fraction=0",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
+    run = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    lines = error_lines(run.stderr)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert lines and all(line.startswith("charrnn: error: 2 training processes (") for line in lines), lines
+    assert not [line for line in lines if "of 2 (pid" in line]  # no line of the watcher's

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 
 from torch_charrnn.cli.usage import USAGE
 from torch_charrnn.errors import CharRNNError, RunError
 
+SAID = 8  # added to the exit code of a rank (cli/launch.py) whose error line already said why
 OWN_PARSERS = ("sample", "score", "export", "gradcheck")  # the subcommands that are not LightningCLI's
 
 
@@ -32,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         cli_main(argv)
     except CharRNNError as err:
         print(f"charrnn: error: {err}", file=sys.stderr)
-        return 1 if isinstance(err, RunError) else 2
+        code = 1 if isinstance(err, RunError) else 2
+        return code + SAID if os.environ.get("CHARRNN_SUPERVISED") == "1" else code
     return 0
 
 

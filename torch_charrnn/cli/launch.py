@@ -12,7 +12,9 @@ the command that resumes. A rank that stops answering (stopped, or stuck on a di
 the others give up on it after the strategy's ``timeout``: it is the one still running.
 
 A rank that fails only because another did exits with ``PEER_LOST`` and says nothing (its
-traceback with ``CHARRNN_TRACEBACK=1``): the watcher speaks for the run.
+traceback with ``CHARRNN_TRACEBACK=1``): the watcher speaks for the run. A rank whose own error
+line said why (a divergence, a bad option) exits with that code plus ``SAID``, and the run ends
+with that code and no second line; any other end (a signal, a crash's traceback) gets the line.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pathlib import Path
 import torch
 from torch.distributed.constants import default_pg_timeout
 
+from torch_charrnn.cli import SAID
 from torch_charrnn.errors import ConfigError, RunError
 
 PEER_LOST = 3  # exit code of a rank that stopped because another rank died or stopped answering
@@ -142,8 +145,8 @@ def supervise(launch: Launch, words: list[str]) -> None:
     alive = [r for r, p in enumerate(ranks) if p.poll() is None]
     states = {r: process_state(ranks[r].pid) for r in alive}
     end(ranks)
-    if failed[1] in (1, 2):  # the rank's own error line (or its traceback) said why, as a run alone does
-        raise SystemExit(failed[1])
+    if failed[1] in (1 + SAID, 2 + SAID):  # the rank's own error line said why, as a run alone does
+        raise SystemExit(failed[1] - SAID)
     raise RunError(f"{what_happened(failed, alive, states, ranks)}. {resume(words, launch.root, started)}")
 
 
