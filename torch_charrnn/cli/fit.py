@@ -30,6 +30,7 @@ from torch_charrnn.cli.flags import with_flags
 from torch_charrnn.cli.launch import (
     PEER_LOST,
     Launch,
+    end_with_watcher,
     launch_for,
     peer_lost,
     stall_timeout,
@@ -75,6 +76,9 @@ warnings.filterwarnings("ignore", "The dirpath has changed from", module=r"light
 # The windows are slices of one in-memory tensor: worker processes would only add overhead.
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", "Your `IterableDataset` has `__len__` defined")
+# Lightning's own all_gather (the carried state of every process, into a checkpoint) calls a torch
+# function that torch has deprecated: said at every checkpoint of a multi-process run, by each process.
+warnings.filterwarnings("ignore", r"torch\.distributed\.nn\.functional\.all_gather is deprecated")
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
@@ -290,6 +294,8 @@ def cli_main(args: list[str] | None = None, run: bool = True, cli_class: type = 
     """Run Lightning's CLI in-process (``args`` as on the command line, after ``charrnn``);
     ``cli_class``: a subclass of CharRNNCLI, for tools that hook into a run (benchmarks/race.py)."""
     keep_freed_memory()  # each step reuses the last one's memory rather than fresh pages
+    if supervised():
+        end_with_watcher()
     try:
         return run_cli(args, run, cli_class)
     except Launch as launch:  # several processes on this machine: started and watched from here

@@ -19,6 +19,7 @@ with that code and no second line; any other end (a signal, a crash's traceback)
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shlex
 import signal
@@ -135,11 +136,15 @@ def supervise(launch: Launch, words: list[str]) -> None:
     command = [sys.executable, "-m", "torch_charrnn", *words, *launch.extra]
     started = time.time()
     ranks = [subprocess.Popen(command, env={**env, "LOCAL_RANK": str(r)}) for r in range(launch.processes)]
+    signal.signal(signal.SIGTERM, stop_watching)  # a scheduler ending the run ends every rank
     try:
         failed = watch(ranks)
     except KeyboardInterrupt:  # Ctrl-C reached every rank too: they end as a run alone does
         end(ranks, first=signal.SIGINT, grace=30.0)
         raise SystemExit(130) from None
+    except Stopped:  # Lightning notes SIGTERM in a rank and trains on: GRACE, then SIGKILL
+        end(ranks)
+        raise SystemExit(143) from None
     if failed is None:
         return
     alive = [r for r, p in enumerate(ranks) if p.poll() is None]
@@ -148,6 +153,25 @@ def supervise(launch: Launch, words: list[str]) -> None:
     if failed[1] in (1 + SAID, 2 + SAID):  # the rank's own error line said why, as a run alone does
         raise SystemExit(failed[1] - SAID)
     raise RunError(f"{what_happened(failed, alive, states, ranks)}. {resume(words, launch.root, started)}")
+
+
+class Stopped(Exception):  # noqa: N818 - how SIGTERM reaches the watcher's loop
+    """The watcher was sent SIGTERM."""
+
+
+def stop_watching(signum, frame) -> None:
+    raise Stopped
+
+
+def end_with_watcher() -> None:
+    """Called by a rank as it starts: SIGTERM to it when the watcher dies, even by SIGKILL, so no
+    rank is left training alone (Linux's PR_SET_PDEATHSIG; elsewhere nothing)."""
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the watcher died before the call above
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def watch(ranks: list[subprocess.Popen]) -> tuple[int, int] | None:
