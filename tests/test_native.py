@@ -192,3 +192,21 @@ def test_charrnn_native_0_skips_the_kernels_without_a_word(monkeypatch, caplog):
         assert caplog.records == []
     finally:
         native.kernels.cache_clear()
+
+
+def test_a_lock_left_by_an_interrupted_build_is_removed_and_a_fresh_one_kept(tmp_path, caplog):
+    """torch waits on a build's lock for as long as it exists: one left by a build cut short
+    (Ctrl-C in the first minute) would hang every later run before its first step."""
+    import os
+
+    from torch_charrnn.rnn.native import STALE_LOCK, clear_stale_lock
+
+    lock = tmp_path / "lock"
+    lock.touch()
+    assert not clear_stale_lock(tmp_path) and lock.exists()  # a build under way: its lock stays
+    old = lock.stat().st_mtime - STALE_LOCK - 1
+    os.utime(lock, (old, old))
+    with caplog.at_level("WARNING", logger="torch_charrnn"):
+        assert clear_stale_lock(tmp_path)
+    assert not lock.exists() and "left by a build of the C++ kernels that was interrupted" in caplog.text
+    assert not clear_stale_lock(tmp_path)  # no lock: nothing to do

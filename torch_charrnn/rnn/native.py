@@ -21,6 +21,7 @@ import hashlib
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -73,6 +74,7 @@ def kernels():
     build = Path(root) / f"torch_charrnn-{tag}-{where}"
     try:
         build.mkdir(parents=True, exist_ok=True)
+        clear_stale_lock(build)
         if not (build / "charrnn_kernels.so").exists():
             log.warning("building torch-charrnn's C++ kernels, once for this PyTorch (a minute) in %s", build)
         load(
@@ -96,6 +98,23 @@ def kernels():
             lines[-1].strip() if lines else "no message",
         )
         return None
+
+
+STALE_LOCK = 600  # seconds: a build takes about one; a lock this old was left by a build cut short
+
+
+def clear_stale_lock(build: Path) -> bool:
+    """Remove the build's lock where a build that was interrupted (Ctrl-C, a kill) left it: torch
+    waits on a lock for as long as it exists, so every later run would hang before its first step."""
+    lock = build / "lock"
+    try:
+        if time.time() - lock.stat().st_mtime < STALE_LOCK:
+            return False
+        lock.unlink()
+    except FileNotFoundError:
+        return False
+    log.warning("removed %s, left by a build of the C++ kernels that was interrupted; building again", lock)
+    return True
 
 
 def _openmp_flags() -> list[str]:
