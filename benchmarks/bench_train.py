@@ -237,6 +237,12 @@ def main():
         help="default: every config but B1 T1 H1, and for the gated cells only B32 T64, B64 and B128 "
         "(named configs run for every cell)",
     )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="seconds each variant runs a round (default: 2 on a CPU, 0.5 on a GPU)",
+    )
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--no-numpy", action="store_true")
     parser.add_argument("--no-autograd", action="store_true")
@@ -267,7 +273,7 @@ def main():
             if cell != "tanh" and name not in GATED_CONFIGS and not named_configs:
                 continue
             B, T, H = CONFIGS[name]
-            budget = 2.0 if device.type == "cpu" else 0.5  # seconds per variant per round
+            budget = args.budget or (2.0 if device.type == "cpu" else 0.5)  # seconds a variant a round
             steps = {
                 k: Step(cell, k, B, T, H, device, args.dtype)
                 for k in kinds

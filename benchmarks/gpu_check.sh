@@ -9,11 +9,11 @@
 #                                         # so the script keeps working between GPU sessions
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ "${1:-}" = "--cpu" ]; then
-  device=cpu accelerator=cpu rounds=1 steps=5
+if [ "${1:-}" = "--cpu" ]; then  # that every part runs, not what it measures: as little time as will do
+  device=cpu accelerator=cpu rounds=1 steps=5 budget=0.1
   configs=("B1 T20 H75")
 else
-  device=cuda accelerator=gpu rounds=2 steps=300
+  device=cuda accelerator=gpu rounds=2 steps=300 budget=0.5
   configs=("B64 T100 H256" "B128 T100 H512")
 fi
 root=$(mktemp -d)
@@ -29,7 +29,7 @@ echo
 
 for dtype in fp32 bf16; do
   echo "## bench_train.py, $dtype"
-  python benchmarks/bench_train.py --device "$device" --dtype "$dtype" --configs "${configs[@]}" \
+  python benchmarks/bench_train.py --device "$device" --dtype "$dtype" --configs "${configs[@]}" --budget "$budget" \
     --rounds "$rounds" --no-memory --no-numpy --no-autograd
   echo
 done

@@ -20,7 +20,7 @@ from torch_charrnn.data.corpus import builtin_text
 
 CHARRNN = str(Path(sys.executable).parent / "charrnn")
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = 600
+STEPS = 200
 
 
 def command(root: Path, corpus: Path, *extra: str) -> list[str]:
@@ -41,7 +41,7 @@ def command(root: Path, corpus: Path, *extra: str) -> list[str]:
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
         "--monitor.every_n_steps=0",
-        "--last.every_n_train_steps=25",
+        "--last.every_n_train_steps=10",
         f"--trainer.default_root_dir={root}",
         *extra,
     ]
@@ -223,14 +223,14 @@ def test_the_resume_line_names_this_runs_checkpoint_and_drops_the_old_ckpt_path(
 
 
 def test_a_rank_that_said_why_it_stopped_ends_the_run_with_its_code_and_no_second_line(tmp_path):
-    """Every rank refuses a window of about 110 GiB at its memory check and says so in its own line;
+    """Every rank refuses a window of about 55 GiB at its memory check and says so in its own line;
     the watcher adds none of its own and exits with their code, 2."""
     args = [
         CHARRNN,
         "fit",
         f"--config={ROOT / 'configs' / 'ddp_cpu.yaml'}",
         "--model.cell=lstm",
-        "--model.hidden_size=4096",
+        "--model.hidden_size=2048",
         "--data.batch_size=100",
         "--data.seq_len=2000",
         "--data.val_fraction=0",
