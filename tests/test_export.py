@@ -1,7 +1,7 @@
 """charrnn export: the torch file (read in a process that cannot import torch_charrnn or Lightning)
 and the ONNX file (through onnxruntime) give CharRNN's logits over a 2,000-character text with the
-state carried, for every cell at 1 and 2 layers, float32 and float64, a byte model and a 3-layer
-model trained with dropout; charrnn score's bits per character and charrnn sample's text come back
+state carried, for every cell at 1 and 2 layers in float32 and at 2 in float64, a byte model and a
+3-layer model trained with dropout; charrnn score's bits per character and charrnn sample's text come back
 from them; the README's snippets run; bad input is one line."""
 
 import json
