@@ -34,7 +34,8 @@ import torch
 from torch.distributed.constants import default_pg_timeout
 
 from torch_charrnn.cli import SAID
-from torch_charrnn.errors import ConfigError, RunError
+from torch_charrnn.cli.versions import find_last_checkpoint
+from torch_charrnn.errors import CharRNNError, ConfigError, RunError
 
 PEER_LOST = 3  # exit code of a rank that stopped because another rank died or stopped answering
 STALL_TIMEOUT = timedelta(minutes=2)  # what the others wait for a rank before giving up on it
@@ -220,11 +221,14 @@ def process_state(pid: int) -> str:
 
 
 def resume(words: list[str], root: Path, since: float) -> str:
-    """The checkpoint the run wrote last (after ``since``), and the command that resumes from it."""
-    found = sorted(root.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not found or found[-1].stat().st_mtime < since:  # none, or an earlier run's
+    """The checkpoint the run wrote last (after ``since``), and the command that resumes from it:
+    the one ``--ckpt_path last`` finds."""
+    try:
+        last = Path(find_last_checkpoint(root))
+    except CharRNNError:  # none under root
+        last = None
+    if last is None or last.stat().st_mtime < since:  # none, or an earlier run's
         return "This run wrote no checkpoint yet: run the same command again."
-    last = found[-1]
     try:
         step = torch.load(last, map_location="cpu", weights_only=True, mmap=True)["global_step"]
         intact = f"The checkpoints up to step {step} are intact ({last})"
