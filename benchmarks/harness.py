@@ -23,18 +23,27 @@ MODULES = {"tanh": "RNN", "gru": "GRU", "lstm": "LSTM"}  # each cell's torch.nn 
 
 
 class TorchRNN(nn.Module):
-    """The baseline: PyTorch's nn.RNN/nn.GRU/nn.LSTM and an nn.Linear on one-hot characters,
-    ``forward(inputs, state) -> (logits, state)`` with the state a tuple, as CharRNN's.
+    """The baseline: PyTorch's nn.RNN/nn.GRU/nn.LSTM and an nn.Linear on one-hot characters (the
+    same model as CharRNN's), or with ``embedding`` on an ``nn.Embedding(V, H)`` (as people write
+    it); ``forward(inputs, state) -> (logits, state)`` with the state a tuple, as CharRNN's.
 
     ``dropout`` goes where CharRNN's does: between layers (the module's own ``dropout``) and on
     the top layer's h before the output layer (an ``nn.Dropout``)."""
 
     def __init__(
-        self, kind: str, vocab_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0
+        self,
+        kind: str,
+        vocab_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        embedding: bool = False,
     ):
         super().__init__()
         between = dropout if num_layers > 1 else 0.0  # nn.* warns about dropout with one layer
-        self.rnn = getattr(nn, kind)(vocab_size, hidden_size, num_layers, batch_first=True, dropout=between)
+        self.embed = nn.Embedding(vocab_size, hidden_size) if embedding else None
+        width = hidden_size if embedding else vocab_size
+        self.rnn = getattr(nn, kind)(width, hidden_size, num_layers, batch_first=True, dropout=between)
         self.drop = nn.Dropout(dropout) if dropout else nn.Identity()
         self.out = nn.Linear(hidden_size, vocab_size)
         self.vocab_size = vocab_size
@@ -42,7 +51,11 @@ class TorchRNN(nn.Module):
     def forward(self, inputs, state=None):
         if state is not None and not isinstance(self.rnn, nn.LSTM):
             state = state[0]
-        hs, state = self.rnn(F.one_hot(inputs, self.vocab_size).to(self.out.weight.dtype), state)
+        if self.embed is None:
+            x = F.one_hot(inputs, self.vocab_size).to(self.out.weight.dtype)
+        else:
+            x = self.embed(inputs)
+        hs, state = self.rnn(x, state)
         return self.out(self.drop(hs)), state if isinstance(state, tuple) else (state,)
 
 

@@ -7,11 +7,16 @@ Contestants:
   checkpoints, the config's own validation: all of it counts against its time). Options after
   commas change it: ``configs/X.yaml,--model.hidden_size=384,--model.num_layers=2`` (how cells,
   sizes, depths, optimizers and schedules are compared at a fixed budget).
-- ``nn.RNN``, ``nn.GRU``, ``nn.LSTM``: PyTorch's own module (``--layers`` of ``--hidden``, one-hot
-  input, ``nn.Linear`` output, ``--dropout`` where CharRNN puts it) trained in a plain loop with
-  Adam ``--lr`` constant and norm clipping 5, on the same streams (``CharDataModule``, ``--batch``,
-  ``--seq``), state carried between windows and reset at each epoch: the baseline the project must
-  beat.
+- ``nn.RNN``, ``nn.GRU``, ``nn.LSTM``: PyTorch's own module (one-hot input, ``nn.Linear`` output,
+  dropout where CharRNN puts it) trained in a plain loop on the same streams (``CharDataModule``),
+  state carried between windows and reset at each epoch; ``nn.LSTM+embedding`` reads an
+  ``nn.Embedding(V, H)`` instead, as people write it. With ``--recipe`` the baselines are trained
+  with the recipe of the race's (first) config: its hidden size, layers, dropout, batch, window,
+  clipping, optimizer and rate, and its schedule (the same class: a ``WarmupCosineInTime`` ends
+  its decay at the same minutes, timed on the baseline's own pace), options after its commas
+  included. That is the comparison the project must win: a lead from the engine's speed, not
+  from a better recipe. Without ``--recipe``: ``--layers`` of ``--hidden``, ``--dropout``, Adam
+  ``--lr`` constant, norm clipping 5, ``--batch`` and ``--seq`` (a plain recipe, for context).
 
 ``--runs N`` races everyone N times (seeds ``--seed`` to ``--seed + N - 1``; configs get them as
 ``--seed_everything``), round by round, so that a slow spell of the machine falls on every
@@ -23,7 +28,7 @@ measurement is the same for everyone: the mean cross-entropy over the whole vali
 ends before a mark (its ``max_steps``) is measured at its end and keeps that value.
 
     python benchmarks/race.py configs/tinyshakespeare.yaml nn.RNN            # the optimizers issue
-    python benchmarks/race.py configs/tinyshakespeare_lstm.yaml nn.LSTM --seq 64 --runs 3
+    python benchmarks/race.py configs/tinyshakespeare_lstm.yaml nn.LSTM nn.LSTM+embedding --recipe --runs 2
     python benchmarks/race.py configs/tinyshakespeare_20min.yaml nn.LSTM --marks 1 5 10 20 \\
         --seq 64 --hidden 384 --layers 2 --dropout 0.25          # the same size and dropout
 """
@@ -31,18 +36,22 @@ ends before a mark (its ``max_steps``) is measured at its end and keeps that val
 from __future__ import annotations
 
 import argparse
+import importlib
+import inspect
 import logging
 import math
 import statistics
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 
 import lightning as L
 import torch
+import yaml
 from harness import EVAL_B, EVAL_T, BareStep, TorchRNN, eval_windows, fit_with, val_loss
 
-from torch_charrnn import CharDataModule
+from torch_charrnn import CharDataModule, CharRNN
 from torch_charrnn.training.memory import keep_freed_memory
 
 
@@ -111,16 +120,91 @@ def _eval_model(model, windows):
     return loss
 
 
-def run_baseline(kind, clock, windows, args, seed):
-    """PyTorch's module in a plain loop: Adam at a constant ``lr``, clipping at 5, the same streams
-    and carried state as charrnn fit, every epoch starting the streams from zero."""
+@dataclass
+class Recipe:
+    """How a baseline is trained: the model's size and dropout, the batching, the clipping, and the
+    optimizer and schedule as ``class_path``/``init_args`` dicts (schedule None: a constant rate)."""
+
+    hidden: int
+    layers: int
+    dropout: float
+    batch: int
+    seq: int
+    clip: float | None
+    optimizer: dict
+    schedule: dict | None
+
+    @classmethod
+    def plain(cls, args) -> Recipe:
+        adam = {"class_path": "torch.optim.Adam", "init_args": {"lr": args.lr}}
+        return cls(args.hidden, args.layers, args.dropout, args.batch, args.seq, 5.0, adam, None)
+
+    @classmethod
+    def of_config(cls, path: str, options: list[str]) -> Recipe:
+        """The recipe ``charrnn fit --config path options`` trains with, read from the YAML and the
+        ``--key=value`` options, with the model's, data's and ``charrnn fit``'s defaults."""
+        with open(path) as f:
+            cfg = yaml.safe_load(f) or {}
+        for option in options:
+            key, _, value = option.removeprefix("--").partition("=")
+            *parents, leaf = key.split(".")
+            node = cfg
+            for parent in parents:
+                node = node.setdefault(parent, {})
+            node[leaf] = yaml.safe_load(value)
+        model, data, trainer = (cfg.get(k) or {} for k in ("model", "data", "trainer"))
+        defaults = {**_defaults(CharRNN), **_defaults(CharDataModule)}
+        get = lambda section, key: section.get(key, defaults[key])  # noqa: E731
+        optimizer = cfg.get("optimizer") or {  # none given: the model's own Adagrad
+            "class_path": "torch.optim.Adagrad",
+            "init_args": {"lr": get(model, "lr"), "eps": get(model, "eps")},
+        }
+        return cls(
+            get(model, "hidden_size"),
+            get(model, "num_layers"),
+            get(model, "dropout"),
+            get(data, "batch_size"),
+            get(data, "seq_len"),
+            trainer.get("gradient_clip_val", 5.0),
+            optimizer,
+            cfg.get("lr_scheduler"),
+        )
+
+    def label(self) -> str:
+        size = f"{self.layers}x{self.hidden}" if self.layers > 1 else f"H{self.hidden}"
+        drop = f" dropout {self.dropout:g}" if self.dropout else ""
+        lr = self.optimizer.get("init_args", {}).get("lr")
+        optimizer = self.optimizer["class_path"].rsplit(".", 1)[-1] + (f" {lr:g}" if lr else "")
+        schedule = self.schedule["class_path"].rsplit(".", 1)[-1] if self.schedule else "constant"
+        return f"{size}{drop} B{self.batch} T{self.seq} {optimizer} {schedule}"
+
+
+def _defaults(cls) -> dict:
+    return {
+        name: p.default
+        for name, p in inspect.signature(cls.__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+
+
+def _instance(spec: dict, *args):
+    module, _, name = spec["class_path"].rpartition(".")
+    return getattr(importlib.import_module(module), name)(*args, **spec.get("init_args", {}))
+
+
+def run_baseline(kind, clock, windows, args, recipe: Recipe, seed):
+    """PyTorch's module in a plain loop, trained with ``recipe`` on the same streams and carried
+    state as charrnn fit, every epoch starting the streams from zero."""
     L.seed_everything(seed, verbose=False)
-    data = CharDataModule(corpus=args.corpus, batch_size=args.batch, seq_len=args.seq)
+    data = CharDataModule(corpus=args.corpus, batch_size=recipe.batch, seq_len=recipe.seq)
     data.prepare_data()
     data.setup()
-    model = TorchRNN(kind, data.vocab_size, args.hidden, args.layers, args.dropout)
+    kind, _, embedding = kind.partition("+")
+    model = TorchRNN(kind, data.vocab_size, recipe.hidden, recipe.layers, recipe.dropout, bool(embedding))
     clock.measure = lambda: _eval_model(model, windows)
-    step = BareStep(model, torch.optim.Adam(model.parameters(), lr=args.lr), clip=5.0)
+    optimizer = _instance(recipe.optimizer, model.parameters())
+    schedule = _instance(recipe.schedule, optimizer) if recipe.schedule else None
+    step = BareStep(model, optimizer, clip=recipe.clip, scheduler=schedule)
     while clock.marks:
         step.state = None  # every epoch starts the streams from zero
         for batch in data.splits["train"]:
@@ -129,20 +213,18 @@ def run_baseline(kind, clock, windows, args, seed):
             step(batch)
 
 
-def label_of(who: str, args) -> str:
+def label_of(who: str, recipe: Recipe) -> str:
     if who.startswith("nn."):
-        size = f"{args.layers}x{args.hidden}" if args.layers > 1 else f"H{args.hidden}"
-        drop = f" dropout {args.dropout:g}" if args.dropout else ""
-        return f"{who} {size}{drop} B{args.batch} T{args.seq} Adam {args.lr:g} constant"
+        return f"{who} {recipe.label()}"
     path, *options = who.split(",")
     return " ".join([f"charrnn fit --config {path}", *options])
 
 
-def race(who: str, args, windows, seed: int) -> Clock:
+def race(who: str, args, recipe: Recipe, windows, seed: int) -> Clock:
     """One contestant, once: its clock holds the validation loss at each mark."""
     clock = Clock(args.marks, None)
     if who.startswith("nn."):
-        run_baseline(who[3:], clock, windows, args, seed)
+        run_baseline(who[3:], clock, windows, args, recipe, seed)
         return clock
     path, *options = who.split(",")
     sample = run_config(path, clock, windows, [*options, "--seed_everything", str(seed), *args.fit_args])
@@ -158,10 +240,15 @@ def spread(values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("contestants", nargs="+", help="configs/X.yaml, nn.RNN, nn.GRU or nn.LSTM")
+    parser.add_argument(
+        "contestants",
+        nargs="+",
+        help="configs/X.yaml[,--option=value...], nn.RNN, nn.GRU, nn.LSTM (+embedding)",
+    )
     parser.add_argument("--marks", type=float, nargs="+", default=[1, 3, 5], help="minutes")
     parser.add_argument("--runs", type=int, default=1, help="races of everyone, for the spread")
     parser.add_argument("--corpus", default="tinyshakespeare")
+    parser.add_argument("--recipe", action="store_true", help="baselines take the first config's recipe")
     parser.add_argument("--batch", type=int, default=32, help="the baselines' batch size")
     parser.add_argument("--seq", type=int, default=50, help="the baselines' window")
     parser.add_argument("--hidden", type=int, default=256, help="the baselines' hidden size")
@@ -174,6 +261,14 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     windows = eval_windows(args.corpus)
+    configs = [who for who in args.contestants if not who.startswith("nn.")]
+    if args.recipe and not configs:
+        parser.error("--recipe takes the recipe of a config in the race: name one")
+    if args.recipe:
+        path, *options = configs[0].split(",")
+        recipe = Recipe.of_config(path, options)
+    else:
+        recipe = Recipe.plain(args)
     kept = keep_freed_memory()  # charrnn fit keeps it anyway; from the start, the baselines too
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; freed memory kept: {kept}; "
@@ -184,7 +279,7 @@ def main() -> None:
     for run in range(args.runs):
         for who in args.contestants:
             print(f"{who} (run {run + 1} of {args.runs}, seed {args.seed + run})", flush=True)
-            results[who].append(race(who, args, windows, args.seed + run))
+            results[who].append(race(who, args, recipe, windows, args.seed + run))
     marks = " | ".join(f"{m:g} min" for m in args.marks)
     what = "median (min to max) over runs" if args.runs > 1 else "one run"
     print(f"\nval loss in nats/char, {what}\n")
@@ -192,7 +287,7 @@ def main() -> None:
     for who, clocks in results.items():
         cells = " | ".join(spread([c.results[m] for c in clocks]) for m in args.marks)
         steps = "/".join(str(c.steps) for c in clocks)
-        print(f"| {label_of(who, args)} | {cells} | {steps} |")
+        print(f"| {label_of(who, recipe)} | {cells} | {steps} |")
     print("\nbits/char = nats / ln 2 = nats x %.3f" % (1 / math.log(2)))
 
 

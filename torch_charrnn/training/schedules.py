@@ -72,27 +72,29 @@ class WarmupCosineInTime(WarmupCosine):
     """``WarmupCosine`` for a wall-clock budget on a machine of any speed: its decay ends when
     ``minutes`` of training have passed, as timed on this machine.
 
-    ``total_steps`` is not given but measured: after ``skip_steps`` steps (the first ones are slow
-    to warm up) the schedule times the next ``measure_steps``, and sets ``total_steps`` to the
-    steps done plus those that fit at that pace in what is left of ``minutes`` from the first
-    step. Until then the rate follows the warmup (or stays at the base rate without one). Once set,
-    ``total_steps`` is part of the schedule's state, and so of every checkpoint: a resumed run
-    keeps it and does not measure again, so resuming stays exact.
+    The schedule keeps the cosine's progress (0 to 1) rather than a step count. After
+    ``skip_steps`` steps (the first ones are slow to warm up) it times every ``measure_steps``
+    steps, and each step past the warmup moves the progress by what is left of it divided by the
+    steps that fit, at the latest pace, in what is left of ``minutes``. On a steady machine that
+    is the cosine over a fixed number of steps; on one whose pace drifts (validation, checkpoints,
+    a machine that speeds up or slows down) the decay follows the clock and still ends with the
+    budget. Until the first timing the rate follows the warmup (or stays at the base rate without
+    one).
 
-    The trade-off: the first steps' pace stands for the whole run. Validation, checkpoints and the
-    monitor, which come later, and a machine whose speed drifts make the decay end a little early
-    or late; keep ``--trainer.max_time`` at the same budget as the hard stop (past
-    ``total_steps`` the rate stays at ``final_lr_ratio`` times the base rate).
+    The progress, the training seconds so far and the latest pace are the schedule's state, and
+    so part of every checkpoint: a resumed run takes the rate up where it was and spends only
+    what is left of the budget, as ``--trainer.max_time`` does. Keep ``max_time`` at the same
+    budget as the hard stop; past the end the rate stays at ``final_lr_ratio`` times the base.
 
     Args:
         minutes: the training budget the decay should fill.
         warmup_steps: steps of linear warmup from the start (0: none).
         final_lr_ratio: the learning rate at the end, as a share of the optimizer's base rate.
-        skip_steps: steps left out of the timing.
-        measure_steps: steps timed.
+        skip_steps: steps of each process left out of the timing.
+        measure_steps: steps per timing.
     """
 
-    PENDING = 2**62  # total_steps until it is measured: the cosine stays at its start
+    PENDING = 2**62  # total_steps until the first timing: the cosine stays at its start
 
     def __init__(
         self,
@@ -107,32 +109,53 @@ class WarmupCosineInTime(WarmupCosine):
         require(minutes > 0, f"`minutes` must be positive, got {minutes}")
         require(skip_steps >= 1 and measure_steps >= 1, "`skip_steps` and `measure_steps` must be positive")
         self.budget_s, self.skip_steps, self.measure_steps = 60.0 * minutes, skip_steps, measure_steps
-        self.measured = False  # whether total_steps is the measured one
-        self._started: float | None = None
+        self.progress = 0.0  # of the cosine: 0 at the end of the warmup, 1 at the end of the budget
+        self.elapsed_s = 0.0  # training seconds before the last step ended, over every process
+        self.pace: float | None = None  # seconds a step, as last timed
+        self.measured = False  # whether total_steps is an estimate from a timing
+        self._last: float | None = None  # this process's clock at the end of the last step
+        self._steps_here = 0  # steps ended in this process
         self._timing_from: float | None = None
         super().__init__(optimizer, self.PENDING, warmup_steps, final_lr_ratio, last_epoch)
 
     def step(self, epoch=None) -> None:
-        if not self.measured and self.last_epoch >= 0:  # a training step has just ended
-            self._time(self.last_epoch + 1, time.monotonic())
+        if self.last_epoch >= 0:  # a training step has just ended
+            self._advance(self.last_epoch + 1, time.monotonic())
         super().step(epoch)
 
-    def _time(self, done: int, now: float) -> None:
-        """``done`` steps are over at ``now``."""
-        if self._started is None:
-            self._started = now  # the end of the first step this process runs
-            self._first = done
-        if done == self._first + self.skip_steps:
+    def _advance(self, done: int, now: float) -> None:
+        """``done`` steps are over at ``now``: time them, and move the cosine on."""
+        if self._last is not None:  # the first step of a process is not counted: it warms up
+            self.elapsed_s += now - self._last
+        self._last = now
+        self._steps_here += 1
+        if self._steps_here == self.skip_steps:
             self._timing_from = now
-        elif self._timing_from is not None and done == self._first + self.skip_steps + self.measure_steps:
-            pace = (now - self._timing_from) / self.measure_steps  # seconds a step
-            left = self.budget_s - (now - self._started)  # a run resumed before this counts from its restart
-            self.total_steps = max(done + 1, done + int(left / pace))
-            self.warmup_steps = min(self.warmup_steps, self.total_steps - 1)
-            self.measured = True
+        elif self._timing_from is not None and (self._steps_here - self.skip_steps) % self.measure_steps == 0:
+            self.pace = (now - self._timing_from) / self.measure_steps
+            self._timing_from = now
+        if self.pace is None:
+            return
+        steps_left = max(0.0, self.budget_s - self.elapsed_s) / self.pace  # that fit at the latest pace
+        self.total_steps = done + math.ceil(steps_left)
+        if done <= self.warmup_steps:  # the first step after the warmup runs at the base rate
+            pass
+        elif not self.measured:  # the first timing: as if the decay had followed it since the warmup
+            self.progress = (done - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
+        else:
+            self.progress += (1.0 - self.progress) / max(1.0, steps_left)
+        self.warmup_steps = min(self.warmup_steps, max(done, self.total_steps - 1))
+        self.measured = True
+
+    def get_lr(self) -> list[float]:
+        if self.last_epoch < self.warmup_steps:
+            return super().get_lr()
+        cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, self.progress)))
+        factor = self.final_lr_ratio + (1.0 - self.final_lr_ratio) * cosine
+        return [base * factor for base in self.base_lrs]
 
     def state_dict(self) -> dict:
         state = super().state_dict()
-        for key in ("_started", "_timing_from", "_first"):  # this process's clock means nothing to another
+        for key in ("_last", "_steps_here", "_timing_from"):  # this process's clock means nothing to another
             state.pop(key, None)
         return state
