@@ -24,8 +24,9 @@ MODULES = {"tanh": "RNN", "gru": "GRU", "lstm": "LSTM"}  # each cell's torch.nn 
 
 class TorchRNN(nn.Module):
     """The baseline: PyTorch's nn.RNN/nn.GRU/nn.LSTM and an nn.Linear on one-hot characters (the
-    same model as CharRNN's), or with ``embedding`` on an ``nn.Embedding(V, H)`` (as people write
-    it); ``forward(inputs, state) -> (logits, state)`` with the state a tuple, as CharRNN's.
+    same model as CharRNN's, ``input_std`` as its option), or with ``embedding`` on an
+    ``nn.Embedding(V, H)`` (as people write it); ``forward(inputs, state) -> (logits, state)``
+    with the state a tuple, as CharRNN's.
 
     ``dropout`` goes where CharRNN's does: between layers (the module's own ``dropout``) and on
     the top layer's h before the output layer (an ``nn.Dropout``)."""
@@ -38,12 +39,15 @@ class TorchRNN(nn.Module):
         num_layers: int = 1,
         dropout: float = 0.0,
         embedding: bool = False,
+        input_std: float | None = None,
     ):
         super().__init__()
         between = dropout if num_layers > 1 else 0.0  # nn.* warns about dropout with one layer
         self.embed = nn.Embedding(vocab_size, hidden_size) if embedding else None
         width = hidden_size if embedding else vocab_size
         self.rnn = getattr(nn, kind)(width, hidden_size, num_layers, batch_first=True, dropout=between)
+        if input_std is not None and not embedding:  # CharRNN's input_std: the same model
+            nn.init.normal_(self.rnn.weight_ih_l0, 0.0, input_std)
         self.drop = nn.Dropout(dropout) if dropout else nn.Identity()
         self.out = nn.Linear(hidden_size, vocab_size)
         self.vocab_size = vocab_size
@@ -194,6 +198,7 @@ def train_for_chars(corpus: str, chars: int, seed: int, **cfg) -> dict:
         lr=cfg["lr"],
         whh_scale=cfg["whh_scale"],
         forget_bias=cfg.get("forget_bias", 0.0),
+        input_std=cfg.get("input_std"),
         vocab=data.vocab,
     )
     steps = max(1, chars // (cfg["batch_size"] * cfg["seq_len"]))

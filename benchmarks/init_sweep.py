@@ -1,11 +1,18 @@
-"""How the gated cells should start: PyTorch's U(-1/sqrt(H), 1/sqrt(H)) (the baseline to beat)
-against an LSTM forget-gate bias, each at two Adagrad learning rates.
+"""How the cells should start: PyTorch's U(-1/sqrt(H), 1/sqrt(H)) (the baseline to beat)
+against an LSTM forget-gate bias, each at two Adagrad learning rates; and (``--input-std``) how
+loud layer 0's character rows should start, for every cell.
 
 Every run trains on the same characters of tinyshakespeare through Lightning ``fit`` (float32,
 clipping 5, Adagrad) and reports the validation loss, so the variants compare by how much they
 learn per character. Set $CHARRNN_CACHE to a folder holding tinyshakespeare.txt to run offline.
 
     python benchmarks/init_sweep.py --chars 1000000
+
+``--input-std`` trains each cell at the 5-minute configs' shape (H=256, B=32, T=64, Adam 3e-3,
+200 steps of warmup and a cosine over the run) with ``--model.input_std`` unset (the cell's own
+init) and at each value given:
+
+    python benchmarks/init_sweep.py --chars 1638400 --seeds 0 --input-std 0.3 1 2 3
 """
 
 from __future__ import annotations
@@ -27,13 +34,34 @@ VARIANTS = [
 ]
 
 
+INPUT_SHAPE = {"hidden_size": 256, "batch_size": 32, "seq_len": 64, "whh_scale": 0.01}
+INPUT_RECIPE = {"optimizer": "Adam", "lr": 3e-3, "schedule": "cosine"}
+
+
+def sweep_input_std(args) -> None:
+    base = {**INPUT_SHAPE, **INPUT_RECIPE}
+    print(f"training characters per run: {args.chars:,}; base: {base}; seeds {args.seeds}\n")
+    print("| cell | input_std | val loss (nats), mean over seeds | val bpc |\n|---|---|---|---|")
+    for cell in ("tanh", "gru", "lstm"):
+        for std in [None, *args.input_std]:
+            cfg = {**base, "cell": cell, "input_std": std}
+            runs = [train_for_chars(args.corpus, args.chars, seed, **cfg) for seed in args.seeds]
+            val = sum(r["val_loss"] for r in runs) / len(runs)
+            label = "the cell's own" if std is None else f"{std:g}"
+            print(f"| {cell} | {label} | {val:.3f} | {val / math.log(2):.3f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", default="tinyshakespeare")
     parser.add_argument("--chars", type=int, default=1_000_000, help="training characters per run")
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1])
+    parser.add_argument("--input-std", type=float, nargs="*", help="sweep input_std instead, every cell")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
+    if args.input_std is not None:
+        sweep_input_std(args)
+        return
     print(f"training characters per run: {args.chars:,}; base: {BASE}; seeds {args.seeds}\n")
     print("| cell | lr | forget_bias | val loss (nats), mean over seeds | val bpc | chars/s |")
     print("|---|---|---|---|---|---|")

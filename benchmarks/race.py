@@ -11,7 +11,8 @@ Contestants:
   dropout where CharRNN puts it) trained in a plain loop on the same streams (``CharDataModule``),
   state carried between windows and reset at each epoch; ``nn.LSTM+embedding`` reads an
   ``nn.Embedding(V, H)`` instead, as people write it. With ``--recipe`` the baselines are trained
-  with the recipe of the race's (first) config: its hidden size, layers, dropout, batch, window,
+  with the recipe of the race's (first) config: its hidden size, layers, dropout, ``input_std``
+  (the one-hot baseline's ``weight_ih_l0`` starts as CharRNN's layer 0 does), batch, window,
   clipping, optimizer and rate, and its schedule (the same class: a ``WarmupCosineInTime`` ends
   its decay at the same minutes, timed on the baseline's own pace), options after its commas
   included. That is the comparison the project must win: a lead from the engine's speed, not
@@ -20,7 +21,9 @@ Contestants:
 
 ``--runs N`` races everyone N times (seeds ``--seed`` to ``--seed + N - 1``; configs get them as
 ``--seed_everything``), round by round, so that a slow spell of the machine falls on every
-contestant alike; the table gives the median and the range over runs at each mark.
+contestant alike; the table gives the median and the range over runs at each mark, and how far
+the last mark is above the best one (``end - best``: more marks, ``--marks 1 2 3 4 5``, show
+whether the last minutes were spent overfitting).
 
 The clock counts training time from the first step; it stops while the race itself measures. The
 measurement is the same for everyone: the mean cross-entropy over the whole validation split
@@ -128,6 +131,7 @@ class Recipe:
     hidden: int
     layers: int
     dropout: float
+    input_std: float | None
     batch: int
     seq: int
     clip: float | None
@@ -137,7 +141,7 @@ class Recipe:
     @classmethod
     def plain(cls, args) -> Recipe:
         adam = {"class_path": "torch.optim.Adam", "init_args": {"lr": args.lr}}
-        return cls(args.hidden, args.layers, args.dropout, args.batch, args.seq, 5.0, adam, None)
+        return cls(args.hidden, args.layers, args.dropout, None, args.batch, args.seq, 5.0, adam, None)
 
     @classmethod
     def of_config(cls, path: str, options: list[str]) -> Recipe:
@@ -163,6 +167,7 @@ class Recipe:
             get(model, "hidden_size"),
             get(model, "num_layers"),
             get(model, "dropout"),
+            get(model, "input_std"),
             get(data, "batch_size"),
             get(data, "seq_len"),
             trainer.get("gradient_clip_val", 5.0),
@@ -170,9 +175,10 @@ class Recipe:
             cfg.get("lr_scheduler"),
         )
 
-    def label(self) -> str:
+    def label(self, embedding: bool = False) -> str:
         size = f"{self.layers}x{self.hidden}" if self.layers > 1 else f"H{self.hidden}"
         drop = f" dropout {self.dropout:g}" if self.dropout else ""
+        drop += f" input_std {self.input_std:g}" if self.input_std is not None and not embedding else ""
         lr = self.optimizer.get("init_args", {}).get("lr")
         optimizer = self.optimizer["class_path"].rsplit(".", 1)[-1] + (f" {lr:g}" if lr else "")
         schedule = self.schedule["class_path"].rsplit(".", 1)[-1] if self.schedule else "constant"
@@ -200,7 +206,9 @@ def run_baseline(kind, clock, windows, args, recipe: Recipe, seed):
     data.prepare_data()
     data.setup()
     kind, _, embedding = kind.partition("+")
-    model = TorchRNN(kind, data.vocab_size, recipe.hidden, recipe.layers, recipe.dropout, bool(embedding))
+    model = TorchRNN(
+        kind, data.vocab_size, recipe.hidden, recipe.layers, recipe.dropout, bool(embedding), recipe.input_std
+    )
     clock.measure = lambda: _eval_model(model, windows)
     optimizer = _instance(recipe.optimizer, model.parameters())
     schedule = _instance(recipe.schedule, optimizer) if recipe.schedule else None
@@ -215,7 +223,7 @@ def run_baseline(kind, clock, windows, args, recipe: Recipe, seed):
 
 def label_of(who: str, recipe: Recipe) -> str:
     if who.startswith("nn."):
-        return f"{who} {recipe.label()}"
+        return f"{who} {recipe.label(embedding=who.endswith('+embedding'))}"
     path, *options = who.split(",")
     return " ".join([f"charrnn fit --config {path}", *options])
 
@@ -283,11 +291,13 @@ def main() -> None:
     marks = " | ".join(f"{m:g} min" for m in args.marks)
     what = "median (min to max) over runs" if args.runs > 1 else "one run"
     print(f"\nval loss in nats/char, {what}\n")
-    print(f"| contestant | {marks} | steps |\n|---|{'---|' * len(args.marks)}---|")
+    print(f"| contestant | {marks} | end - best | steps |\n|---|{'---|' * len(args.marks)}---|---|")
     for who, clocks in results.items():
         cells = " | ".join(spread([c.results[m] for c in clocks]) for m in args.marks)
         steps = "/".join(str(c.steps) for c in clocks)
-        print(f"| {label_of(who, recipe)} | {cells} | {steps} |")
+        # how far the end is from the best mark, run by run: above 0 the last minutes were wasted
+        wasted = spread([c.results[args.marks[-1]] - min(c.results.values()) for c in clocks])
+        print(f"| {label_of(who, recipe)} | {cells} | {wasted} | {steps} |")
     print("\nbits/char = nats / ln 2 = nats x %.3f" % (1 / math.log(2)))
 
 

@@ -51,6 +51,21 @@ def test_tanh_parameters_are_initialised_as_specified():
     assert abs(layer.W_xh.std().item() - 0.05) < 0.005 and abs(model.W_hy.std().item() - 0.05) < 0.005
 
 
+@pytest.mark.parametrize("cell", ["tanh", "gru", "lstm"])
+def test_input_std_draws_layer_0s_character_rows_and_nothing_else(cell):
+    torch.manual_seed(0)
+    plain = CharRNN(vocab_size=60, hidden_size=50, cell=cell, num_layers=2)
+    torch.manual_seed(0)
+    loud = CharRNN(vocab_size=60, hidden_size=50, cell=cell, num_layers=2, input_std=1.5)
+    assert abs(loud.layers[0].W_xh.std().item() - 1.5) < 0.1
+    assert abs(loud.layers[0].W_xh.mean().item()) < 0.1
+    assert plain.layers[0].W_xh.std().item() < 0.2  # the cell's own init is far smaller
+    for name in ("layers.0.W_hh", "layers.0.b_h", "layers.1.W_xh", "layers.1.W_hh"):
+        torch.testing.assert_close(loud.get_parameter(name), plain.get_parameter(name), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="`input_std` must be non-negative, got -1"):
+        CharRNN(vocab_size=5, input_std=-1)
+
+
 def test_an_unknown_cell_names_the_known_ones():
     with pytest.raises(ValueError, match="`cell` must be one of tanh, gru, lstm, got 'rnn'"):
         CharRNN(vocab_size=5, cell="rnn")
