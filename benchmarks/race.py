@@ -39,7 +39,6 @@ ends before a mark (its ``max_steps``) is measured at its end and keeps that val
 from __future__ import annotations
 
 import argparse
-import importlib
 import inspect
 import logging
 import math
@@ -53,6 +52,7 @@ import lightning as L
 import torch
 import yaml
 from harness import EVAL_B, EVAL_T, BareStep, TorchRNN, eval_windows, fit_with, val_loss
+from lightning.pytorch.cli import instantiate_class
 
 from torch_charrnn import CharDataModule, CharRNN
 from torch_charrnn.training.memory import keep_freed_memory
@@ -193,11 +193,6 @@ def _defaults(cls) -> dict:
     }
 
 
-def _instance(spec: dict, *args):
-    module, _, name = spec["class_path"].rpartition(".")
-    return getattr(importlib.import_module(module), name)(*args, **spec.get("init_args", {}))
-
-
 def run_baseline(kind, clock, windows, args, recipe: Recipe, seed):
     """PyTorch's module in a plain loop, trained with ``recipe`` on the same streams and carried
     state as charrnn fit, every epoch starting the streams from zero."""
@@ -210,8 +205,8 @@ def run_baseline(kind, clock, windows, args, recipe: Recipe, seed):
         kind, data.vocab_size, recipe.hidden, recipe.layers, recipe.dropout, bool(embedding), recipe.input_std
     )
     clock.measure = lambda: _eval_model(model, windows)
-    optimizer = _instance(recipe.optimizer, model.parameters())
-    schedule = _instance(recipe.schedule, optimizer) if recipe.schedule else None
+    optimizer = instantiate_class(model.parameters(), recipe.optimizer)  # as LightningCLI builds them
+    schedule = instantiate_class(optimizer, recipe.schedule) if recipe.schedule else None
     step = BareStep(model, optimizer, clip=recipe.clip, scheduler=schedule)
     while clock.marks:
         step.state = None  # every epoch starts the streams from zero

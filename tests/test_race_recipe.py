@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.cli import instantiate_class
 
 from torch_charrnn.data.corpus import builtin_text
 
@@ -73,7 +74,7 @@ def test_the_baselines_recipe_is_what_charrnn_fit_trains_with(tmp_path, config, 
     else:  # an optimizer alone (the config's, or the model's own Adagrad)
         optimizer, schedule = configured, None
     params = [torch.nn.Parameter(torch.zeros(2))]
-    mine = race._instance(recipe.optimizer, params)
+    mine = instantiate_class(params, recipe.optimizer)
     assert type(mine) is type(optimizer)
     assert {k: v for k, v in mine.defaults.items() if k != "params"} == {
         k: v for k, v in optimizer.defaults.items() if k != "params"
@@ -81,7 +82,7 @@ def test_the_baselines_recipe_is_what_charrnn_fit_trains_with(tmp_path, config, 
     if schedule is None:
         assert recipe.schedule is None
         return
-    theirs = race._instance(recipe.schedule, mine)
+    theirs = instantiate_class(mine, recipe.schedule)
     assert type(theirs) is type(schedule)
     for name in ("total_steps", "warmup_steps", "final_lr_ratio", "budget_s"):
         assert getattr(theirs, name, None) == getattr(schedule, name, None), name

@@ -80,7 +80,7 @@ class CharRNN(L.LightningModule):
             gives each character one row; a larger start (about 1 to 2) lets the characters speak
             louder than PyTorch's U(-1/sqrt(H), 1/sqrt(H)), as an ``nn.Embedding``'s N(0, 1)
             before ``nn.LSTM`` does, and the model learns faster per step
-            (``benchmarks/race.py``).
+            (``benchmarks/init_sweep.py --input-std``).
         dropout: inverted dropout's probability p on the h each layer passes on (to the layer
             above, and from the top layer to the output layer), in training only; the recurrence
             is never dropped. 0 (the default) leaves the model as it was, bit for bit. The masks

@@ -28,8 +28,12 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int = 0, final_lr_r
     ``final_lr_ratio`` after it."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return final_lr_ratio + (1.0 - final_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return cosine((step - warmup_steps) / max(1, total_steps - warmup_steps), final_lr_ratio)
+
+
+def cosine(progress: float, final_lr_ratio: float = 0.0) -> float:
+    """Half a cosine from 1 at ``progress`` 0 down to ``final_lr_ratio`` at 1 (and after it)."""
+    return final_lr_ratio + (1.0 - final_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 class WarmupCosine(LRScheduler):
@@ -138,20 +142,18 @@ class WarmupCosineInTime(WarmupCosine):
             return
         steps_left = max(0.0, self.budget_s - self.elapsed_s) / self.pace  # that fit at the latest pace
         self.total_steps = done + math.ceil(steps_left)
-        if done <= self.warmup_steps:  # the first step after the warmup runs at the base rate
-            pass
-        elif not self.measured:  # the first timing: as if the decay had followed it since the warmup
-            self.progress = (done - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
-        else:
-            self.progress += (1.0 - self.progress) / max(1.0, steps_left)
+        if done > self.warmup_steps:  # the first step after the warmup runs at the base rate
+            if self.measured:
+                self.progress += (1.0 - self.progress) / max(1.0, steps_left)
+            else:  # the first timing: as if the decay had followed it since the warmup
+                self.progress = (done - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
         self.warmup_steps = min(self.warmup_steps, max(done, self.total_steps - 1))
         self.measured = True
 
     def get_lr(self) -> list[float]:
         if self.last_epoch < self.warmup_steps:
             return super().get_lr()
-        cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, self.progress)))
-        factor = self.final_lr_ratio + (1.0 - self.final_lr_ratio) * cosine
+        factor = cosine(self.progress, self.final_lr_ratio)
         return [base * factor for base in self.base_lrs]
 
     def state_dict(self) -> dict:
