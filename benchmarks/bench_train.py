@@ -227,7 +227,9 @@ def peak_memory_mib(cell, kind, B, T, H, device, dtype):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument(
+        "--dtype", nargs="+", choices=["fp32", "bf16"], default=["fp32"], help="one table each, in turn"
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--cells", nargs="*", default=list(MODULES), choices=list(MODULES))
     parser.add_argument(
@@ -247,14 +249,21 @@ def main():
     parser.add_argument("--no-numpy", action="store_true")
     parser.add_argument("--no-autograd", action="store_true")
     args = parser.parse_args()
-    named_configs = args.configs is not None
+    args.named_configs = args.configs is not None
     args.configs = args.configs or [c for c in CONFIGS if c != "B1 T1 H1"]
     warnings.filterwarnings("ignore")
+    for i, dtype in enumerate(args.dtype):
+        print("\n" if i else "", end="")
+        table(args, dtype)
+
+
+def table(args, dtype: str) -> None:
+    """Every variant against PyTorch's module in ``dtype``, and Lightning's overhead, as tables."""
     device = torch.device(args.device)
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"{torch.get_num_threads()} threads"
     kept = keep_freed_memory()  # as charrnn fit does, for every variant (memory is measured apart)
     print(
-        f"torch {torch.__version__}, device {device} ({where}), {args.dtype}, {args.rounds} rounds, medians; "
+        f"torch {torch.__version__}, device {device} ({where}), {dtype}, {args.rounds} rounds, medians; "
         f"freed memory kept: {kept}\n"
     )
     print(
@@ -268,19 +277,19 @@ def main():
         kinds = ["manual", "fused"] + ([] if args.no_autograd else ["autograd"])
         kinds += ["lightning", "lightning+fused", module]
         kinds += ["manual+graph"] if device.type == "cuda" else []
-        kinds += [] if args.no_numpy or args.dtype == "bf16" else ["numpy"]
+        kinds += [] if args.no_numpy or dtype == "bf16" else ["numpy"]
         for name in args.configs:
-            if cell != "tanh" and name not in GATED_CONFIGS and not named_configs:
+            if cell != "tanh" and name not in GATED_CONFIGS and not args.named_configs:
                 continue
             B, T, H = CONFIGS[name]
             budget = args.budget or (2.0 if device.type == "cpu" else 0.5)  # seconds a variant a round
             steps = {
-                k: Step(cell, k, B, T, H, device, args.dtype)
+                k: Step(cell, k, B, T, H, device, dtype)
                 for k in kinds
                 if k not in ("lightning", "lightning+fused", "manual+graph")
             }
             if "manual+graph" in kinds:
-                steps["manual+graph"] = GraphStep(cell, B, T, H, device, args.dtype)
+                steps["manual+graph"] = GraphStep(cell, B, T, H, device, dtype)
             per_step, missing = {}, {}
             for k, step in steps.items():
                 try:
@@ -304,7 +313,7 @@ def main():
                     if k.startswith("lightning"):
                         bptt = "fused" if k == "lightning+fused" else "manual"
                         lightning, bare = time_lightning(
-                            cell, B, T, H, n[k], device, args.dtype, steps[bptt], bptt
+                            cell, B, T, H, n[k], device, dtype, steps[bptt], bptt
                         )
                         times[k].append(lightning)
                         paired_bare[k].append(bare)
@@ -319,7 +328,7 @@ def main():
                 mem = (
                     ""
                     if args.no_memory or k in ("lightning", "lightning+fused", "manual+graph")
-                    else f"{peak_memory_mib(cell, k, B, T, H, device, args.dtype):.0f}"
+                    else f"{peak_memory_mib(cell, k, B, T, H, device, dtype):.0f}"
                 )
                 vs = (
                     f"{statistics.median(ref) / t:.2f}x | {rounds[0]:.2f}x to {rounds[-1]:.2f}x"
