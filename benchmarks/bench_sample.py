@@ -15,7 +15,7 @@ import torch
 
 import reference_numpy as rn
 from torch_charrnn.rnn.cells import get_cell
-from torch_charrnn.rnn.sampling import generate
+from torch_charrnn.rnn.generation import generate
 
 V, H = 65, 256
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 
 from torch_charrnn import CharRNN
-from torch_charrnn.cli.checkpoint import checkpoint_weights, read_checkpoint
 from torch_charrnn.data.corpus import fetch_tinyshakespeare
 from torch_charrnn.data.encoded import encode
-from torch_charrnn.rnn.sampling import generate
+from torch_charrnn.rnn.generation import generate
 from torch_charrnn.rnn.scoring import surprisal
+from torch_charrnn.training.checkpoints.reading import checkpoint_weights, read_checkpoint
 
 
 def rates(weights, cell, ids: torch.Tensor) -> tuple[float, float]:

@@ -1,5 +1,5 @@
 """Where Lightning's own time goes in a training step, block by block, at several shapes in one
-process: the figures behind the README's account of Lightning's share at B32 T50.
+process.
 
 ``bench_train.py`` gives the whole difference between a ``Trainer.fit`` step and its bare step;
 this splits Lightning's part of it. Each block is timed around its call in every step of a fit

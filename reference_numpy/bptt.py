@@ -1,13 +1,20 @@
 """Truncated BPTT over one window, for any cell and any depth, in plain NumPy.
 
-Mirrors ``torch_charrnn/rnn/bptt.py`` function by function: ``run_layers`` (every layer over the
-window), ``forward`` (and the output layer) and ``backward`` (the hand-written BPTT), with the same
-names, the same order, row vectors and time-major work (T, B, ...). For each layer the input
-projection of the whole window comes first (a gather of W_xh rows for layer 0, which reads
-characters; one matmul for a layer above, which reads h of the layer below), then the recurrence
-alone in the time loop, one cell step at a time; the output projection of the top layer is one
-matmul. The backward pass walks the same loops in reverse, each cell step through the cell's own
-``step_backward``; weight gradients are one matmul per window, not per step.
+Mirrors ``torch_charrnn/rnn/bptt.py`` function by function, with the same names in the same order:
+``run_layers`` (every layer over the window, ``input_share`` then ``step_by_step``), the forward
+with the output layer, and ``backward``, which walks the layers from the top (``through_dropout``,
+then ``layer_backward``: the loop over time in ``loop_backward``, then ``input_weight_grads`` and
+``recurrent_weight_grad``, one product each per window). Row vectors and time-major work (T, B, ...)
+throughout. Exactly where the two differ:
+
+- torch keeps ``input_share`` in ``cells/common.py`` and the two weight gradients in
+  ``weight_grads.py``, which its cells' C++ kernels (a second path, ``Tape.kernel``) share;
+- NumPy's ``forward`` is torch's ``forward_autograd`` (and ``ManualBPTT.forward``);
+- NumPy's ``backward`` forms dL/dlogits of the mean cross-entropy itself, and nothing flows into
+  the last state from after the window; torch's is handed both by autograd;
+- torch alone has what autograd and the devices need: ``ManualBPTT``, ``flatten``/``unflatten``,
+  ``forward_manual`` and ``dropout_masks`` (NumPy is handed its masks), and the monitor's
+  per-step ``steps``; NumPy alone has ``log_softmax`` and ``loss_and_grads``.
 
     state: a tuple of (L, B, H) arrays, ``(h,)`` or ``(h, c)`` (the cell's STATE)
     layers: one dict of arrays per layer, {"W_xh", "W_hh", "b_h", ...}
@@ -22,7 +29,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from reference_numpy.cells import get_cell
+from reference_numpy.cells import extra_grads, get_cell
 
 
 class Tape(NamedTuple):
@@ -31,8 +38,8 @@ class Tape(NamedTuple):
     below: np.ndarray  # the layer's input: indices (T, B) for layer 0, the layer below's h (T, B, H)
     h0: np.ndarray  # its initial h (B, H)
     hs: np.ndarray  # h_t of every step (T, B, H)
-    caches: list  # what each step's ``step_backward`` reads
     mask: np.ndarray | None  # the dropout mask on the h it passes on (T, B, H), scaled; None without
+    caches: list  # each step's cache, in order, as its ``step_backward`` reads it
 
 
 def log_softmax(logits):
@@ -55,27 +62,41 @@ def run_layers(inputs, state, layers, cell="tanh", masks=None):
     from the top, to the output layer; the recurrence itself is never dropped."""
     c = get_cell(cell)
     x = inputs.T  # (T, B), time-major
-    below, H = x, state[0].shape[-1]
+    below = x
     tape, last = [], []
     for l, p in enumerate(layers):
-        if l == 0:
-            a = p["W_xh"][x] + p["b_h"]  # (T, B, G*H): one-hot rows, gathered
-        else:
-            a = below @ p["W_xh"] + p["b_h"]  # (T, B, G*H): the layer below's h, one matmul
         s = tuple(st[l] for st in state)
-        # with one gate block h_t overwrites the input share a_t its own step has consumed; with
-        # more, h goes to a buffer of its own
-        hs = a if c.GATES == 1 else np.empty(a.shape[:-1] + (H,), dtype=a.dtype)
-        caches = []
-        for t in range(x.shape[0]):  # the recurrence alone
-            s, cache = c.step(a[t], s, p, out=hs[t])
-            caches.append(cache)
         mask = None if masks is None else masks[l]
-        tape.append(Tape(below, state[0][l], hs, caches, mask))
+        a = input_share(below, p)  # (T, B, G*H): characters' rows gathered, or one matmul
+        hs, s, caches = step_by_step(a, s, p, c)
+        tape.append(Tape(below, state[0][l], hs, mask, caches))
         last.append(s)
         below = hs if mask is None else hs * mask  # dropout on what it passes on
     state_last = tuple(np.stack([s[k] for s in last]) for k in range(len(c.STATE)))  # each (L, B, H)
     return below, state_last, tape
+
+
+def input_share(below, p):
+    """a (T, B, G*H) = x_t W_xh + b_h for a whole window, from the layer's input: for the first
+    layer, characters (T, B), whose one-hot rows are gathered; above it, the h of the layer below
+    (T, B, H), one matmul."""
+    if below.dtype.kind == "f":
+        return below @ p["W_xh"] + p["b_h"]
+    return p["W_xh"][below] + p["b_h"]
+
+
+def step_by_step(a, s, p, c):
+    """One layer's recurrence, a cell step at a time, from its input shares a (T, B, G*H): h of
+    every step (T, B, H), the last state and each step's cache."""
+    # with one gate block h_t overwrites the input share a_t its own step has consumed; with more,
+    # h goes to a buffer of its own
+    H = s[0].shape[-1]
+    hs = a if c.GATES == 1 else np.empty(a.shape[:-1] + (H,), dtype=a.dtype)
+    caches = []
+    for t in range(a.shape[0]):  # the recurrence alone
+        s, cache = c.step(a[t], s, p, out=hs[t])
+        caches.append(cache)
+    return hs, s, caches
 
 
 def forward(params, inputs, state, cell="tanh", masks=None):
@@ -90,6 +111,7 @@ def backward(params, inputs, targets, logits, tape, cell="tanh"):
     gradient w.r.t. the initial state (a tuple like the state)."""
     c = get_cell(cell)
     layers, W_hy = params["layers"], params["W_hy"]
+    # torch's backward is handed dL/dlogits by autograd; here it is formed: p - onehot(y), over B*T
     B, T = inputs.shape
     dlogits = np.exp(log_softmax(logits))  # softmax, (B, T, V)
     np.put_along_axis(
@@ -107,46 +129,82 @@ def backward(params, inputs, targets, logits, tape, cell="tanh"):
     dhs = (dy @ W_hy.T).reshape(T, B, H)  # the output's share of dL/dh_t
     layer_grads, dstate0 = [], []
     for l in reversed(range(len(layers))):
-        p, (below, h0, hs, caches, mask) = layers[l], tape[l]
-        if mask is not None:
-            dhs = dhs * mask  # backprop through dropout: d(h * m)/dh = m, the same mask
-        W_hh_t = p["W_hh"].T
-        rest = tuple(np.zeros_like(h0) for _ in c.STATE[1:])  # nothing flows in from after the window
-        dh0 = np.zeros_like(h0)
-        G_H = p["W_hh"].shape[1]
-        # dL/da_t; with one gate block, written over dL/dh_t
-        dA = dhs if c.GATES == 1 else np.empty((T, B, G_H), dtype=hs.dtype)
-        dU = None  # dL/du_t: dA itself where a cell adds a and u
-        for t in reversed(range(T)):
-            # dhs[t] holds dL/dh_t whole: its output's share plus, added below, the step after it
-            da, du, direct = c.step_backward((dhs[t], *rest), caches[t], p, dA[t])
-            if du is not da:
-                dU = np.empty_like(dA) if dU is None else dU
-                dU[t] = du
-            dh_prev = dhs[t - 1] if t > 0 else dh0
-            dh_prev += du @ W_hh_t  # backprop into h_{t-1} through u = h_{t-1} W_hh
-            if direct[0] is not None:
-                dh_prev += direct[0]  # and around it (GRU's z * dh)
-            rest = direct[1:]  # backprop into c_{t-1}
-        dU = dA if dU is None else dU
-        dA2, dU2 = dA.reshape(T * B, G_H), dU.reshape(T * B, G_H)
-        h_prev = np.concatenate([h0[None], hs[:-1]]).reshape(T * B, H)  # h_{t-1} for every t
-        if l == 0:
-            dW_xh = np.zeros_like(p["W_xh"])
-            np.add.at(dW_xh, below.reshape(-1), dA2)  # backprop into the gathered rows
-        else:
-            dW_xh = below.reshape(T * B, -1).T @ dA2  # (H, G*H)
-            dhs = (dA2 @ p["W_xh"].T).reshape(T, B, H)  # backprop into the layer below's h
-        grads = {
-            "W_xh": dW_xh,
-            "W_hh": h_prev.T @ dU2,  # sum_t h_{t-1}^T du_t
-            "b_h": dA2.sum(axis=0),
-            **c.extra_grads(dA, dU, p),
-        }
+        p, layer = layers[l], tape[l]
+        if layer.mask is not None:
+            dhs = through_dropout(dhs, layer.mask)
+        last = (None,) * len(c.STATE)  # nothing flows in from after the window
+        dA, dstate, grads = layer_backward(dhs, last, layer, p, c)
+        if l > 0:
+            dhs = (dA.reshape(T * B, -1) @ p["W_xh"].T).reshape(T, B, H)  # backprop into the layer below's h
         layer_grads.insert(0, grads)
-        dstate0.insert(0, (dh0, *rest))
+        dstate0.insert(0, dstate)
     state = tuple(np.stack([d[k] for d in dstate0]) for k in range(len(c.STATE)))
     return {"layers": layer_grads, "W_hy": dW_hy, "b_y": db_y, "state": state}
+
+
+def through_dropout(dh, mask):
+    """Backprop through dropout, the h passed on being h * m: d(h * m)/dh = m, the same mask."""
+    return dh * mask
+
+
+def layer_backward(dhs, last, tape, p, c):
+    """One layer's hand-written BPTT: dL/da (T, B, G*H), the initial state's gradient and every
+    parameter gradient of the layer. The loop over time first, then each weight gradient in one
+    product."""
+    dA, dU, dstate = loop_backward(dhs, last, tape, p, c)
+    grads = {
+        **input_weight_grads(tape.below, dA, p),
+        "W_hh": recurrent_weight_grad(tape.h0, tape.hs, dU),
+        **extra_grads(c, dA, dU, p),
+    }
+    return dA, dstate, grads
+
+
+def loop_backward(dhs, last, tape, p, c):
+    """One layer's BPTT, step by step through the cell's ``step_backward``, from dhs (T, B, H), each
+    h_t's gradient from above, and ``last``, the last state's from after the window (None where
+    there is none): dL/da (T, B, G*H), dL/du (dL/da itself where a cell adds a and u) and the
+    gradient of the initial state (a tuple). With one gate block, dL/da overwrites dhs."""
+    T, B, H = dhs.shape
+    caches = tape.caches
+    W_hh_t = p["W_hh"].T
+    if last[0] is not None:
+        dhs[-1] += last[0]  # a gradient into the last h, from after the window
+    rest = tuple(np.zeros_like(tape.h0) if d is None else d for d in last[1:])
+    dh0 = np.zeros_like(tape.h0)
+    # dL/da_t; with one gate block, written over dL/dh_t (its share from above, read by then)
+    dA = dhs if c.GATES == 1 else np.empty((T, B, p["W_hh"].shape[1]), dtype=tape.hs.dtype)
+    dU = None  # dL/du_t: dA itself where a cell adds a and u
+    for t in reversed(range(T)):
+        # dhs[t] holds dL/dh_t whole: its output's share plus, added below, the step after it
+        da, du, direct = c.step_backward((dhs[t], *rest), caches[t], p, dA[t])
+        if du is not da:
+            dU = np.empty_like(dA) if dU is None else dU
+            dU[t] = du
+        dh_prev = dhs[t - 1] if t > 0 else dh0
+        dh_prev += du @ W_hh_t  # backprop into h_{t-1} through u = h_{t-1} W_hh
+        if direct[0] is not None:
+            dh_prev += direct[0]  # and around it (GRU's z * dh)
+        rest = direct[1:]  # backprop into c_{t-1}
+    return dA, dA if dU is None else dU, (dh0, *rest)
+
+
+def input_weight_grads(below, dA, p):
+    """The gradients of W_xh and b_h from dL/da (T, B, G*H) and the layer's input ``below``."""
+    T, B, G_H = dA.shape
+    dA2 = dA.reshape(T * B, G_H)
+    if below.dtype.kind == "f":  # a layer above, which read the h below: one product
+        return {"W_xh": below.reshape(T * B, -1).T @ dA2, "b_h": dA2.sum(axis=0)}
+    dW_xh = np.zeros_like(p["W_xh"])
+    np.add.at(dW_xh, below.reshape(-1), dA2)  # backprop into the gathered rows
+    return {"W_xh": dW_xh, "b_h": dA2.sum(axis=0)}
+
+
+def recurrent_weight_grad(h0, hs, dU):
+    """sum_t h_{t-1}ᵀ du_t, one product over [h0; hs[:-1]]."""
+    T, B, H = hs.shape
+    h_prev = np.concatenate([h0[None], hs[:-1]]).reshape(T * B, H)  # h_{t-1} for every t
+    return h_prev.T @ dU.reshape(T * B, -1)
 
 
 def loss_and_grads(params, inputs, targets, state, cell="tanh", masks=None):

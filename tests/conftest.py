@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, settings
 
 import reference_numpy as rn
 from torch_charrnn import CharRNN
+from torch_charrnn.cli.fit import FOREIGN_WARNINGS
 from torch_charrnn.data.corpus import builtin_text
 
 # Derandomized in CI so a red run is reproducible; deadline off because CPU timing varies.
@@ -19,6 +20,13 @@ settings.register_profile(
 )
 settings.register_profile("dev", deadline=None, max_examples=30, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+def pytest_configure(config):
+    """The warnings that are not ours, silenced in the tests as charrnn silences them (pytest puts
+    its own filters in front of those set on import)."""
+    for message, module in FOREIGN_WARNINGS:
+        config.addinivalue_line("filterwarnings", f"ignore:{message}::{module}")
 
 
 @pytest.fixture(autouse=True)

@@ -8,8 +8,8 @@ from conftest import CELLS, problems, through_model
 from hypothesis import example, given
 
 import reference_numpy as rn
+from torch_charrnn.cli.gradcheck import random_problem
 from torch_charrnn.rnn.backends import OWN_STEPS
-from torch_charrnn.rnn.gradcheck import random_problem
 
 
 @pytest.mark.parametrize("bptt", OWN_STEPS)

@@ -10,7 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch_charrnn import CharRNN
 from torch_charrnn.cli.fit import cli_main
 from torch_charrnn.cli.flags import with_flags
-from torch_charrnn.training.storage import last_checkpoint
+from torch_charrnn.training.checkpoints.writing import last_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -166,6 +166,24 @@ def test_the_progress_bar_redraws_every_10_steps_unless_turned_off_or_given(tmp_
     (bar,) = progress_bars(cli)
     assert bar.refresh_rate == 1
     assert cli.trainer.log_every_n_steps == 50  # metrics are written as often as Lightning's default
+
+
+def test_the_model_summary_counts_parameters_without_a_flops_column_unless_turned_off(tmp_path, caplog):
+    from lightning.pytorch.callbacks import ModelSummary
+
+    with caplog.at_level("INFO"):
+        cli = fit(tmp_path, "--trainer.max_steps=1", "--trainer.enable_model_summary=true")
+    summaries = [c for c in cli.trainer.callbacks if isinstance(c, ModelSummary)]
+    assert len(summaries) == 1  # ours in place of Lightning's, not beside it
+    said = caplog.text
+    assert "| Name " in said and "| Params |" in said and "Total params" in said
+    assert "Trainable params" in said and "FLOPs" not in said and "Total Flops" not in said
+    assert "Trainer already configured" not in said
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        cli = fit(tmp_path, "--trainer.max_steps=1")  # TINY turns the summary off
+    assert not [c for c in cli.trainer.callbacks if isinstance(c, ModelSummary)]
+    assert "Total params" not in caplog.text
 
 
 def config_paths():

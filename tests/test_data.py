@@ -41,7 +41,7 @@ def test_builtin_corpus_needs_no_download():
     T=st.integers(1, 9),
     val=st.sampled_from([0.0, 0.1, 0.2]),
 )
-def test_windows_follow_the_spec(n, B, T, val):
+def test_windows_are_the_numpy_references_over_contiguous_splits(n, B, T, val):
     text = "".join(chr(ord("a") + (i * 7) % 26) for i in range(n))
     data = CharDataModule(text=text, batch_size=B, seq_len=T, val_fraction=val, test_fraction=0.1)
     data.setup("fit")

@@ -13,10 +13,10 @@ from test_torch_modules import pytorch_module
 
 import reference_numpy as rn
 from torch_charrnn import CharRNN
+from torch_charrnn.cli.gradcheck import random_problem
 from torch_charrnn.errors import ConfigError
 from torch_charrnn.rnn.bptt import cross_entropy, dropout_masks, forward_autograd, forward_manual
 from torch_charrnn.rnn.cells import get_cell
-from torch_charrnn.rnn.gradcheck import random_problem
 
 TOL = {"rtol": 1e-10, "atol": 1e-12}
 

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 import reference_numpy as rn
 from torch_charrnn.cli.fit import cli_main
+from torch_charrnn.cli.gradcheck import random_problem
 from torch_charrnn.rnn.backends import BACKENDS
 from torch_charrnn.rnn.fused import fused_parameters
-from torch_charrnn.rnn.gradcheck import random_problem
 
 
 @given(**problems(scale=st.sampled_from([0.5, 3.0])))

@@ -1,5 +1,7 @@
 """The package's rooms and the one direction of their imports: the command line uses the Lightning
-glue, the glue uses the math and the data, the math and the data use neither (nor Lightning)."""
+glue, the glue uses the math and the data, the math and the data use neither (nor Lightning). Each
+module's name says its room once; the NumPy reference is imported by the gradient checker alone;
+Lightning's private names are used in two places only, each tested here."""
 
 import ast
 from pathlib import Path
@@ -14,7 +16,8 @@ NO_LIGHTNING = (
     "data/corpus.py",
     "data/encoded.py",
     "training/sampling.py",
-    "training/legacy.py",
+    "training/checkpoints/reading.py",
+    "training/checkpoints/legacy.py",
     "training/memory.py",
 )
 
@@ -46,3 +49,43 @@ def test_the_math_the_text_and_sampling_import_no_lightning(place):
     assert paths
     for path in paths:
         assert not {n for n in imports(path) if n.split(".")[0] in ("lightning", "torchmetrics")}, path
+
+
+def test_no_two_modules_of_the_package_share_a_name():
+    names = {}
+    for path in PACKAGE.rglob("*.py"):
+        if path.name != "__init__.py":
+            names.setdefault(path.stem, []).append(str(path.relative_to(PACKAGE)))
+    assert not {name: paths for name, paths in names.items() if len(paths) > 1}
+
+
+def test_only_the_gradient_checker_imports_the_numpy_reference():
+    importers = {
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if any(name.split(".")[0] == "reference_numpy" for name in imports(path))
+    }
+    assert importers == {"cli/gradcheck.py"}
+
+
+def test_the_two_private_lightning_names_the_package_uses_still_work_as_it_assumes():
+    """cli/fit.py's _parse_ckpt_path and cli/versions.py's logger._version (tested with Lightning
+    2.6): should Lightning rename or move either, the package would silently stop using it."""
+    import inspect
+
+    from lightning.pytorch.cli import LightningCLI
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from torch_charrnn.cli.fit import CharRNNCLI
+
+    init = inspect.getsource(LightningCLI.__init__)
+    parsed, read = init.find("self.parse_arguments("), init.find("self._parse_ckpt_path()")
+    assert 0 <= parsed < read < init.find("self.instantiate_classes()")
+    assert CharRNNCLI._parse_ckpt_path is not LightningCLI._parse_ckpt_path
+    assert not inspect.signature(LightningCLI._parse_ckpt_path).parameters.keys() - {"self"}
+
+    assert TensorBoardLogger("root")._version is None
+    assert TensorBoardLogger("root", version=3)._version == 3
+    logger = TensorBoardLogger("root")
+    logger._version = 7  # as claim_version sets it, before anything has asked for the version
+    assert logger.version == 7 and logger.log_dir.endswith("version_7")

@@ -8,9 +8,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from torch_charrnn import CharRNN
+from torch_charrnn.cli.gradcheck import random_problem
 from torch_charrnn.rnn.bptt import cross_entropy, flatten, forward_autograd, forward_manual
 from torch_charrnn.rnn.cells import get_cell
-from torch_charrnn.rnn.gradcheck import random_problem
 
 
 def leaves(V, H, B, T, scale, seed, cell, L, device="cpu"):

@@ -33,7 +33,7 @@ def test_forward_shapes_and_zero_default_state(cell, L):
 
 
 @pytest.mark.parametrize(("cell", "L"), CELL_DEPTHS)
-def test_parameters_are_named_as_the_spec_and_the_numpy_reference(cell, L):
+def test_parameters_are_named_as_the_numpy_reference_names_them(cell, L):
     model = CharRNN(vocab_size=6, hidden_size=4, cell=cell, num_layers=L)
     want = rn.named_arrays(rn.init_params(6, 4, np.random.default_rng(0), cell=cell, num_layers=L))
     mine = dict(model.named_parameters())
@@ -42,7 +42,7 @@ def test_parameters_are_named_as_the_spec_and_the_numpy_reference(cell, L):
     assert model.layers[L - 1].W_hh is mine[f"layers.{L - 1}.W_hh"]
 
 
-def test_tanh_parameters_are_initialised_as_specified():
+def test_tanh_parameters_start_identity_recurrent_small_input_and_zero_bias():
     torch.manual_seed(0)
     model = CharRNN(vocab_size=60, hidden_size=50, whh_scale=0.3, init_std=0.05)
     layer = model.layers[0]

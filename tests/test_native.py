@@ -11,10 +11,10 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from torch_charrnn import CharRNN
+from torch_charrnn.cli.gradcheck import random_problem
 from torch_charrnn.rnn import native, products
 from torch_charrnn.rnn.bptt import forward_manual, run_layers
 from torch_charrnn.rnn.cells import CELLS, get_cell
-from torch_charrnn.rnn.gradcheck import random_problem
 
 
 def window_gradients(loop, cell, L, V, H, B, T, scale, seed, dtype=torch.float64):
@@ -73,7 +73,7 @@ def test_float32_activations_stay_within_1e6_of_torchs_and_keep_nan_and_saturati
     for loop in ("C++", "torch"):
         with bptt_loop(loop), torch.no_grad():
             top, last, tape = run_layers(inputs, model.initial_state(2), layers, model.cell)
-        assert [layer.native for layer in tape] == [loop == "C++"] * 2
+        assert [layer.kernel is not None for layer in tape] == [loop == "C++"] * 2
         outs[loop] = (top, *last)
     top = outs["C++"][0]  # (T, B, H): character 3 comes at t = 5 in the first row, never in the second
     assert torch.isnan(top[5:, 0]).any() and not torch.isnan(top[:5]).any()
@@ -92,9 +92,9 @@ def test_the_cpp_loop_runs_on_a_cpu_and_the_torch_loop_under_autograd(cell):
     state = model.initial_state(2)
     with torch.no_grad():
         _, _, tape = run_layers(inputs, state, weights["layers"], model.cell)
-    assert [layer.native for layer in tape] == [True, True]
+    assert [layer.kernel is not None for layer in tape] == [True, True]
     _, _, tape = run_layers(inputs, state, weights["layers"], model.cell)
-    assert [layer.native for layer in tape] == [False, False]
+    assert [layer.kernel is not None for layer in tape] == [False, False]
     assert len(tape[0].caches) == 3
 
 
@@ -129,19 +129,42 @@ def test_the_packed_product_equals_addmm_and_is_used_only_where_it_pays():
     assert products.packed(W, 5) is None  # autograd on: the reordered copy would have no gradient
 
 
+@pytest.fixture(scope="module")
+def shares_check():
+    """``tests/csrc/shares_check.cpp``, built against the kernels' shares.h with their flags (not
+    shipped: the package's kernels are only what training runs)."""
+    from pathlib import Path
+
+    from torch.utils.cpp_extension import load
+
+    native.kernels()  # the same library namespace, charrnn: the kernels first
+    build = native.build_directory().with_name(native.build_directory().name + "-tests")
+    build.mkdir(parents=True, exist_ok=True)
+    load(
+        name="charrnn_shares_check",
+        sources=[str(Path(__file__).parent / "csrc" / "shares_check.cpp")],
+        extra_include_paths=[str(native.SOURCES[0].parent)],
+        extra_cflags=native.build_flags(),
+        extra_ldflags=native._openmp_flags(),
+        build_directory=str(build),
+        is_python_module=False,
+        verbose=False,
+    )
+    return torch.ops.charrnn.shares_check
+
+
 @pytest.mark.parametrize(("parts", "n"), [(2, 64), (3, 7), (5, 3), (2, 1)])
-def test_shares_cover_every_row_once_on_torchs_threads(parts, n):
+def test_shares_cover_every_row_once_on_torchs_threads(shares_check, parts, n):
     """The loops over time share out the streams, the weight gradients the columns (csrc/shares.h):
     every row to exactly one share (checked in C++), and the shares on PyTorch's threads at once,
     which takes the kernels being built with OpenMP: without it ATen's parallel_for runs every
     share on the calling thread (correct, and no faster)."""
-    ops = native.kernels()
     threads = torch.get_num_threads()
     together = min(parts, threads, n) if native._openmp_flags() else 1
-    assert ops.shares_check(parts, n) == together
+    assert shares_check(parts, n) == together
     torch.set_num_threads(1)
     try:
-        assert ops.shares_check(parts, n) == 1  # one thread runs every share
+        assert shares_check(parts, n) == 1  # one thread runs every share
     finally:
         torch.set_num_threads(threads)
 

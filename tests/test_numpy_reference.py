@@ -6,7 +6,7 @@ import torch
 from conftest import CELL_DEPTHS
 
 import reference_numpy as rn
-from torch_charrnn.rnn.gradcheck import random_problem
+from torch_charrnn.cli.gradcheck import random_problem
 
 SHAPES = [  # (V, H, B, T), the edges included
     (2, 1, 1, 1),
@@ -153,7 +153,7 @@ def test_rmsprop_step_matches_torch(lr, alpha, eps):
         np.testing.assert_allclose(state[name], opt.state[p]["square_avg"].numpy(), rtol=1e-13, err_msg=name)
 
 
-def test_init_params_follows_the_spec():
+def test_init_params_draws_identity_recurrence_small_input_and_zero_biases():
     params = rn.init_params(50, 40, np.random.default_rng(0), whh_scale=0.5, init_std=0.02, num_layers=2)
     first, second = params["layers"]
     np.testing.assert_array_equal(first["W_hh"], 0.5 * np.eye(40))
@@ -234,3 +234,32 @@ def test_warmup_cosine_matches_the_torch_scheduler_every_step():
     assert lrs[0] == pytest.approx(0.2 / 5) and lrs[4] == pytest.approx(0.2)  # warmup
     assert lrs[30] == lrs[39] == pytest.approx(0.02)  # the end of the decay, and flat after it
     assert all(a >= b for a, b in zip(lrs[4:31], lrs[5:31], strict=False)), "decays monotonically"
+
+
+def test_the_numpy_bptt_reads_function_by_function_like_torchs():
+    """reference_numpy/bptt.py's docstring says it mirrors torch's by name and order, and lists
+    exactly where they differ: this holds both to it."""
+    import inspect
+
+    import reference_numpy.bptt as numpy_bptt
+    from torch_charrnn.rnn import bptt as torch_bptt
+    from torch_charrnn.rnn import weight_grads
+    from torch_charrnn.rnn.cells import common
+
+    def functions(module):
+        return [
+            n for n, f in vars(module).items() if inspect.isfunction(f) and f.__module__ == module.__name__
+        ]
+
+    elsewhere = {
+        "input_share": common,
+        "input_weight_grads": weight_grads,
+        "recurrent_weight_grad": weight_grads,
+    }
+    numpy_only = {"log_softmax", "forward", "loss_and_grads"}
+    torch_only = {"forward_autograd", "flatten", "unflatten", "forward_manual", "dropout_masks"}
+    ours = [n for n in functions(numpy_bptt) if n not in numpy_only and n not in elsewhere]
+    assert ours == [n for n in functions(torch_bptt) if n not in torch_only]
+    assert all(name in functions(module) for name, module in elsewhere.items())
+    assert [n for n in functions(numpy_bptt) if n in elsewhere] == list(elsewhere)  # in torch's order too
+    assert set(numpy_bptt.Tape._fields) == set(torch_bptt.Tape._fields) - {"steps", "kernel"}

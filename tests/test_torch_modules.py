@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import reference_numpy as rn
+from torch_charrnn.cli.gradcheck import random_problem
 from torch_charrnn.rnn.bptt import cross_entropy
-from torch_charrnn.rnn.gradcheck import random_problem
 
 MODULES = {"tanh": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 

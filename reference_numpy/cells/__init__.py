@@ -8,7 +8,9 @@ A cell module has (the protocol of ``torch_charrnn/rnn/cells/``, less what only 
     init(...)       the parameters of one layer; its own options are keyword arguments, by name
     step(...)       one time step forward, given the input share a and the previous state
     step_backward   that step's derivatives, each beside the operation it differentiates
-    extra_grads     gradients of parameters beyond W_xh, W_hh, b_h (GRU's b_hn), from the window's du
+and may have:
+    extra_grads     gradients of parameters beyond W_xh, W_hh, b_h (GRU's b_hn), from the window's
+                    dL/da and dL/du [none: a cell whose parameters are those three]
 """
 
 import inspect
@@ -24,6 +26,11 @@ def get_cell(name: str):
         return CELLS[name]
     except KeyError:
         raise ValueError(f"unknown cell {name!r}: choose one of {', '.join(CELLS)}") from None
+
+
+def extra_grads(cell, dA, dU, p) -> dict:
+    """The gradients of ``cell``'s parameters beyond W_xh, W_hh and b_h, where it has any."""
+    return cell.extra_grads(dA, dU, p) if hasattr(cell, "extra_grads") else {}
 
 
 def cell_options(cell, **options) -> dict:

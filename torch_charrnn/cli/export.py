@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from torch_charrnn.cli.checkpoint import checkpoint_weights, read_checkpoint
 from torch_charrnn.errors import CharRNNError, RunError
 from torch_charrnn.rnn import portable
+from torch_charrnn.training.checkpoints.reading import checkpoint_weights, read_checkpoint
 
 FORMATS = {"torch": (".pt", ".pth"), "onnx": (".onnx",)}  # the suffixes that name each format
 CHECK_SYMBOLS = 256  # symbols of the check text: every step of the recurrence, a few times over
@@ -58,6 +58,11 @@ def main(argv: list[str]) -> int:
     hparams = checkpoint["hyper_parameters"]
     vocab, unit = hparams["vocab"], hparams.get("unit", "chars")
     weights, cell = checkpoint_weights(checkpoint)
+    if fmt == "torch" and cell.FUSED is None:
+        raise CharRNNError(
+            f"the torch file is PyTorch's own module for the cell, and the {cell.NAME} cell has none (its "
+            f"FUSED): export to ONNX instead, {args.out.with_suffix('.onnx')}"
+        )
     weights = portable.widened(weights)
     with torch.no_grad(), written(args.out) as part:
         save = portable.save_onnx if fmt == "onnx" else portable.save_torch

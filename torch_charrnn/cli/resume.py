@@ -8,7 +8,7 @@ import lightning as L
 from jsonargparse import Namespace
 
 from torch_charrnn.errors import CharRNNError
-from torch_charrnn.training.resume import schedule_owns_lr
+from torch_charrnn.training.optimizer_state import schedule_owns_lr
 
 # Options that fix the shapes of the model's tensors: a checkpoint's weights only fit its own.
 SHAPE_OPTIONS = {"model": ("hidden_size", "cell", "num_layers")}

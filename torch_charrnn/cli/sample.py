@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from torch_charrnn.cli.checkpoint import checkpoint_weights, read_checkpoint
 from torch_charrnn.data.encoded import encode
 from torch_charrnn.errors import CharRNNError
+from torch_charrnn.training.checkpoints.reading import checkpoint_weights, read_checkpoint
 from torch_charrnn.training.sampling import sample_chunks
 
 

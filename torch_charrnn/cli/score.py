@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import torch
 
-from torch_charrnn.cli.checkpoint import checkpoint_weights, read_checkpoint
 from torch_charrnn.data.encoded import encode, encode_known
 from torch_charrnn.errors import CharRNNError
+from torch_charrnn.rnn.bptt import LN2
 from torch_charrnn.rnn.scoring import surprisal
-
-LN2 = math.log(2.0)
+from torch_charrnn.training.checkpoints.reading import checkpoint_weights, read_checkpoint
 
 
 def build_parser() -> argparse.ArgumentParser:

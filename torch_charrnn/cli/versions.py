@@ -15,6 +15,10 @@ def claim_version(logger: TensorBoardLogger) -> None:
 
     TensorBoardLogger picks the number by listing the folder and creates it later, so two runs
     started together in one folder both chose ``version_0`` and one lost its run.
+
+    It reads and sets the logger's private ``_version``: its public ``version`` would choose a
+    number by listing the folder, the race itself. Tested with Lightning 2.6 (2.6.6);
+    ``tests/test_layout.py`` fails if the logger stops keeping its version there.
     """
     if logger._version is not None:  # set by the user (--trainer.logger ... version)
         return

@@ -1,13 +1,18 @@
 """Truncated BPTT over one window, for any cell and any depth, in torch.
 
-Mirrors ``reference_numpy/bptt.py`` function by function: ``run_layers`` (every layer over the
-window), the forward with the output layer (``forward_autograd``; ``ManualBPTT.forward``) and
-``backward`` (the hand-written BPTT), with the same names, the same order, row vectors and
-time-major work (T, B, ...). For each layer the input projection of the whole window comes first
-(a gather of W_xh rows for layer 0, which reads characters; one matmul for a layer above, which
-reads h of the layer below), then the recurrence alone in the time loop, one cell step at a time;
-the output projection of the top layer is one matmul. Where torch calls an ``aten.*_backward``
-kernel for speed, the comment beside it gives the formula NumPy writes.
+Mirrored function by function, with the same names in the same order, by ``reference_numpy/bptt.py``
+(whose docstring lists exactly where the two differ): ``run_layers`` (every layer over the window:
+its input shares, then ``step_by_step``), the forward with the output layer (``forward_autograd``;
+``ManualBPTT.forward``) and ``backward``, which walks the layers from the top (``through_dropout``,
+then ``layer_backward``: the loop over time in ``loop_backward``, then the weight gradients of
+``weight_grads.py``, one product each per window). Row vectors and time-major work (T, B, ...)
+throughout. For each layer the input projection of the whole window comes first (a gather of W_xh
+rows for layer 0, which reads characters; one matmul for a layer above, which reads h of the layer
+below), then the recurrence alone in the time loop, one cell step at a time; the output projection
+of the top layer is one matmul. Where torch calls an ``aten.*_backward`` kernel for speed, the
+comment beside it gives the formula NumPy writes. On a CPU a cell with C++ kernels runs each
+layer's loops there instead (``Tape.kernel``, ``cell.layer_forward``/``layer_backward``), with the
+same results.
 
 Two ways to differentiate it: ``forward_autograd`` lets autograd record the cell steps (the
 oracle), and ``ManualBPTT`` runs the same forward with autograd off and walks the loops in reverse
@@ -32,22 +37,23 @@ from torch_charrnn.rnn import native
 from torch_charrnn.rnn.cells import Cell
 from torch_charrnn.rnn.cells.common import input_share
 from torch_charrnn.rnn.products import product
+from torch_charrnn.rnn.weight_grads import input_weight_grads, recurrent_weight_grad
 
 LN2 = math.log(2.0)
 
 
 class Tape(NamedTuple):
-    """What the backward pass reads of one layer's forward pass over a window."""
+    """What the backward pass reads of one layer's forward pass over a window. The layer ran one of
+    two loops: the pure-torch loop, step by step (``caches`` and ``steps``), or its cell's C++
+    kernels (``kernel``); the fields of the other loop are None."""
 
     below: Tensor  # the layer's input: indices (T, B) for layer 0, the layer below's h (T, B, H)
     h0: Tensor  # its initial h (B, H)
     hs: Tensor  # h_t of every step (T, B, H)
-    caches: list  # what each step's ``step_backward`` reads
     mask: Tensor | None  # the dropout mask on the h it passes on (T, B, H), scaled; None without dropout
-    steps: list  # torch only: each h_t as the next step read it, for the monitor's autograd.grad
-    # torch only: the C++ kernels ran this layer (native.py); ``caches`` is then the cell's
-    # ``layer_forward`` cache, whole-window tensors, and ``steps`` is None
-    native: bool = False
+    caches: list | None  # each step's cache, in order, as its ``step_backward`` reads it
+    steps: list | None  # torch only: each h_t as the next step read it, for the monitor's autograd.grad
+    kernel: tuple | None = None  # torch only: what the cell's ``layer_forward`` kept for ``layer_backward``
 
 
 def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
@@ -68,14 +74,14 @@ def run_layers(inputs: Tensor, state: tuple, layers: list[dict], cell: Cell, mas
     for l, p in enumerate(layers):
         s = tuple(st[l] for st in state)
         mask = None if masks is None else masks[l]
-        ops = native.usable(p["W_hh"])
+        ops = None if cell.layer_forward is None else native.usable(p["W_hh"])
         if ops is not None:  # the same loop in C++, from the layer's input as it comes
-            hs, s, cache = cell.layer_forward(ops, below, s, p)
-            tape.append(Tape(below, state[0][l], hs, cache, mask, None, native=True))
+            hs, s, kernel = cell.layer_forward(ops, below, s, p)
+            tape.append(Tape(below, state[0][l], hs, mask, None, None, kernel))
         else:
             a = input_share(below, p)  # (T, B, G*H): characters' rows gathered, or one matmul
             hs, s, caches, steps = step_by_step(a, s, p, cell)
-            tape.append(Tape(below, state[0][l], hs, caches, mask, steps))
+            tape.append(Tape(below, state[0][l], hs, mask, caches, steps))
         last.append(s)
         below = hs if mask is None else hs * mask  # dropout on what it passes on
     state_last = tuple(torch.stack([s[k] for s in last]) for k in range(len(cell.STATE)))  # each (L, B, H)
@@ -121,21 +127,15 @@ def backward(layers, W_hy, dlogits, dstate_last, tape, cell: Cell):
     dhs = (dy @ W_hy.t()).view(T, B, H)  # the output's share of dL/dh_t
     layer_grads, dstate0 = [], []
     for l in reversed(range(len(layers))):
-        p, (below, h0, hs, _, mask, _, in_cpp) = layers[l], tape[l]
-        if mask is not None:
-            dhs = through_dropout(dhs, mask)
+        p, layer = layers[l], tape[l]
+        if layer.mask is not None:
+            dhs = through_dropout(dhs, layer.mask)
         last = tuple(None if d is None else d[l] for d in dstate_last)  # from after the window
-        ops = native.kernels() if in_cpp else None
-        grads = {}  # the gradients the cell's C++ loop formed itself
-        if ops is not None:
-            last = tuple(torch.zeros_like(h0) if d is None else d for d in last)
-            dA, dU, dstate, grads = cell.layer_backward(ops, dhs, last, tape[l], p)
+        if layer.kernel is not None:  # the cell's C++ loop, which forms every gradient of the layer
+            last = tuple(torch.zeros_like(layer.h0) if d is None else d for d in last)
+            dA, dstate, grads = cell.layer_backward(native.kernels(), dhs, last, layer, p)
         else:
-            dA, dU, dstate = loop_backward(dhs, last, tape[l], p, cell)
-        if "W_xh" not in grads:  # (b_h's with it, unless the cell formed that one itself)
-            grads = {**input_weight_grads(below, dA, p, ops, bias="b_h" not in grads), **grads}
-        if "W_hh" not in grads:  # and the cell's own extra parameters, whose gradients come from dU too
-            grads.update(W_hh=recurrent_weight_grad(h0, hs, dU, ops), **cell.extra_grads(dA, dU, p))
+            dA, dstate, grads = layer_backward(dhs, last, layer, p, cell)
         if l > 0:
             dhs = (dA.view(T * B, -1) @ p["W_xh"].t()).view(T, B, H)  # backprop into the layer below's h
         layer_grads.insert(0, grads)
@@ -144,35 +144,22 @@ def backward(layers, W_hy, dlogits, dstate_last, tape, cell: Cell):
     return layer_grads, dW_hy, db_y, state
 
 
-def input_weight_grads(below: Tensor, dA: Tensor, p: dict, ops, bias: bool = True) -> dict:
-    """The gradients of W_xh and b_h from dL/da (T, B, G*H) and the layer's input ``below``
-    (without b_h's, where ``bias`` is False and the layer is one above: there it is a pass of its
-    own, which a cell that formed it in its loop need not pay again)."""
-    T, B, G_H = dA.shape
-    dA2 = dA.view(T * B, G_H)
-    if below.dtype.is_floating_point:  # a layer above, which read the h below: one product
-        grads = {"W_xh": below.reshape(T * B, -1).t() @ dA2}
-        return {**grads, "b_h": dA2.sum(0)} if bias else grads
-    if ops is not None:  # the gathered rows and the bias in one pass, by threads sharing the columns
-        dW_xh, db_h = ops.input_grads(below, dA, p["W_xh"].shape[0], native.column_parts(G_H))
-        return {"W_xh": dW_xh, "b_h": db_h}
-    dW_xh = torch.zeros_like(p["W_xh"]).index_add_(0, below.reshape(-1), dA2)  # the gathered rows
-    return {"W_xh": dW_xh, "b_h": dA2.sum(0)}
-
-
-def recurrent_weight_grad(h0: Tensor, hs: Tensor, dU: Tensor, ops) -> Tensor:
-    """sum_t h_{t-1}ᵀ du_t: NumPy's one product over [h0; hs[:-1]], here without copying hs; in C++
-    by threads that share out dW_hh's rows."""
-    T, B, H = hs.shape
-    if ops is not None:
-        return ops.recurrent_weight_grad(h0, hs, [dU], native.column_parts(H))
-    dU2 = dU.view(T * B, -1)
-    return torch.addmm(h0.t() @ dU[0], hs[:-1].reshape((T - 1) * B, H).t(), dU2[B:])
-
-
 def through_dropout(dh: Tensor, mask: Tensor) -> Tensor:
     """Backprop through dropout, the h passed on being h * m: d(h * m)/dh = m, the same mask."""
     return dh * mask
+
+
+def layer_backward(dhs, last, tape: Tape, p: dict, cell: Cell):
+    """One layer's hand-written BPTT in torch, in the shape of a cell's C++ ``layer_backward``:
+    dL/da (T, B, G*H), the initial state's gradient and every parameter gradient of the layer. The
+    loop over time first (``loop_backward``), then each weight gradient in one product."""
+    dA, dU, dstate = loop_backward(dhs, last, tape, p, cell)
+    grads = {
+        **input_weight_grads(tape.below, dA, p, None),
+        "W_hh": recurrent_weight_grad(tape.h0, tape.hs, dU, None),
+        **cell.extra_grads(dA, dU, p),
+    }
+    return dA, dstate, grads
 
 
 def loop_backward(dhs, last, tape: Tape, p: dict, cell: Cell):

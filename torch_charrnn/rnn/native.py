@@ -2,9 +2,10 @@
 backward, with the loop over time in C++ rather than Python, for ``bptt="manual"`` on a CPU.
 
 They are the derivatives of the cells' ``step_backward``, with each step's elementwise work in
-one vectorized pass (``csrc/vec.h``) and the streams shared out among threads (``csrc/shares.h``); tested
-equal to the pure-torch loop to 1e-12 in float64 (``tests/test_native.py``). What they save is
-Python's cost per operation and a dozen elementwise kernels a step (README, "Speed").
+one vectorized pass (``csrc/vec.h``) and the streams shared out among threads (``csrc/shares.h``);
+tested equal to the pure-torch loop to 1e-12 in float64 (``tests/test_native.py``). What they save
+is Python's cost per operation and a dozen elementwise kernels a step (docs/benchmarks.md,
+"Training speed, CPU").
 
 They are compiled with this machine's C++ compiler the first time they are needed (about a minute,
 once per PyTorch version and installed copy; ``torch.utils.cpp_extension.load``, cached under
@@ -67,11 +68,7 @@ def kernels():
         return None
     from torch.utils.cpp_extension import load
 
-    root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
-    tag = f"py{sys.version_info[0]}{sys.version_info[1]}-torch{torch.__version__.replace('+', '-')}"
-    # one folder per installed copy of the package too: two checkouts would rebuild each other's
-    where = hashlib.sha1(str(SOURCES[0].parent).encode()).hexdigest()[:8]
-    build = Path(root) / f"torch_charrnn-{tag}-{where}"
+    build = build_directory()
     try:
         build.mkdir(parents=True, exist_ok=True)
         clear_stale_lock(build)
@@ -80,7 +77,7 @@ def kernels():
         load(
             name="charrnn_kernels",
             sources=[str(s) for s in SOURCES],
-            extra_cflags=["-O3", *_vector_flags(), *_openmp_flags()],
+            extra_cflags=build_flags(),
             extra_ldflags=_openmp_flags(),
             build_directory=str(build),
             is_python_module=False,
@@ -98,6 +95,20 @@ def kernels():
             lines[-1].strip() if lines else "no message",
         )
         return None
+
+
+def build_directory() -> Path:
+    """Where the kernels are built and cached: one folder per Python, PyTorch and installed copy of
+    the package (two checkouts would rebuild each other's)."""
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
+    tag = f"py{sys.version_info[0]}{sys.version_info[1]}-torch{torch.__version__.replace('+', '-')}"
+    where = hashlib.sha1(str(SOURCES[0].parent).encode()).hexdigest()[:8]
+    return Path(root) / f"torch_charrnn-{tag}-{where}"
+
+
+def build_flags() -> list[str]:
+    """The compiler's flags for code that runs on the kernels' threads and vector units."""
+    return ["-O3", *_vector_flags(), *_openmp_flags()]
 
 
 STALE_LOCK = 600  # seconds: a build takes about one; a lock this old was left by a build cut short

@@ -28,9 +28,9 @@ from torch_charrnn.rnn.bptt import run_layers
 from torch_charrnn.rnn.cells import Cell
 from torch_charrnn.rnn.cells.common import input_share
 from torch_charrnn.rnn.fused import fused_parameters
+from torch_charrnn.rnn.generation import step_layers
 from torch_charrnn.rnn.plain import PlainCharRNN
 from torch_charrnn.rnn.products import plain_product
-from torch_charrnn.rnn.sampling import step_layers
 
 TORCH_FORMAT = "torch-charrnn plain 1"  # the torch file's "format": what its keys mean
 ONNX_EXTRA = 'pip install -e ".[export]"'  # onnx, onnxscript (torch.onnx's exporter) and onnxruntime

@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities.model_summary import get_formatted_model_size, get_human_readable_count
 
 from torch_charrnn.rnn.diagnostics import SATURATED, hidden_gradients
 from torch_charrnn.rnn.footprint import Footprint, footprint
@@ -178,6 +179,39 @@ class MemoryCheck(L.Callback):
         )
         if any(isinstance(c, ModelSummary) for c in trainer.callbacks):
             rank_zero_info(f"Memory: {fp.summary()}")
+
+
+class ParameterSummary(ModelSummary):
+    """Lightning's model summary without its FLOPs column: Lightning counts FLOPs by running the
+    model on ``example_input_array``, which a character model has no use for, so the column and its
+    total would read 0 on every run."""
+
+    @staticmethod
+    def summarize(
+        summary_data: list[tuple[str, list[str]]],
+        total_parameters: int,
+        trainable_parameters: int,
+        model_size: float,
+        total_training_modes: dict[str, int],
+        total_flops: int = 0,
+        **summarize_kwargs,
+    ) -> None:
+        columns = [(name, [str(v) for v in values]) for name, values in summary_data if name != "FLOPs"]
+        widths = [max([len(name), *map(len, values)]) for name, values in columns]
+        rule = "-" * (sum(widths) + 3 * len(widths))
+        rows = zip(*(values for _, values in columns), strict=True)
+        table = [" | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in rows]
+        totals = [
+            (get_human_readable_count(trainable_parameters), "Trainable params"),
+            (get_human_readable_count(total_parameters - trainable_parameters), "Non-trainable params"),
+            (get_human_readable_count(total_parameters), "Total params"),
+            (get_formatted_model_size(model_size), "Total estimated model params size (MB)"),
+            (total_training_modes["train"], "Modules in train mode"),
+            (total_training_modes["eval"], "Modules in eval mode"),
+        ]
+        header = " | ".join(name.ljust(w) for (name, _), w in zip(columns, widths, strict=True))
+        lines = [header, rule, *table, rule, *(f"{str(n):<10}{what}" for n, what in totals)]
+        rank_zero_info("\n" + "\n".join(lines))
 
 
 def optimizer_slots(optimizer: torch.optim.Optimizer | None) -> float:

@@ -6,7 +6,7 @@ and trims the top of its heap, so the next step's tape, the same size, comes bac
 one page fault, and the page zeroed, for every 4 KiB, every step. On this project's 2-core CPU a
 training step of the LSTM at B128 T100 H512 took 81,000 page faults, and 27% less time without them;
 ``nn.LSTM``'s step 97,000, and 20% less. At B32 T64 H256 the C++ loop, alone in its process, took
-3,000 a step (``benchmarks/bench_freed_memory.py``; README, "Speed").
+3,000 a step (``benchmarks/bench_freed_memory.py``; docs/benchmarks.md, "Freed memory kept").
 
 ``keep_freed_memory`` tells glibc to serve large blocks from its heap and keep what is freed there
 (``mallopt``: no ``mmap`` for blocks, trim only past 1 GiB free), the effect jemalloc or tcmalloc

@@ -17,10 +17,10 @@ from torch_charrnn.rnn.backends import BACKENDS
 from torch_charrnn.rnn.bptt import LN2, cross_entropy, dropout_masks
 from torch_charrnn.rnn.cells import CELLS, cell_options, get_cell
 from torch_charrnn.rnn.footprint import parameter_count
+from torch_charrnn.training.checkpoints.legacy import upgrade_checkpoint
 from torch_charrnn.training.guard import GradientGuard, step_is_due
-from torch_charrnn.training.legacy import upgrade_checkpoint
 from torch_charrnn.training.memory import require_memory
-from torch_charrnn.training.resume import take_current_optimizer_settings
+from torch_charrnn.training.optimizer_state import take_current_optimizer_settings
 from torch_charrnn.training.sampling import sample_chunks, sample_text
 
 
@@ -135,6 +135,11 @@ class CharRNN(L.LightningModule):
         self.save_hyperparameters()
         V, H = vocab_size, hidden_size
         self.cell = get_cell(cell)  # resolved once: the object the math is handed
+        require(
+            bptt != "fused" or self.cell.FUSED is not None,
+            f"`bptt` fused runs PyTorch's own module for the cell, and the {cell} cell has none (its "
+            "FUSED): use `bptt` manual or autograd",
+        )
         options = cell_options(self.cell, whh_scale=whh_scale, init_std=init_std, forget_bias=forget_bias)
         P = parameter_count(self.cell, V, H, num_layers)  # counted, not allocated: first, the room for them
         require_memory(

@@ -1,5 +1,5 @@
 """Text from a model's weights: the prime encoded, the state warmed up on it, symbols drawn by
-``rnn.sampling.generate``, text decoded as it comes, for any cell and depth.
+``rnn.generation.generate``, text decoded as it comes, for any cell and depth.
 
 No Lightning here: ``charrnn sample`` uses this directly on a checkpoint's weights, so sampling
 imports torch and nothing of the training stack.
@@ -15,7 +15,7 @@ import torch
 from torch_charrnn.data.encoded import decode, encode, symbol_bytes
 from torch_charrnn.rnn.bptt import run_layers
 from torch_charrnn.rnn.cells import Cell
-from torch_charrnn.rnn.sampling import generate
+from torch_charrnn.rnn.generation import generate
 
 
 def default_prime(vocab: str) -> str:

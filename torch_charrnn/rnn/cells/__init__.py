@@ -1,8 +1,9 @@
 """The recurrent cells, by name. Adding one is a file here (and its twin in reference_numpy/cells/)
 and a line in CELLS: the BPTT loop, the sampler, the monitor and the model take whatever is
-registered. A cell is resolved from its name once (``get_cell``) and the object is passed down.
+registered (docs/design.md, "Adding a cell"). A cell is resolved from its name once (``get_cell``)
+and the object is passed down.
 
-A cell module has (``Cell`` below holds them, resolved once):
+A cell module has (``Cell`` below holds them, resolved once), first what every cell must define:
     NAME            its name in CELLS
     GATES           gate blocks side by side in W_xh, W_hh and b_h (tanh 1, GRU 3, LSTM 4)
     STATE           names of its recurrent state, h first: ("h",) or ("h", "c")
@@ -10,30 +11,47 @@ A cell module has (``Cell`` below holds them, resolved once):
     step(...)       one time step forward, given the input share a and the previous state
                     (torch: and ``recur``, the product by W_hh of ``torch_charrnn/rnn/products.py``)
     step_backward   that step's derivatives, each beside the operation it differentiates
-    extra_grads     gradients of parameters beyond W_xh, W_hh, b_h (GRU's b_hn), from the window's du
-    layer_forward, layer_backward   (torch only) the loops of step and step_backward over a window,
-                    in C++ (``torch_charrnn/rnn/csrc/<name>.cpp``, loaded by ``rnn/native.py``), from
-                    the layer's input as it comes (characters or the h below); the backward also
-                    returns the parameter gradients it formed itself, by name (BPTT forms the rest:
-                    W_xh and b_h from dL/da; W_hh and ``extra_grads`` from dL/du, which may then be
-                    None where the cell returns W_hh's)
+
+and then what a cell may leave out (the default in brackets):
+    extra_grads     gradients of parameters beyond W_xh, W_hh, b_h (GRU's b_hn), from the window's
+                    dL/da and dL/du [no parameters beyond those three]
+    layer_forward, layer_backward   (torch only) the loops of step and step_backward over a window
+                    in C++ (``torch_charrnn/rnn/csrc/<name>.cpp``, loaded by ``rnn/native.py``), for
+                    speed on a CPU. layer_forward(ops, below, state, p) -> (hs, last state, kernel),
+                    from the layer's input as it comes (characters or the h below); ``kernel`` is
+                    what layer_backward reads back from the tape. layer_backward(ops, dhs, last,
+                    tape, p) -> (dL/da, dL/d(initial state), every parameter gradient of the layer
+                    by name), the shape ``bptt.layer_backward`` returns for the pure-torch loop
+                    [None: the pure-torch loop, step by step, everywhere]
     activations     (torch only) a step's gates and states by name, for the TensorBoard monitor
+                    [nothing beyond the gradient through time]
     FUSED, fused_biases   (torch only) the torch.nn module computing the same cell and its two
-                    biases from this layer's, for bptt="fused"
+                    biases from this layer's, for bptt="fused" and charrnn export's torch file
+                    [None: neither is offered]
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 
 from torch_charrnn.rnn.cells import gru, lstm, tanh
 
 
+def no_extra_grads(dA, dU, p) -> dict:
+    """A cell whose parameters are W_xh, W_hh and b_h alone."""
+    return {}
+
+
+def no_activations(cache) -> dict:
+    """A cell that shows the monitor no gates or states of its own."""
+    return {}
+
+
 @dataclass(frozen=True)
 class Cell:
-    """One cell's constants and functions, taken from its module (which must define them all).
+    """One cell's constants and functions, taken from its module.
 
     An object rather than the module itself so that it pickles and deep-copies with the model
     that holds it (functions are pickled by reference)."""
@@ -41,19 +59,25 @@ class Cell:
     NAME: str
     GATES: int
     STATE: tuple[str, ...]
-    FUSED: str
     init: Callable
     step: Callable
     step_backward: Callable
-    extra_grads: Callable
-    layer_forward: Callable
-    layer_backward: Callable
-    activations: Callable
-    fused_biases: Callable
+    extra_grads: Callable = no_extra_grads
+    layer_forward: Callable | None = None
+    layer_backward: Callable | None = None
+    activations: Callable = no_activations
+    FUSED: str | None = None
+    fused_biases: Callable | None = None
 
     @classmethod
     def of(cls, module) -> Cell:
-        return cls(**{f.name: getattr(module, f.name) for f in fields(cls)})
+        """The cell a module defines: every field it has, the defaults for those it leaves out."""
+        missing = [f.name for f in fields(cls) if f.default is MISSING and not hasattr(module, f.name)]
+        if missing:
+            raise TypeError(f"cell module {module.__name__} lacks {', '.join(missing)} (see {__name__})")
+        if hasattr(module, "layer_forward") != hasattr(module, "layer_backward"):
+            raise TypeError(f"cell module {module.__name__}: layer_forward and layer_backward come together")
+        return cls(**{f.name: getattr(module, f.name) for f in fields(cls) if hasattr(module, f.name)})
 
 
 CELLS: dict[str, Cell] = {c.NAME: c for c in map(Cell.of, (tanh, gru, lstm))}

@@ -11,6 +11,7 @@ import torch
 
 from torch_charrnn.rnn import native
 from torch_charrnn.rnn.cells.common import input_share, uniform
+from torch_charrnn.rnn.weight_grads import input_weight_grads
 
 NAME = "gru"
 GATES = 3
@@ -84,15 +85,16 @@ def layer_forward(ops, below, state, p):
 
 def layer_backward(ops, dhs, last, tape, p):
     """``step_backward`` over the window in C++, from each h_t's gradient from above (T, B, H) and
-    the last state's from after the window: dL/da, the initial state's gradient, and those of W_hh
-    and b_hn. dL/du differs from dL/da only in its n block, so the loop keeps only that block
-    (T, B, H), not a second (T, B, 3H), and W_hh's gradient is taken from the two side by side."""
-    ns, hns, rzs = tape.caches
+    the last state's from after the window: dL/da, the initial state's gradient and the layer's
+    parameter gradients. dL/du differs from dL/da only in its n block, so the loop keeps only that
+    block (T, B, H), not a second (T, B, 3H), and W_hh's gradient is taken from the two side by side."""
+    ns, hns, rzs = tape.kernel
     parts = native.row_parts(dhs.shape[1])
     da, du_n, dh0 = ops.gru_backward(dhs, last[0], tape.h0, tape.hs, ns, hns, rzs, p["W_hh"], parts)
     H = dhs.shape[-1]
     dW_hh = ops.recurrent_weight_grad(tape.h0, tape.hs, [da[..., : 2 * H], du_n], native.column_parts(H))
-    return da, None, (dh0,), {"W_hh": dW_hh, "b_hn": du_n.sum(dim=(0, 1))}
+    grads = {**input_weight_grads(tape.below, da, p, ops), "W_hh": dW_hh, "b_hn": du_n.sum(dim=(0, 1))}
+    return da, (dh0,), grads
 
 
 # torch only: what the monitor shows, and the torch.nn module for bptt="fused"

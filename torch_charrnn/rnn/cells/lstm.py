@@ -12,6 +12,7 @@ import torch
 
 from torch_charrnn.rnn import native
 from torch_charrnn.rnn.cells.common import input_share, uniform
+from torch_charrnn.rnn.weight_grads import input_weight_grads, recurrent_weight_grad
 
 NAME = "lstm"
 GATES = 4
@@ -87,15 +88,18 @@ def layer_forward(ops, below, state, p):
 
 def layer_backward(ops, dhs, last, tape, p):
     """``step_backward`` over the window in C++, from each h_t's gradient from above (T, B, H) and
-    the last state's from after the window: dL/da, dL/du, the initial state's gradient, and b_h's,
-    which the loop adds up step by step, and, for the first layer, W_xh's (its gathered rows)."""
-    c0, cs, tcs, gates = tape.caches
+    the last state's from after the window: dL/da, the initial state's gradient and the layer's
+    parameter gradients: b_h's the loop adds up step by step, and, for the first layer, W_xh's (its
+    gathered rows) with it; a layer above's W_xh and W_hh in one product each."""
+    c0, cs, tcs, gates = tape.kernel
     parts = native.row_parts(dhs.shape[1])
     dz, dh0, dc0, db_h, dW_xh = ops.lstm_backward(
         dhs, *last, c0, cs, tcs, gates, p["W_hh"], tape.below, p["W_xh"], parts
     )
-    grads = {"b_h": db_h} if tape.below.dtype.is_floating_point else {"W_xh": dW_xh, "b_h": db_h}
-    return dz, dz, (dh0, dc0), grads
+    if tape.below.dtype.is_floating_point:  # a layer above, which read the h below: one product
+        dW_xh = input_weight_grads(tape.below, dz, p, ops, bias=False)["W_xh"]
+    dW_hh = recurrent_weight_grad(tape.h0, tape.hs, dz, ops)
+    return dz, (dh0, dc0), {"W_xh": dW_xh, "b_h": db_h, "W_hh": dW_hh}
 
 
 # torch only: what the monitor shows, and the torch.nn module for bptt="fused"

@@ -7,6 +7,7 @@ import torch
 
 from torch_charrnn.rnn import native
 from torch_charrnn.rnn.cells.common import input_share
+from torch_charrnn.rnn.weight_grads import input_weight_grads, recurrent_weight_grad
 
 NAME = "tanh"
 GATES = 1
@@ -54,15 +55,19 @@ def layer_forward(ops, below, state, p):
     ``layer_backward`` reads, from the layer's input (characters or the h below: ``input_share``)."""
     a = input_share(below, p)
     hs = ops.tanh_forward(a, state[0], p["W_hh"], native.row_parts(a.shape[1]))
-    return hs, (hs[-1],), None
+    return hs, (hs[-1],), ()  # backward reads only the h of every step
 
 
 def layer_backward(ops, dhs, last, tape, p):
     """``step_backward`` over the window in C++, from each h_t's gradient from above (T, B, H) and
-    the last state's from after the window: dL/da, dL/du, the initial state's gradient, and no
-    parameter gradients (BPTT forms them from dL/da and dL/du)."""
+    the last state's from after the window: dL/da, the initial state's gradient and the layer's
+    parameter gradients, each a pass over dL/da (which is also dL/du) in C++."""
     da, dh0 = ops.tanh_backward(dhs, last[0], tape.hs, p["W_hh"], native.row_parts(dhs.shape[1]))
-    return da, da, (dh0,), {}
+    grads = {
+        **input_weight_grads(tape.below, da, p, ops),
+        "W_hh": recurrent_weight_grad(tape.h0, tape.hs, da, ops),
+    }
+    return da, (dh0,), grads
 
 
 # torch only: what the monitor shows, and the torch.nn module for bptt="fused"

@@ -1,5 +1,5 @@
-// What the tests ask of shares.h (tests/test_native.py): that its shares cover every row once and
-// run at once on threads of their own, PyTorch's.
+// Test-only, built by tests/test_native.py beside the shipped kernels: what the tests ask of
+// shares.h, that its shares cover every row once and run at once on threads of their own, PyTorch's.
 #include <torch/library.h>
 
 #include <mutex>
@@ -7,7 +7,7 @@
 #include <thread>
 #include <vector>
 
-#include "shares.h"
+#include "shares.h"  // torch_charrnn/rnn/csrc/, on the include path
 
 namespace charrnn {
 

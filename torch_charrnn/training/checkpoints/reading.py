@@ -1,5 +1,5 @@
 """Reading a checkpoint written by ``charrnn fit``: the one place that opens one for any subcommand
-(upgraded by ``training.legacy`` when it was written before cells existed).
+(upgraded by ``training.checkpoints.legacy`` when it was written before cells existed).
 
 It loads with ``torch.load(weights_only=True)`` (tensors and plain values only, so a file from
 someone else cannot run code) and imports nothing of Lightning, so ``charrnn sample`` starts fast.
@@ -14,7 +14,7 @@ import torch
 
 from torch_charrnn.errors import CharRNNError
 from torch_charrnn.rnn.cells import Cell, get_cell
-from torch_charrnn.training.legacy import upgrade_checkpoint
+from torch_charrnn.training.checkpoints.legacy import upgrade_checkpoint
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
