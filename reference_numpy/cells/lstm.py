@@ -66,7 +66,3 @@ def step_backward(dstate, cache, p, out):
     dg *= 1.0 - g * g  # backprop through tanh (g)
     do *= o * (1.0 - o)  # backprop through sigmoid (o)
     return dz, dz, (None, dc_prev)
-
-
-def extra_grads(dA, dU, p):
-    return {}

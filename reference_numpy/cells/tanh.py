@@ -37,7 +37,3 @@ def step_backward(dstate, cache, p, out):
     (h,) = cache
     da = np.multiply(1.0 - h * h, dh, out=out)  # backprop through tanh: (1 - h^2) * dh
     return da, da, (None,)
-
-
-def extra_grads(dA, dU, p):
-    return {}

@@ -70,10 +70,6 @@ def step_backward(dstate, cache, p, out):
     return dz, dz, (None, dc_prev)
 
 
-def extra_grads(dA, dU, p):
-    return {}
-
-
 def layer_forward(ops, below, state, p):
     """The window's recurrence in C++ (``csrc/lstm.cpp``, the loop above without Python, its
     threads sharing out the streams), from the layer's input: characters (T, B), whose rows of W_xh

@@ -45,10 +45,6 @@ def step_backward(dstate, cache, p, out):
     return da, da, (None,)
 
 
-def extra_grads(dA, dU, p):
-    return {}
-
-
 def layer_forward(ops, below, state, p):
     """The window's recurrence in C++ (``csrc/tanh.cpp``, the loop above without Python, its
     threads sharing out the streams): h of every step (T, B, H), the last state and what
