@@ -1,20 +1,27 @@
 #!/usr/bin/env bash
 # What a machine with a GPU should check, in one command and under 8 minutes on one GPU: the CUDA
-# tests, bench_train.py's rows for every cell (manual, fused and nn.*, alone and through
-# Trainer.fit; fp32 and bf16 autocast; B64 T100 H256 and B128 T100 H512), and a short
-# charrnn fit --config configs/gpu.yaml on the built-in corpus (the GPU machine has no network).
+# tests; bench_gpu.py, charrnn fit's own path against a bare nn.* loop for every cell (fp32 and
+# bf16 at B64 T100 H256 and B128 T100 H512, the gated configs; fp32 at the two reported ones);
+# and a short charrnn fit --config configs/gpu.yaml on the built-in corpus (the GPU machine has no
+# network). --kernels adds bench_train.py's rows (each backend alone and through Trainer.fit).
 #
-#   bash benchmarks/gpu_check.sh          # on a machine with a CUDA GPU
-#   bash benchmarks/gpu_check.sh --cpu    # the same parts on the CPU at a tiny size: CI runs this,
-#                                         # so the script keeps working between GPU sessions
+#   bash benchmarks/gpu_check.sh [--kernels]   # on a machine with a CUDA GPU
+#   bash benchmarks/gpu_check.sh --cpu         # the same parts on the CPU at a tiny size: CI runs
+#                                              # this, so the script keeps working between GPU sessions
 set -euo pipefail
 cd "$(dirname "$0")/.."
+kernels=false
 if [ "${1:-}" = "--cpu" ]; then  # that every part runs, not what it measures: as little time as will do
-  device=cpu accelerator=cpu rounds=1 steps=5 budget=0.1
+  device=cpu accelerator=cpu rounds=1 steps=5 budget=0.1 kernels=true
   configs=("B1 T20 H75")
+  gpu_gated=(--dtype fp32 --configs "B2 T8 H16 L1" --steps 3 --warmup 2 --rounds 1 --context)
+  gpu_reported=()
 else
   device=cuda accelerator=gpu rounds=2 steps=300 budget=0.5
+  [ "${1:-}" = "--kernels" ] && kernels=true
   configs=("B64 T100 H256" "B128 T100 H512")
+  gpu_gated=(--context)
+  gpu_reported=(--dtype fp32 --configs "B50 T50 H512 L3" "B256 T128 H1024 L2")
 fi
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
@@ -31,10 +38,20 @@ else  # they skip without a CUDA device, and the whole suite runs them right aft
 fi
 echo
 
-echo "## bench_train.py, fp32 then bf16"
-python benchmarks/bench_train.py --device "$device" --dtype fp32 bf16 --configs "${configs[@]}" --budget "$budget" \
-  --rounds "$rounds" --no-memory --no-numpy --no-autograd
+echo "## bench_gpu.py: charrnn fit against a bare nn.* loop"
 echo
+python benchmarks/bench_gpu.py --device "$device" "${gpu_gated[@]}"
+if [ ${#gpu_reported[@]} -gt 0 ]; then
+  echo; python benchmarks/bench_gpu.py --device "$device" "${gpu_reported[@]}"
+fi
+echo
+
+if [ "$kernels" = true ]; then
+  echo "## bench_train.py, fp32 then bf16"
+  python benchmarks/bench_train.py --device "$device" --dtype fp32 bf16 --configs "${configs[@]}" --budget "$budget" \
+    --rounds "$rounds" --no-memory --no-numpy --no-autograd
+  echo
+fi
 
 echo "## charrnn fit --config configs/gpu.yaml, $steps steps on the built-in corpus"
 echo

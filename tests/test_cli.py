@@ -363,3 +363,40 @@ def test_the_last_training_step_is_always_written(tmp_path, steps, want):
     assert [s.step for s in acc.Scalars("train/bpc")] == want
     last = acc.Scalars("train/loss")[-1].value
     assert last == pytest.approx(cli.model._loss.item(), rel=1e-6), "the last step's own loss"
+
+
+def test_the_progress_bar_reads_the_models_figures_only_on_the_steps_that_write_metrics(monkeypatch):
+    """On a GPU each read waits for the device: between written steps the bar shows the last
+    figures again (``StepBar``)."""
+    import lightning as L
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    from torch_charrnn import CharDataModule, CharRNN
+    from torch_charrnn.training.callbacks import StepBar
+
+    read_at = []
+    original = TQDMProgressBar.get_metrics
+
+    def spy(self, trainer, pl_module):
+        if trainer.training:
+            read_at.append(trainer.global_step)
+        return original(self, trainer, pl_module)
+
+    monkeypatch.setattr(TQDMProgressBar, "get_metrics", spy)
+    data = CharDataModule(max_chars=4000, batch_size=3, seq_len=8)
+    model = CharRNN(data.vocab_size, 8, vocab=data.vocab)
+    bar = StepBar(refresh_rate=1)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=10,
+        log_every_n_steps=3,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        callbacks=[bar],
+    )
+    trainer.fit(model, data)
+    assert read_at[0] == 1, "the first refresh reads them"
+    assert [s for s in read_at[1:] if s < 10] == [3, 6, 9], read_at
+    assert "train/loss" in bar.get_metrics(trainer, model)

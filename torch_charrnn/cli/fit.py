@@ -19,7 +19,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from jsonargparse import DefaultHelpFormatter
-from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, ProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, ProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -47,7 +47,13 @@ from torch_charrnn.cli.usage import DESCRIPTION
 from torch_charrnn.cli.versions import claim_version, find_last_checkpoint
 from torch_charrnn.data.datamodule import CharDataModule
 from torch_charrnn.errors import CharRNNError, RunError
-from torch_charrnn.training.callbacks import MemoryCheck, ParameterSummary, StallMargin, TrainingMonitor
+from torch_charrnn.training.callbacks import (
+    MemoryCheck,
+    ParameterSummary,
+    StallMargin,
+    StepBar,
+    TrainingMonitor,
+)
 from torch_charrnn.training.checkpoints.reading import read_checkpoint
 from torch_charrnn.training.checkpoints.writing import AtomicCheckpointIO, LastCheckpoint, last_checkpoint
 from torch_charrnn.training.guard import step_overflowed
@@ -130,7 +136,7 @@ class CharRNNCLI(LightningCLI):
         callbacks = config.callbacks if isinstance(config.callbacks, list) else [config.callbacks]
         callbacks = [c for c in callbacks if c is not None]
         if config.enable_progress_bar is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
-            callbacks.append(TQDMProgressBar(refresh_rate=PROGRESS_BAR_REFRESH_RATE))
+            callbacks.append(StepBar(refresh_rate=PROGRESS_BAR_REFRESH_RATE))
         if config.enable_model_summary is not False and not any(
             isinstance(c, ModelSummary) for c in callbacks
         ):

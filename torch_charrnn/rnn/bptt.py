@@ -254,7 +254,7 @@ def dropout_masks(
     p: float, shape: tuple[int, ...], num_layers: int, generator: torch.Generator, like: Tensor
 ):
     """One inverted-dropout mask per layer, (T, B, H) each, for a window: 1 / (1 - p) where a unit
-    is kept (probability 1 - p), 0 where it is dropped, drawn on the CPU from ``generator`` (so a
-    checkpoint's generator state replays them) and moved to ``like``'s device and dtype."""
-    keep = torch.rand((num_layers, *shape), generator=generator) >= p
+    is kept (probability 1 - p), 0 where it is dropped, drawn on ``generator``'s device from it (so
+    a checkpoint's generator state replays them) and given ``like``'s device and dtype."""
+    keep = torch.rand((num_layers, *shape), generator=generator, device=generator.device) >= p
     return list(keep.to(device=like.device, dtype=like.dtype).mul_(1.0 / (1.0 - p)).unbind(0))

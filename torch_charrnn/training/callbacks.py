@@ -8,7 +8,7 @@ import time
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelSummary
+from lightning.pytorch.callbacks import ModelSummary, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from lightning.pytorch.utilities.model_summary import get_formatted_model_size, get_human_readable_count
@@ -28,6 +28,23 @@ def _writer(trainer: L.Trainer):
         if isinstance(logger, TensorBoardLogger):
             return logger.experiment
     return None
+
+
+class StepBar(TQDMProgressBar):
+    """Lightning's progress bar, whose figures (the training loss: on a GPU, a wait for the device
+    each time they are read) are read on the training steps that write metrics; on the steps
+    between, the bar moves on and shows those figures again."""
+
+    def __init__(self, refresh_rate: int = 1):
+        super().__init__(refresh_rate)
+        self._shown: dict | None = None
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        # called after the step, its counter moved on: the step just run wrote if this divides
+        between = trainer.log_every_n_steps and trainer.global_step % trainer.log_every_n_steps
+        if not (trainer.training and between and self._shown is not None):
+            self._shown = super().get_metrics(trainer, pl_module)
+        return self._shown
 
 
 class TrainingMonitor(L.Callback):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from typing import Literal
 
@@ -18,6 +19,7 @@ from torch_charrnn.rnn.bptt import LN2, cross_entropy, dropout_masks
 from torch_charrnn.rnn.cells import CELLS, cell_options, get_cell
 from torch_charrnn.rnn.footprint import parameter_count
 from torch_charrnn.training.checkpoints.legacy import upgrade_checkpoint
+from torch_charrnn.training.graphs import CUDAGraph, WindowGraphs, why_not
 from torch_charrnn.training.guard import GradientGuard, step_is_due
 from torch_charrnn.training.memory import require_memory
 from torch_charrnn.training.optimizer_state import take_current_optimizer_settings
@@ -90,6 +92,10 @@ class CharRNN(L.LightningModule):
             cell steps, the oracle the manual pass is tested against; ``fused`` runs PyTorch's own
             nn.RNN/nn.GRU/nn.LSTM kernels (cuDNN on a GPU) on the same parameters
             (``torch_charrnn.rnn.fused``).
+        cuda_graphs: on a CUDA device with ``bptt`` manual, each training window's forward and
+            backward are captured once per shape as a CUDA graph and replayed
+            (``torch_charrnn/training/graphs.py``), with the same numbers as launching them one by
+            one; False launches them one by one. Elsewhere it changes nothing.
         vocab: the characters, index order; stored in checkpoints so sampling needs no corpus.
         unit: what a symbol is, from the data: ``chars`` or ``bytes`` (then ``vocab`` holds byte
             values as latin-1 characters, and text in and out is UTF-8).
@@ -109,6 +115,7 @@ class CharRNN(L.LightningModule):
         input_std: float | None = None,
         dropout: float = 0.0,
         bptt: Literal["manual", "autograd", "fused"] = "manual",
+        cuda_graphs: bool = True,
         vocab: str | None = None,
         unit: Literal["chars", "bytes"] = "chars",
     ):
@@ -166,6 +173,12 @@ class CharRNN(L.LightningModule):
         self.dropout_generator = torch.Generator()
         if dropout > 0:
             self.dropout_generator.manual_seed(int(torch.randint(2**62, ())))
+        # On a GPU they are drawn there, by a generator on the device seeded from that one (drawing
+        # on the CPU and copying would wait for the device every window); a checkpoint keeps both.
+        self._device_generator: torch.Generator | None = None
+        self._device_generator_state: tuple[str, Tensor] | None = None  # read from a checkpoint
+        self.graphs: WindowGraphs | None = None  # this run's CUDA graphs (``on_train_start``)
+        self.graph_class = None  # None: CUDAGraph on a CUDA device; a class stands in for it (tests)
 
     def weights(self) -> dict:
         """The parameters as ``{"layers": [{"W_xh", "W_hh", "b_h", ...}, ...], "W_hy", "b_y"}``,
@@ -193,12 +206,32 @@ class CharRNN(L.LightningModule):
             state = self.initial_state(B)
         run = BACKENDS[self.hparams.bptt]
         w = self.weights()
-        masks = None
+        return run(inputs, state, w["layers"], w["W_hy"], w["b_y"], self.cell, self.masks(B, T))
+
+    def masks(self, B: int, T: int) -> list[Tensor] | None:
+        """Dropout's masks for a window of B streams and T steps, one (T, B, H) per layer, drawn
+        from the model's own generator; None in evaluation or without dropout."""
         p = self.hparams.dropout
-        if self.training and p > 0:  # in evaluation dropout is the identity
-            H = self.hparams.hidden_size
-            masks = dropout_masks(p, (T, B, H), self.hparams.num_layers, self.dropout_generator, self.W_hy)
-        return run(inputs, state, w["layers"], w["W_hy"], w["b_y"], self.cell, masks)
+        if not self.training or p == 0:  # in evaluation dropout is the identity
+            return None
+        shape = (T, B, self.hparams.hidden_size)
+        return dropout_masks(p, shape, self.hparams.num_layers, self.mask_generator(), self.W_hy)
+
+    def mask_generator(self) -> torch.Generator:
+        """The generator dropout's masks are drawn from: the model's own, or on a GPU one on the
+        device, seeded from it at its first draw (or restored from a checkpoint)."""
+        device = self.W_hy.device
+        if device.type == "cpu":
+            return self.dropout_generator
+        g = self._device_generator
+        if g is None or g.device != device:
+            g = self._device_generator = torch.Generator(device)
+            saved = self._device_generator_state
+            if saved is not None and saved[0] == device.type:
+                g.set_state(saved[1])
+            else:
+                g.manual_seed(int(torch.randint(2**62, (), generator=self.dropout_generator)))
+        return g
 
     def carried_state(self, stage: str, batch_idx: int, batch_size: int) -> tuple[Tensor, ...]:
         """The state carried into window ``batch_idx`` of ``stage``; zeros at an epoch's start."""
@@ -209,9 +242,13 @@ class CharRNN(L.LightningModule):
 
     def _shared_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, stage: str) -> Tensor:
         inputs, targets = batch
-        logits, state = self(inputs, self.carried_state(stage, batch_idx, inputs.shape[0]))
+        state = self.carried_state(stage, batch_idx, inputs.shape[0])
+        if stage == "train" and self.graphs is not None:  # forward and backward, replayed
+            loss, state = self.graphs.run(inputs, targets, state, self.masks(*inputs.shape))
+        else:
+            logits, state = self(inputs, state)
+            loss = cross_entropy(logits, targets)
         self._state[stage] = detach_state(state)
-        loss = cross_entropy(logits, targets)
         if stage == "train":
             self._loss = loss.detach()
         return loss
@@ -228,10 +265,46 @@ class CharRNN(L.LightningModule):
             self.log("lr", self.optimizers().param_groups[0]["lr"])
         return loss
 
+    def on_train_start(self) -> None:
+        """Whether training windows replay as CUDA graphs, and where the divergence check reads its
+        numbers (``GradientGuard.start``); on a GPU, where either cannot be as it should, one line
+        says why."""
+        said = []
+        self.graphs = None
+        if self.hparams.cuda_graphs and (self.device.type == "cuda" or self.graph_class is not None):
+            said.append(why_not(self, self.trainer))
+            if said[-1] is None:
+                self.graphs = WindowGraphs(self, self.graph_class or CUDAGraph)
+        if self.trainer.optimizers:
+            said.append(self.guard.start(self.trainer.optimizers[0], self.device, self.trainer.world_size))
+        for line in filter(None, said):
+            if self.trainer.is_global_zero:
+                print(f"charrnn: {line}", file=sys.stderr)
+
+    def backward(self, loss: Tensor, *args, **kwargs) -> None:
+        """Lightning's, except after a replayed window: its graph has written the gradients."""
+        if self.graphs is None:
+            super().backward(loss, *args, **kwargs)
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer) -> None:
+        """Lightning's, except where windows replay: each replay writes the gradients whole, into
+        buffers of its graph that must stay where they are."""
+        if self.graphs is None:
+            optimizer.zero_grad()
+
+    def _raise_if_diverged(self) -> None:
+        """Stop with the divergence error if a step since the last read was not finite (on a GPU
+        the check's flag stays on the device until it is read here)."""
+        if self._trainer is not None and self.trainer.optimizers:
+            optimizer = self.trainer.optimizers[0]
+            self.guard.raise_if_diverged(optimizer, self.global_step, self.trainer.gradient_clip_val)
+
     def on_train_end(self) -> None:
         """Write the last step's training loss when it was not a written step: a run shorter than
         ``log_every_n_steps`` would otherwise draw no training curve at all. (Lightning takes no
         ``self.log`` here: straight to the loggers, at that step.)"""
+        self.graphs = None  # the graphs' memory goes back to the allocator
+        self._raise_if_diverged()
         step, written = self._last_step
         if written or step < 0:
             return
@@ -277,6 +350,7 @@ class CharRNN(L.LightningModule):
         return [decode(row, self._vocab(), self.hparams.unit) for row in logits.argmax(-1)]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self._raise_if_diverged()  # nothing is saved after a divergence
         # With the loader's position and the optimizer, this makes a resumed run continue exactly.
         checkpoint["best_val_bpc"] = self.best_val_bpc
         carried = self._state["train"]
@@ -286,6 +360,9 @@ class CharRNN(L.LightningModule):
             carried = tuple(torch.cat(self.all_gather(s).unbind(0), dim=1) for s in carried)  # (L, W*B, H)
         checkpoint["carried_state"] = None if carried is None else tuple(s.cpu() for s in carried)
         checkpoint["dropout_generator"] = self.dropout_generator.get_state()  # the masks still to come
+        if self._device_generator is not None:  # a GPU's, whose masks those are
+            device = self._device_generator.device.type
+            checkpoint["dropout_generator_device"] = (device, self._device_generator.get_state())
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         upgrade_checkpoint(checkpoint)  # one written before cells existed: flat W_xh ... b_y
@@ -301,6 +378,8 @@ class CharRNN(L.LightningModule):
         )  # moved at first use
         if "dropout_generator" in checkpoint:
             self.dropout_generator.set_state(checkpoint["dropout_generator"])
+        self._device_generator = None  # made again at the first draw, from the state saved here
+        self._device_generator_state = checkpoint.get("dropout_generator_device")
 
     def _vocab(self) -> str:
         if self.hparams.vocab is None:
@@ -321,12 +400,18 @@ class CharRNN(L.LightningModule):
     def configure_optimizers(self):
         # In the model's order, layers then output, as release 0.1 had them: its Adagrad state resumes.
         params = [*self.layers.parameters(), self.W_hy, self.b_y]
-        return torch.optim.Adagrad(params, lr=self.hparams.lr, eps=self.hparams.eps)
+        # On a GPU the fused step, which can skip a non-finite step on the device (training/guard.py);
+        # the device the run trains on, also when a checkpoint is read before the model moves there.
+        device = self.trainer.strategy.root_device if self._trainer is not None else self.device
+        fused = True if device.type == "cuda" else None
+        return torch.optim.Adagrad(params, lr=self.hparams.lr, eps=self.hparams.eps, fused=fused)
 
     def on_before_optimizer_step(self, optimizer) -> None:
-        """Stop before a non-finite step is applied; log the gradient norm before clipping."""
+        """Stop before a non-finite step is applied (on a GPU: make it a no-op, and stop on the next
+        step that writes metrics); log the gradient norm before clipping."""
         norm = self.guard.check(optimizer, self._loss, self.global_step, self.trainer.gradient_clip_val)
         if step_is_due(self.trainer):
+            self._raise_if_diverged()
             self.log("grad/norm", norm)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
