@@ -15,6 +15,8 @@ last. Variants alternate round by round; figures are medians over rounds.
                (its default implementation), clip_grad_norm_ 5, in a plain loop
     eager      (--context) fit with --model.cuda_graphs false: the step launched kernel by kernel
     fused      (--context) fit with --model.bptt fused: cuDNN's kernels through charrnn fit
+    compiled   (--context) fit with --model.compile_steps true: each step's elementwise work
+               compiled into a few kernels inside the graphs
 
     python benchmarks/bench_gpu.py                                  # the gated configs, fp32 and bf16
     python benchmarks/bench_gpu.py --configs "B50 T50 H512 L3" "B256 T128 H1024 L2"  # reported too
@@ -166,9 +168,9 @@ def main():
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
     print(f"# charrnn fit against a bare nn.* loop: {name}, torch {torch.__version__}")
     print(f"# {args.steps} timed steps after {args.warmup}, medians of {args.rounds} rounds\n")
-    kinds = ["fit", "bare", "nn"] + (["eager", "fused"] if args.context else [])
+    kinds = ["fit", "bare", "nn"] + (["eager", "fused", "compiled"] if args.context else [])
     header = "| cell | config | dtype | fit chars/s | nn.* chars/s | fit vs nn.* |"
-    header += " eager vs nn.* | fused vs nn.* |" if args.context else ""
+    header += " eager vs nn.* | fused vs nn.* | compiled vs nn.* |" if args.context else ""
     header += " Lightning's share | peak MiB, fit / nn.* | gate |"
     print(header + "\n|" + "---|" * (header.count("|") - 1))
     for dtype in args.dtype:
@@ -190,15 +192,20 @@ def main():
                 row = f"| {cell} | {config} | {dtype} | {B * T / t['fit']:,.0f} | {B * T / t['nn']:,.0f} "
                 row += f"| {ratio:.2f}x |"
                 if args.context:
-                    row += f" {t['nn'] / t['eager']:.2f}x | {t['nn'] / t['fused']:.2f}x |"
+                    row += f" {t['nn'] / t['eager']:.2f}x | {t['nn'] / t['fused']:.2f}x "
+                    row += f"| {t['nn'] / t['compiled']:.2f}x |"
                 row += f" {100 * (t['fit'] / t['bare'] - 1):+.0f}% "
                 row += f"| {max(peaks['fit']):,.0f} / {max(peaks['nn']):,.0f} | {gate} |"
                 print(row, flush=True)
 
 
 def run(kind, cell, B, T, H, layers, device, dtype, windows, args) -> tuple[float, float]:
-    if kind in ("fit", "eager", "fused"):
-        model_args = {"cuda_graphs": kind != "eager", "bptt": "fused" if kind == "fused" else "manual"}
+    if kind in ("fit", "eager", "fused", "compiled"):
+        model_args = {
+            "cuda_graphs": kind != "eager",
+            "bptt": "fused" if kind == "fused" else "manual",
+            "compile_steps": kind == "compiled",
+        }
         return time_fit(cell, B, T, H, layers, device, dtype, args.steps, args.warmup, **model_args)
     if kind == "bare":
         return time_loop(BareReplay(cell, H, layers, device, dtype), windows, args.steps, args.warmup, device)

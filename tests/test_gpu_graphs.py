@@ -11,6 +11,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch_charrnn import CharDataModule, CharRNN
 from torch_charrnn.cli import main
 from torch_charrnn.rnn.bptt import cross_entropy, dropout_masks, forward_manual
+from torch_charrnn.rnn.compiled import compiled_cell
 from torch_charrnn.training.graphs import CUDAGraph, WindowGraphs
 from torch_charrnn.training.guard import step_is_due
 
@@ -40,20 +41,17 @@ def twin_models(cell, layers, dropout, dtype):
     return models
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("dropout", [0.0, 0.3])
-@pytest.mark.parametrize("layers", [1, 2])
-@pytest.mark.parametrize("cell", CELLS)
-def test_a_replayed_window_equals_the_eager_hand_written_step(cell, layers, dropout, dtype):
-    """Five windows, the state carried and the weights stepped between them (so the graph must
-    read the parameters where they are): the loss, the last state and every gradient agree."""
+def same_windows(cell, layers, dropout, dtype, windows, compiled=False):
+    """``windows`` windows through the graph and through the eager hand-written step, the state
+    carried and the weights stepped between them (so the graph must read the parameters where
+    they are): the loss, the last state and every gradient agree."""
     eager, replayed = twin_models(cell, layers, dropout, dtype)
-    graphs = WindowGraphs(replayed, CUDAGraph)
+    graphs = WindowGraphs(replayed, CUDAGraph, compiled_cell(replayed.cell) if compiled else None)
     g = torch.Generator("cuda").manual_seed(1)
     B, T = 4, 9
     states = [eager.initial_state(B), replayed.initial_state(B)]
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
-    for _ in range(5):
+    for _ in range(windows):
         x, y = torch.randint(0, 11, (B, T), device="cuda"), torch.randint(0, 11, (B, T), device="cuda")
         masks = dropout_masks(dropout, (T, B, 32), layers, g, eager.W_hy) if dropout else None
         with autocast:
@@ -74,6 +72,21 @@ def test_a_replayed_window_equals_the_eager_hand_written_step(cell, layers, drop
                 q.sub_(0.1 * q.grad)
         states = [tuple(s.detach() for s in last_e), tuple(s.clone() for s in last_r)]
     assert len(graphs.windows) == 1, "one shape, one graph"
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_replayed_window_equals_the_eager_hand_written_step(cell, layers, dropout, dtype):
+    same_windows(cell, layers, dropout, dtype, windows=5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_replayed_window_with_compiled_steps_equals_the_eager_hand_written_step(cell, dtype):
+    """The steps compiled to Triton kernels (``rnn/compiled.py``) inside the graph."""
+    same_windows(cell, 2, 0.3, dtype, windows=3, compiled=True)
 
 
 def trainer(root, steps, **kwargs):

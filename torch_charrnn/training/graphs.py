@@ -78,13 +78,13 @@ class EagerReplay:
 class Window:
     """One shape's static buffers and its graph."""
 
-    def __init__(self, model, inputs, targets, state, masks, graph_class):
+    def __init__(self, model, cell, inputs, targets, state, masks, graph_class):
         self.inputs, self.targets = inputs.clone(), targets.clone()
         self.state = tuple(s.clone() for s in state)
         self.masks = None if masks is None else [m.clone() for m in masks]
         self.params = list(model.parameters())
         w = model.weights()
-        layers, W_hy, b_y, cell = w["layers"], w["W_hy"], w["b_y"], model.cell
+        layers, W_hy, b_y = w["layers"], w["W_hy"], w["b_y"]
 
         def body():
             for p in self.params:  # written whole by the backward, not added to
@@ -111,11 +111,13 @@ class Window:
 
 class WindowGraphs:
     """Every training window of a run, replayed from the graph of its shape (captured at its first
-    window). ``graph_class``: ``CUDAGraph`` on a GPU; ``EagerReplay`` stands in for it in tests."""
+    window). ``graph_class``: ``CUDAGraph`` on a GPU; ``EagerReplay`` stands in for it in tests.
+    ``cell``: the model's, or the same with its steps compiled (``rnn/compiled.py``)."""
 
-    def __init__(self, model, graph_class=CUDAGraph):
+    def __init__(self, model, graph_class=CUDAGraph, cell=None):
         self.model = model
         self.graph_class = graph_class
+        self.cell = model.cell if cell is None else cell
         self.windows: dict[tuple, Window] = {}
 
     def key(self, inputs: Tensor, masks) -> tuple:
@@ -131,6 +133,7 @@ class WindowGraphs:
         key = self.key(inputs, masks)
         window = self.windows.get(key)
         if window is None:
-            window = self.windows[key] = Window(self.model, inputs, targets, state, masks, self.graph_class)
+            window = Window(self.model, self.cell, inputs, targets, state, masks, self.graph_class)
+            self.windows[key] = window
         loss, last = window.run(inputs, targets, state, masks)
         return loss.clone(), last  # the next replay writes over the graph's own

@@ -17,6 +17,7 @@ from torch_charrnn.errors import CharRNNError, require
 from torch_charrnn.rnn.backends import BACKENDS
 from torch_charrnn.rnn.bptt import LN2, cross_entropy, dropout_masks
 from torch_charrnn.rnn.cells import CELLS, cell_options, get_cell
+from torch_charrnn.rnn.compiled import cannot_compile, compiled_cell
 from torch_charrnn.rnn.footprint import parameter_count
 from torch_charrnn.training.checkpoints.legacy import upgrade_checkpoint
 from torch_charrnn.training.graphs import CUDAGraph, WindowGraphs, why_not
@@ -96,6 +97,10 @@ class CharRNN(L.LightningModule):
             backward are captured once per shape as a CUDA graph and replayed
             (``torch_charrnn/training/graphs.py``), with the same numbers as launching them one by
             one; False launches them one by one. Elsewhere it changes nothing.
+        compile_steps: in those graphs, each cell step's elementwise work, forward and backward, is
+            compiled into a few fused kernels (``torch_charrnn/rnn/compiled.py``; Triton on a
+            GPU), equal to the eager step to rounding. Off by default until measured on a GPU;
+            where inductor cannot compile, one line says so and the eager kernels are replayed.
         vocab: the characters, index order; stored in checkpoints so sampling needs no corpus.
         unit: what a symbol is, from the data: ``chars`` or ``bytes`` (then ``vocab`` holds byte
             values as latin-1 characters, and text in and out is UTF-8).
@@ -116,6 +121,7 @@ class CharRNN(L.LightningModule):
         dropout: float = 0.0,
         bptt: Literal["manual", "autograd", "fused"] = "manual",
         cuda_graphs: bool = True,
+        compile_steps: bool = False,
         vocab: str | None = None,
         unit: Literal["chars", "bytes"] = "chars",
     ):
@@ -274,7 +280,11 @@ class CharRNN(L.LightningModule):
         if self.hparams.cuda_graphs and (self.device.type == "cuda" or self.graph_class is not None):
             said.append(why_not(self, self.trainer))
             if said[-1] is None:
-                self.graphs = WindowGraphs(self, self.graph_class or CUDAGraph)
+                cell = self.cell
+                if self.hparams.compile_steps:
+                    said.append(cannot_compile(self.device.type))
+                    cell = cell if said[-1] else compiled_cell(cell)
+                self.graphs = WindowGraphs(self, self.graph_class or CUDAGraph, cell)
         if self.trainer.optimizers:
             said.append(self.guard.start(self.trainer.optimizers[0], self.device, self.trainer.world_size))
         for line in filter(None, said):
