@@ -3,9 +3,11 @@
 # tests; bench_gpu.py, charrnn fit's own path against a bare nn.* loop for every cell (fp32 and
 # bf16 at B64 T100 H256 and B128 T100 H512, the gated configs; fp32 at the two reported ones);
 # and a short charrnn fit --config configs/gpu.yaml on the built-in corpus (the GPU machine has no
-# network). --kernels adds bench_train.py's rows (each backend alone and through Trainer.fit).
+# network). --kernels adds bench_train.py's rows (each backend alone and through Trainer.fit);
+# --race FILE races configs/gpu.yaml on the hand-written BPTT against nn.RNN with its recipe on the
+# corpus FILE (tinyshakespeare, carried as a file: the machine has no network), 1, 2 and 3 minutes.
 #
-#   bash benchmarks/gpu_check.sh [--kernels]   # on a machine with a CUDA GPU
+#   bash benchmarks/gpu_check.sh [--kernels] [--race FILE]   # on a machine with a CUDA GPU
 #   bash benchmarks/gpu_check.sh --cpu         # the same parts on the CPU at a tiny size: CI runs
 #                                              # this, so the script keeps working between GPU sessions
 set -euo pipefail
@@ -18,7 +20,14 @@ if [ "${1:-}" = "--cpu" ]; then  # that every part runs, not what it measures: a
   gpu_reported=()
 else
   device=cuda accelerator=gpu rounds=2 steps=300 budget=0.5
-  [ "${1:-}" = "--kernels" ] && kernels=true
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --kernels) kernels=true ;;
+      --race) race_corpus="$2"; shift ;;
+      *) echo "gpu_check.sh: unknown option $1 (--cpu, --kernels, --race FILE)" >&2; exit 2 ;;
+    esac
+    shift
+  done
   configs=("B64 T100 H256" "B128 T100 H512")
   gpu_gated=(--context)
   gpu_reported=(--dtype fp32 --configs "B50 T50 H512 L3" "B256 T128 H1024 L2")
@@ -74,3 +83,11 @@ print("| steps | wall, start to end (s) | final weights finite |\n|---|---|---|"
 finite = all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
 print(f"| {steps} | {end - start:.1f} | {finite} |")
 PY
+
+if [ -n "${race_corpus:-}" ]; then
+  echo
+  echo "## race.py: configs/gpu.yaml (bptt manual) against nn.RNN with its recipe, 1, 2 and 3 minutes"
+  echo
+  python benchmarks/race.py configs/gpu.yaml,--model.bptt=manual nn.RNN --recipe --marks 1 2 3 --device cuda \
+    --corpus "$race_corpus" "--fit-args=--trainer.accelerator=gpu" "--fit-args=--trainer.enable_progress_bar=false"
+fi

@@ -34,6 +34,13 @@ ends before a mark (its ``max_steps``) is measured at its end and keeps that val
     python benchmarks/race.py configs/tinyshakespeare_lstm.yaml nn.LSTM nn.LSTM+embedding --recipe --runs 2
     python benchmarks/race.py configs/tinyshakespeare_20min.yaml nn.LSTM --marks 1 5 10 20 \\
         --seq 64 --hidden 384 --layers 2 --dropout 0.25          # the same size and dropout
+
+On a GPU (``--device cuda``; the configs then need ``--fit-args=--trainer.accelerator=gpu``) the
+clock waits for the device before it reads a mark, so that the steps the host queued ahead count
+as training time, and the validation windows live on the device.
+
+    python benchmarks/race.py configs/gpu.yaml nn.RNN --recipe --marks 1 2 3 --device cuda \\
+        "--fit-args=--trainer.accelerator=gpu" --corpus data/tinyshakespeare.txt   # no network
 """
 
 from __future__ import annotations
@@ -51,7 +58,7 @@ from dataclasses import dataclass
 import lightning as L
 import torch
 import yaml
-from harness import EVAL_B, EVAL_T, BareStep, TorchRNN, eval_windows, fit_with, val_loss
+from harness import EVAL_B, EVAL_T, BareStep, TorchRNN, eval_windows, fit_with, sync, val_loss
 from lightning.pytorch.cli import instantiate_class
 
 from torch_charrnn import CharDataModule, CharRNN
@@ -62,8 +69,8 @@ class Clock:
     """Training time since the first step, excluding the race's own measurements; records the
     validation loss at each mark."""
 
-    def __init__(self, marks, measure):
-        self.marks, self.measure = list(marks), measure
+    def __init__(self, marks, measure, device="cpu"):
+        self.marks, self.measure, self.device = list(marks), measure, device
         self.results: dict[float, float] = {}
         self.start, self.paused, self.steps = None, 0.0, 0
 
@@ -74,6 +81,8 @@ class Clock:
         """Called before each step: measures at the marks passed; False once the last one is."""
         if self.start is None:
             self.start = time.perf_counter()
+        if self.marks and self.elapsed() >= self.marks[0] * 60:
+            sync(self.device)  # what the host queued before the mark is training time
         while self.marks and self.elapsed() >= self.marks[0] * 60:
             self._record(self.marks.pop(0))
         self.steps += bool(self.marks)
@@ -203,7 +212,7 @@ def run_baseline(kind, clock, windows, args, recipe: Recipe, seed):
     kind, _, embedding = kind.partition("+")
     model = TorchRNN(
         kind, data.vocab_size, recipe.hidden, recipe.layers, recipe.dropout, bool(embedding), recipe.input_std
-    )
+    ).to(args.device)
     clock.measure = lambda: _eval_model(model, windows)
     optimizer = instantiate_class(model.parameters(), recipe.optimizer)  # as LightningCLI builds them
     schedule = instantiate_class(optimizer, recipe.schedule) if recipe.schedule else None
@@ -213,7 +222,7 @@ def run_baseline(kind, clock, windows, args, recipe: Recipe, seed):
         for batch in data.splits["train"]:
             if not clock.tick():
                 break
-            step(batch)
+            step(tuple(t.to(args.device, non_blocking=True) for t in batch))
 
 
 def label_of(who: str, recipe: Recipe) -> str:
@@ -225,7 +234,7 @@ def label_of(who: str, recipe: Recipe) -> str:
 
 def race(who: str, args, recipe: Recipe, windows, seed: int) -> Clock:
     """One contestant, once: its clock holds the validation loss at each mark."""
-    clock = Clock(args.marks, None)
+    clock = Clock(args.marks, None, args.device)
     if who.startswith("nn."):
         run_baseline(who[3:], clock, windows, args, recipe, seed)
         return clock
@@ -259,11 +268,14 @@ def main() -> None:
     parser.add_argument("--dropout", type=float, default=0.0, help="the baselines' dropout")
     parser.add_argument("--lr", type=float, default=2e-3, help="the baselines' Adam learning rate")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--fit-args", nargs="*", default=[], help="extra charrnn fit options for configs")
+    parser.add_argument(
+        "--fit-args", nargs="*", action="extend", default=[], help="extra charrnn fit options (repeatable)"
+    )
+    parser.add_argument("--device", default="cpu", help="where the baselines train and everyone is measured")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    windows = eval_windows(args.corpus)
+    windows = [tuple(t.to(args.device) for t in window) for window in eval_windows(args.corpus)]
     configs = [who for who in args.contestants if not who.startswith("nn.")]
     if args.recipe and not configs:
         parser.error("--recipe takes the recipe of a config in the race: name one")
