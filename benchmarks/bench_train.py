@@ -59,6 +59,8 @@ CONFIGS = {
     "B1 T20 H75": (1, 20, 75),
     "B32 T50 H256": (32, 50, 256),  # configs/tinyshakespeare.yaml's shape
     "B32 T64 H256": (32, 64, 256),  # the gated configs' shape
+    "B32 T50 H512": (32, 50, 512),  # wider 5-minute candidates (issue: configs that use the speed)
+    "B32 T64 H512": (32, 64, 512),
     "B64 T100 H256": (64, 100, 256),
     "B128 T100 H512": (128, 100, 512),
 }
