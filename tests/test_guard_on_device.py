@@ -160,3 +160,15 @@ def test_unfused_optimizers_cannot_skip_a_step_on_the_device():
     assert not skips_on_found_inf(torch.optim.Adam(params))
     assert not skips_on_found_inf(torch.optim.Adam(params, foreach=True))
     assert skips_on_found_inf(torch.optim.Adam(params, fused=True))
+
+
+@pytest.mark.parametrize(
+    ("world_size", "scaled", "said"),
+    [(2, False, "no process skips a step the others take"), (1, True, "GradScaler decides")],
+)
+def test_several_processes_or_fp16_loss_scaling_keep_the_check_on_the_host(world_size, scaled, said):
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], fused=True)
+    guard = GradientGuard(on_device=True)
+    line = guard.start(optimizer, torch.device("cpu"), world_size, scaled)
+    assert not guard.deferred and said in line
+    assert getattr(optimizer, "found_inf", None) is None, "the optimizer's flag is left alone"

@@ -96,13 +96,14 @@ class GradientGuard:
         self.found_inf: Tensor | None = None  # on the device: 1 from the first non-finite step on
         self.first: Tensor | None = None  # on the device: that step, its loss and its norm
 
-    def start(self, optimizer, device: torch.device, world_size: int = 1) -> str | None:
+    def start(self, optimizer, device: torch.device, world_size: int = 1, scaled: bool = False) -> str | None:
         """Choose for a run on ``device`` where the check reads its numbers; returns a line saying
         why the host reads them every step where a GPU would rather it did not, else None. A run of
         several processes keeps it on the host: each process's own loss would decide, alone,
-        whether its copy of the weights takes a step."""
+        whether its copy of the weights takes a step. So does one whose loss is ``scaled`` (fp16's
+        GradScaler sets and removes the optimizer's ``found_inf`` itself)."""
         wanted = device.type != "cpu" if self.on_device is None else self.on_device
-        self.deferred = wanted and skips_on_found_inf(optimizer) and world_size == 1
+        self.deferred = wanted and skips_on_found_inf(optimizer) and world_size == 1 and not scaled
         if self.deferred:
             self.found_inf = torch.zeros((), device=device)  # float32, as the fused kernels read it
             self.first = torch.tensor([-1.0, 0.0, 0.0], dtype=torch.float64, device=device)
@@ -116,6 +117,11 @@ class GradientGuard:
             return (
                 "the divergence check reads the loss and gradient norm on the host every step: a run "
                 "of several processes keeps it there, so that no process skips a step the others take"
+            )
+        if scaled:
+            return (
+                "the divergence check reads the loss and gradient norm on the host every step: "
+                "`precision` 16's GradScaler decides which steps the optimizer skips"
             )
         return (
             f"the divergence check reads the loss and gradient norm on the host every step, a wait "

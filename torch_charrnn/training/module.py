@@ -286,7 +286,9 @@ class CharRNN(L.LightningModule):
                     cell = cell if said[-1] else compiled_cell(cell)
                 self.graphs = WindowGraphs(self, self.graph_class or CUDAGraph, cell)
         if self.trainer.optimizers:
-            said.append(self.guard.start(self.trainer.optimizers[0], self.device, self.trainer.world_size))
+            scaled = str(self.trainer.precision).startswith("16")
+            optimizer, world = self.trainer.optimizers[0], self.trainer.world_size
+            said.append(self.guard.start(optimizer, self.device, world, scaled))
         for line in filter(None, said):
             if self.trainer.is_global_zero:
                 print(f"charrnn: {line}", file=sys.stderr)
