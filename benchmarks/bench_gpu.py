@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from types import SimpleNamespace
 
 import lightning as L
 import torch
@@ -126,8 +127,8 @@ class BareReplay:
         self.guard.start(self.optimizer, device)
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
         self.state, self.k = None, 0
-        trainer = type("T", (), {"log_every_n_steps": 50, "global_step": 0})()
-        self.module = type("M", (), {"trainer": trainer})()
+        # what the guard reads of the module: which steps write metrics, as Trainer.fit's do
+        self.module = SimpleNamespace(trainer=SimpleNamespace(log_every_n_steps=50, global_step=0))
 
     def __call__(self, batch):
         inputs, targets = batch
