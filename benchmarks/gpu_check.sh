@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# What a machine with a GPU should check, in one command and under 8 minutes on one GPU: the CUDA
+# What a machine with a GPU should check, in one command sized for about 8 minutes on one GPU: the CUDA
 # tests; bench_gpu.py, charrnn fit's own path against a bare nn.* loop for every cell (fp32 and
-# bf16 at B64 T100 H256 and B128 T100 H512, the gated configs; fp32 at the two reported ones);
+# bf16 at B64 T100 H256 and B128 T100 H512, the gated configs, 2 rounds; once in fp32 at B128 with
+# the eager, cuDNN and compiled variants beside it, and at the two reported configs);
 # and a short charrnn fit --config configs/gpu.yaml on the built-in corpus (the GPU machine has no
 # network). --kernels adds bench_train.py's rows (each backend alone and through Trainer.fit);
 # --race FILE races configs/gpu.yaml on the hand-written BPTT against nn.RNN with its recipe on the
@@ -17,6 +18,7 @@ if [ "${1:-}" = "--cpu" ]; then  # that every part runs, not what it measures: a
   device=cpu accelerator=cpu rounds=1 steps=5 budget=0.1 kernels=true
   configs=("B1 T20 H75")
   gpu_gated=(--dtype fp32 --configs "B2 T8 H16 L1" --steps 3 --warmup 2 --rounds 1 --context)
+  gpu_context=()
   gpu_reported=()
 else
   device=cuda accelerator=gpu rounds=2 steps=300 budget=0.5
@@ -29,8 +31,9 @@ else
     shift
   done
   configs=("B64 T100 H256" "B128 T100 H512")
-  gpu_gated=(--context)
-  gpu_reported=(--dtype fp32 --configs "B50 T50 H512 L3" "B256 T128 H1024 L2")
+  gpu_gated=()  # the gated configs, fp32 and bf16, 2 rounds
+  gpu_context=(--context --dtype fp32 --configs "B128 T100 H512" --rounds 1)  # eager, cuDNN, compiled
+  gpu_reported=(--dtype fp32 --configs "B50 T50 H512 L3" "B256 T128 H1024 L2" --rounds 1)
 fi
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
@@ -50,6 +53,9 @@ echo
 echo "## bench_gpu.py: charrnn fit against a bare nn.* loop"
 echo
 python benchmarks/bench_gpu.py --device "$device" "${gpu_gated[@]}"
+if [ ${#gpu_context[@]} -gt 0 ]; then
+  echo; python benchmarks/bench_gpu.py --device "$device" "${gpu_context[@]}"
+fi
 if [ ${#gpu_reported[@]} -gt 0 ]; then
   echo; python benchmarks/bench_gpu.py --device "$device" "${gpu_reported[@]}"
 fi
