@@ -2,16 +2,14 @@
 step_backward equal the eager ones, and training through replayed windows with compiled steps
 ends where eager training does. (The same code compiles to Triton on a GPU: tests/test_gpu_graphs.py.)"""
 
-import lightning as L
 import pytest
 import torch
 from conftest import CELLS
+from test_graphs import fit, model_for
 
-from torch_charrnn import CharDataModule, CharRNN
 from torch_charrnn.rnn.cells import get_cell
 from torch_charrnn.rnn.compiled import cannot_compile, compiled_cell
 from torch_charrnn.rnn.products import plain_product
-from torch_charrnn.training.graphs import EagerReplay
 
 pytestmark = pytest.mark.skipif(cannot_compile("cpu") is not None, reason="inductor needs a C++ compiler")
 
@@ -48,47 +46,28 @@ def test_a_compiled_step_and_its_backward_equal_the_eager_ones(cell_name, B=2, H
             torch.testing.assert_close(y, x, **TOL[dtype])
 
 
-def fit(model, steps):
-    trainer = L.Trainer(
-        accelerator="cpu",
-        precision="64-true",
-        max_steps=steps,
-        gradient_clip_val=1.0,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(model, CharDataModule(max_chars=4000, batch_size=3, seq_len=8))
-
-
-def lstm(**kwargs):
-    torch.manual_seed(0)
-    dm = CharDataModule(max_chars=4000, batch_size=3, seq_len=8)
-    return CharRNN(dm.vocab_size, 6, cell="lstm", num_layers=2, dropout=0.3, vocab=dm.vocab, **kwargs)
+def lstm(graphs=False, **kwargs):
+    return model_for("lstm", 2, 0.3, graphs, **kwargs)
 
 
 def test_replayed_windows_with_compiled_steps_train_as_eager_ones():
     eager = lstm()
-    fit(eager, 4)
-    model = lstm(compile_steps=True)
-    model.graph_class = EagerReplay
-    fit(model, 4)
+    fit(eager, 4, precision="64-true")
+    model = lstm(graphs=True, compile_steps=True)
+    fit(model, 4, precision="64-true")
     for (name, p), q in zip(model.named_parameters(), eager.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-12, msg=lambda m, n=name: f"{n}: {m}")
 
 
 def test_where_inductor_cannot_compile_the_graphs_replay_the_eager_kernels_and_say_so(monkeypatch, capsys):
-    import torch_charrnn.training.module as module
+    import torch_charrnn.training.graphs as graphs
 
     said = "`compile_steps` is on but X: the graphs replay the eager kernels"
-    monkeypatch.setattr(module, "cannot_compile", lambda device: said)
+    monkeypatch.setattr(graphs, "cannot_compile", lambda device: said)
     eager = lstm()
-    fit(eager, 3)
-    model = lstm(compile_steps=True)
-    model.graph_class = EagerReplay
-    fit(model, 3)
+    fit(eager, 3, precision="64-true")
+    model = lstm(graphs=True, compile_steps=True)
+    fit(model, 3, precision="64-true")
     assert capsys.readouterr().err.count("charrnn: `compile_steps` is on but X") == 1
     for p, q in zip(model.parameters(), eager.parameters(), strict=True):
         assert torch.equal(p, q), "the eager kernels, to the bit"

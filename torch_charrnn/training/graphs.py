@@ -21,6 +21,8 @@ import torch
 from torch import Tensor
 
 from torch_charrnn.rnn.bptt import cross_entropy, forward_manual
+from torch_charrnn.rnn.compiled import cannot_compile, compiled_cell
+from torch_charrnn.training.guard import scales_loss
 
 WARMUP = 3  # eager runs on a side stream before capture, as torch.cuda.graph's documentation asks
 
@@ -29,17 +31,32 @@ def why_not(model, trainer) -> str | None:
     """Why a run of ``model`` under ``trainer`` cannot replay its training windows as CUDA graphs,
     as a line for the user; None where it can. Only asked on a CUDA device with graphs on."""
     if model.hparams.bptt != "manual":
-        return (
-            f"training steps run eagerly: CUDA graphs replay the hand-written BPTT (`bptt` manual), "
-            f"and this run has `bptt` {model.hparams.bptt}"
-        )
-    if trainer.world_size > 1:
-        return "training steps run eagerly: a run of several processes exchanges gradients during backward"
-    if trainer.accumulate_grad_batches > 1:
-        return "training steps run eagerly: `accumulate_grad_batches` adds gradients over several windows"
-    if str(trainer.precision).startswith("16"):
-        return "training steps run eagerly: `precision` 16 scales the loss from the host"
-    return None
+        bptt = model.hparams.bptt
+        why = f"CUDA graphs replay the hand-written BPTT (`bptt` manual), and this run has `bptt` {bptt}"
+    elif trainer.world_size > 1:
+        why = "a run of several processes exchanges gradients during backward"
+    elif trainer.accumulate_grad_batches > 1:
+        why = "`accumulate_grad_batches` adds gradients over several windows"
+    elif scales_loss(trainer):
+        why = "`precision` 16 scales the loss from the host"
+    else:
+        return None
+    return f"training steps run eagerly: {why}"
+
+
+def window_graphs(model, trainer) -> tuple[WindowGraphs | None, list[str]]:
+    """The graphs ``model``'s training windows replay from in this run (None: they run eagerly),
+    and the lines that say why they cannot, or what they go without."""
+    if not model.hparams.cuda_graphs or (model.device.type != "cuda" and model.graph_class is None):
+        return None, []  # the CPU, or graphs turned off: nothing to say
+    why = why_not(model, trainer)
+    if why is not None:
+        return None, [why]
+    cell, said = model.cell, []
+    if model.hparams.compile_steps:
+        why = cannot_compile(model.device.type)
+        cell, said = (cell, [why]) if why else (compiled_cell(cell), [])
+    return WindowGraphs(model, model.graph_class or CUDAGraph, cell), said
 
 
 class CUDAGraph:

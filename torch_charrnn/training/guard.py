@@ -52,6 +52,12 @@ def step_overflowed(error: RuntimeError, trainer: L.Trainer) -> DivergedError | 
     )
 
 
+def scales_loss(trainer: L.Trainer) -> bool:
+    """Whether the run's precision is fp16's, whose GradScaler scales the loss and decides on the
+    host which steps the optimizer skips."""
+    return str(trainer.precision).startswith("16")
+
+
 def skips_on_found_inf(optimizer) -> bool:
     """Whether ``optimizer``'s step reads a ``found_inf`` flag and changes nothing where it is set:
     torch's fused implementations (``fused=True``: Adam, AdamW, SGD, Adagrad)."""
@@ -114,19 +120,17 @@ class GradientGuard:
         if not wanted:
             return None
         if world_size > 1:
-            return (
-                "the divergence check reads the loss and gradient norm on the host every step: a run "
-                "of several processes keeps it there, so that no process skips a step the others take"
-            )
-        if scaled:
-            return (
-                "the divergence check reads the loss and gradient norm on the host every step: "
-                "`precision` 16's GradScaler decides which steps the optimizer skips"
+            why = "a run of several processes keeps it there, so that no process skips a step the others take"
+        elif scaled:
+            why = "`precision` 16's GradScaler decides which steps the optimizer skips"
+        else:
+            why = (
+                f"{type(optimizer).__name__} is not fused. Its `fused: true` (Adam, AdamW, SGD, Adagrad) "
+                "lets the check stay on the device"
             )
         return (
-            f"the divergence check reads the loss and gradient norm on the host every step, a wait "
-            f"for the {device.type.upper()} each time: {type(optimizer).__name__} is not fused. Its "
-            "`fused: true` (Adam, AdamW, SGD, Adagrad) lets the check stay on the device"
+            f"the divergence check reads the loss and gradient norm on the host every step, a wait for "
+            f"the {device.type.upper()} each time: {why}"
         )
 
     def check(self, optimizer, loss: Tensor, step: int, clip_val) -> Tensor:
@@ -187,5 +191,5 @@ class GradientGuard:
         if not step_is_due(module.trainer):
             return None
         share = self.clipped / self.steps
-        self.clipped, self.steps = self.clipped * 0, 0
+        self.clipped, self.steps = torch.zeros_like(share) if self.deferred else 0, 0
         return share

@@ -17,11 +17,10 @@ from torch_charrnn.errors import CharRNNError, require
 from torch_charrnn.rnn.backends import BACKENDS
 from torch_charrnn.rnn.bptt import LN2, cross_entropy, dropout_masks
 from torch_charrnn.rnn.cells import CELLS, cell_options, get_cell
-from torch_charrnn.rnn.compiled import cannot_compile, compiled_cell
 from torch_charrnn.rnn.footprint import parameter_count
 from torch_charrnn.training.checkpoints.legacy import upgrade_checkpoint
-from torch_charrnn.training.graphs import CUDAGraph, WindowGraphs, why_not
-from torch_charrnn.training.guard import GradientGuard, step_is_due
+from torch_charrnn.training.graphs import WindowGraphs, window_graphs
+from torch_charrnn.training.guard import GradientGuard, scales_loss, step_is_due
 from torch_charrnn.training.memory import require_memory
 from torch_charrnn.training.optimizer_state import take_current_optimizer_settings
 from torch_charrnn.training.sampling import sample_chunks, sample_text
@@ -275,20 +274,10 @@ class CharRNN(L.LightningModule):
         """Whether training windows replay as CUDA graphs, and where the divergence check reads its
         numbers (``GradientGuard.start``); on a GPU, where either cannot be as it should, one line
         says why."""
-        said = []
-        self.graphs = None
-        if self.hparams.cuda_graphs and (self.device.type == "cuda" or self.graph_class is not None):
-            said.append(why_not(self, self.trainer))
-            if said[-1] is None:
-                cell = self.cell
-                if self.hparams.compile_steps:
-                    said.append(cannot_compile(self.device.type))
-                    cell = cell if said[-1] else compiled_cell(cell)
-                self.graphs = WindowGraphs(self, self.graph_class or CUDAGraph, cell)
+        self.graphs, said = window_graphs(self, self.trainer)
         if self.trainer.optimizers:
-            scaled = str(self.trainer.precision).startswith("16")
             optimizer, world = self.trainer.optimizers[0], self.trainer.world_size
-            said.append(self.guard.start(optimizer, self.device, world, scaled))
+            said.append(self.guard.start(optimizer, self.device, world, scales_loss(self.trainer)))
         for line in filter(None, said):
             if self.trainer.is_global_zero:
                 print(f"charrnn: {line}", file=sys.stderr)
