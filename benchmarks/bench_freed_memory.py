@@ -28,14 +28,14 @@ from harness import MODULES
 MODES = ("plain", "kept")
 
 
-def child(mode: str, cell: str, kind: str, B: int, T: int, H: int, seconds: float) -> None:
+def child(mode: str, cell: str, kind: str, B: int, T: int, H: int, L: int, seconds: float) -> None:
     """One variant in this process: prints ms a step, page faults a step and peak RSS as JSON."""
     from bench_train import Step
 
     from torch_charrnn.training.memory import keep_freed_memory
 
     kept = keep_freed_memory() if mode == "kept" else False
-    step = Step(cell, kind, B, T, H, "cpu", "fp32")
+    step = Step(cell, kind, B, T, H, L, "cpu", "fp32")
     for _ in range(3):
         step()
     start = time.perf_counter()
@@ -51,8 +51,8 @@ def child(mode: str, cell: str, kind: str, B: int, T: int, H: int, seconds: floa
     print(json.dumps({"kept": kept, "ms": ms, "faults": faults, "rss": usage.ru_maxrss / 1024}))
 
 
-def measure(mode, cell, kind, B, T, H, seconds) -> dict:
-    command = [sys.executable, __file__, "--child", mode, cell, kind, str(B), str(T), str(H), str(seconds)]
+def measure(mode, cell, kind, B, T, H, L, seconds) -> dict:
+    command = [sys.executable, __file__, "--child", mode, cell, kind, *map(str, (B, T, H, L, seconds))]
     run = subprocess.run(command, capture_output=True, text=True, check=True)
     result = json.loads(run.stdout.splitlines()[-1])
     if result["kept"] != (mode == "kept"):
@@ -62,8 +62,8 @@ def measure(mode, cell, kind, B, T, H, seconds) -> dict:
 
 def main() -> None:
     if sys.argv[1:2] == ["--child"]:
-        mode, cell, kind, B, T, H, seconds = sys.argv[2:]
-        child(mode, cell, kind, int(B), int(T), int(H), float(seconds))
+        mode, cell, kind, B, T, H, L, seconds = sys.argv[2:]
+        child(mode, cell, kind, int(B), int(T), int(H), int(L), float(seconds))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", nargs="*", default=["lstm"], choices=list(MODULES))

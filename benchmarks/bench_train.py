@@ -1,16 +1,17 @@
 """Training throughput, side by side in one process, for each cell: this project's step
 (hand-written BPTT, the fused backend over PyTorch's kernels, and plain autograd), the hand-written
-and fused steps through Lightning ``fit``, PyTorch's own module
-(``nn.RNN``/``nn.GRU``/``nn.LSTM`` + ``nn.Linear``, one-hot input, the same clipping and Adagrad),
-and the NumPy reference.
+and fused steps through Lightning ``fit``, PyTorch's own module (``nn.RNN``/``nn.GRU``/``nn.LSTM``
++ ``nn.Linear``, one-hot input, the same layers, clipping and Adagrad, no dropout), and the NumPy
+reference.
 
 Variants alternate round by round and each figure is the median over rounds, so drift in the
 machine's speed hits every variant alike; the ratio to PyTorch's module is also given round by
 round (lowest to highest), each variant against the module's time in the same round. GFLOP/s
-counts the model's own arithmetic (6·G·B·T·H² + 6·B·T·H·V per step, forward and backward, G gate
-blocks) and is set against a matrix-product ceiling (a 2048³ float32 matmul, GPU: 8192³) measured
-in the same run. Peak memory is the extra resident memory of one training step, measured in a
-fresh process per variant (CPU), or ``torch.cuda.max_memory_allocated`` (GPU).
+counts the model's own arithmetic (6·G·B·T·H²·(2L - 1) + 6·B·T·H·V per step, forward and
+backward, G gate blocks, L layers) and is set against a matrix-product ceiling (a 2048³ float32
+matmul, GPU: 8192³) measured in the same run. Peak memory is the extra resident memory of one
+training step, measured in a fresh process per variant (CPU), or
+``torch.cuda.max_memory_allocated`` (GPU).
 
 Lightning's overhead is measured paired: within one ``Trainer.fit``, the bare step of the same
 backend runs in blocks of 50 between Lightning's steps (``Paired``), so both see the same minute of
@@ -54,42 +55,46 @@ from torch_charrnn import CharRNN
 from torch_charrnn.rnn.bptt import cross_entropy
 from torch_charrnn.training.memory import keep_freed_memory
 
-CONFIGS = {
-    "B1 T1 H1": (1, 1, 1),  # no arithmetic to speak of: Lightning's fixed cost a step
-    "B1 T20 H75": (1, 20, 75),
-    "B32 T50 H256": (32, 50, 256),  # configs/tinyshakespeare.yaml's shape
-    "B32 T64 H256": (32, 64, 256),  # the gated configs' shape
-    "B32 T50 H512": (32, 50, 512),  # wider 5-minute candidates (issue: configs that use the speed)
-    "B32 T64 H512": (32, 64, 512),
-    "B64 T100 H256": (64, 100, 256),
-    "B128 T100 H512": (128, 100, 512),
+CONFIGS = {  # (B, T, H, layers)
+    "B1 T1 H1": (1, 1, 1, 1),  # no arithmetic to speak of: Lightning's fixed cost a step
+    "B1 T20 H75": (1, 20, 75, 1),
+    "B32 T50 H256": (32, 50, 256, 1),
+    "B32 T50 H256 L2": (32, 50, 256, 2),  # configs/tinyshakespeare.yaml's shape
+    "B32 T64 H256": (32, 64, 256, 1),
+    "B32 T64 H384 L2": (32, 64, 384, 2),  # the 5-minute GRU and LSTM configs' shape
+    "B32 T50 H512": (32, 50, 512, 1),  # wider 5-minute candidates
+    "B32 T64 H512": (32, 64, 512, 1),
+    "B64 T100 H256": (64, 100, 256, 1),
+    "B128 T100 H512": (128, 100, 512, 1),
 }
 # the tutorial's tiny B1 T20 H75 is for the tanh cell
-GATED_CONFIGS = ["B32 T64 H256", "B64 T100 H256", "B128 T100 H512"]
+GATED_CONFIGS = ["B32 T64 H256", "B32 T64 H384 L2", "B64 T100 H256", "B128 T100 H512"]
 LR, CLIP = 0.01, 5.0
 
 
-def model_flops(cell, B, T, H):
-    return 6 * rn.get_cell(cell).GATES * B * T * H * H + 6 * B * T * H * V
+def model_flops(cell, B, T, H, L=1):
+    """Each layer's recurrent product, each layer above the first's input product (the first
+    gathers its input's rows), and the output layer: forward and backward, 3 products each."""
+    return 6 * rn.get_cell(cell).GATES * B * T * H * H * (2 * L - 1) + 6 * B * T * H * V
 
 
 class Step:
     """One training step of a variant: forward, backward, clip, Adagrad, the state carried."""
 
-    def __init__(self, cell, kind, B, T, H, device, dtype):
+    def __init__(self, cell, kind, B, T, H, L, device, dtype):
         self.cell, self.kind = cell, kind
         self.batches = random_windows(B, T, 8, device)
         self.k = 0
         if kind == "numpy":
-            self.params = rn.init_params(V, H, np.random.default_rng(0), cell, dtype=np.float32)
+            self.params = rn.init_params(V, H, np.random.default_rng(0), cell, num_layers=L, dtype=np.float32)
             self.sums = {}
             self.state = rn.zero_state(self.params, B, cell)
             self.batches = [(x.cpu().numpy(), y.cpu().numpy()) for x, y in self.batches]
             return
         if kind.startswith("nn."):
-            self.module = TorchRNN(kind[3:], V, H).to(device)
+            self.module = TorchRNN(kind[3:], V, H, L).to(device)
         else:
-            self.module = CharRNN(V, H, cell, bptt=kind).to(device)
+            self.module = CharRNN(V, H, cell, num_layers=L, bptt=kind).to(device)
         optimizer = torch.optim.Adagrad(self.module.parameters(), lr=LR)
         self.step = BareStep(
             self.module, optimizer, CLIP, autocast=torch.bfloat16 if dtype == "bf16" else None
@@ -111,8 +116,8 @@ class GraphStep(Step):
     """The manual step with forward, backward and clipping captured once in a CUDA graph and
     replayed (Adagrad runs eagerly: torch.optim.Adagrad cannot be captured)."""
 
-    def __init__(self, cell, B, T, H, device, dtype):
-        super().__init__(cell, "manual", B, T, H, device, dtype)
+    def __init__(self, cell, B, T, H, L, device, dtype):
+        super().__init__(cell, "manual", B, T, H, L, device, dtype)
         self.x, self.y = (t.clone() for t in self.batches[0])
         self.h_in = self.module.initial_state(B)
         side = torch.cuda.Stream()
@@ -154,7 +159,7 @@ class RandomWindows(L.LightningDataModule):
         return torch.utils.data.DataLoader(self.windows, batch_size=None)
 
 
-def time_lightning(cell, B, T, H, n, device, dtype, bare, bptt="manual"):
+def time_lightning(cell, B, T, H, L, n, device, dtype, bare, bptt="manual"):
     """Median seconds per step of Trainer.fit, and of ``bare`` (the same step without Lightning)
     run in blocks between its steps in the same fit (``Paired``); set-up and the first steps excluded."""
     paired = Paired(lambda batch: bare(), block=max(1, min(50, n // 4)))
@@ -167,7 +172,7 @@ def time_lightning(cell, B, T, H, n, device, dtype, bare, bptt="manual"):
         gradient_clip_val=CLIP,
         callbacks=[paired],
     )
-    trainer.fit(CharRNN(V, H, cell, lr=LR, bptt=bptt), RandomWindows(B, T, steps))
+    trainer.fit(CharRNN(V, H, cell, num_layers=L, lr=LR, bptt=bptt), RandomWindows(B, T, steps))
     lightning, bare_step, _, _ = paired.ratios()
     return lightning, bare_step
 
@@ -184,8 +189,8 @@ def matmul_ceiling(device, n):
     return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
 
 
-def _peak_child(cell, kind, B, T, H, device, dtype, queue):
-    step = Step(cell, kind, B, T, H, torch.device(device), dtype)
+def _peak_child(cell, kind, B, T, H, L, device, dtype, queue):
+    step = Step(cell, kind, B, T, H, L, torch.device(device), dtype)
     step()  # the optimizer state and every buffer exist from here on
     base = _rss_kib()
     for _ in range(2):
@@ -206,10 +211,10 @@ def _hwm_kib():
     return _status("VmHWM:")
 
 
-def peak_memory_mib(cell, kind, B, T, H, device, dtype):
+def peak_memory_mib(cell, kind, B, T, H, L, device, dtype):
     """Extra memory one step needs at its peak beyond what stays allocated between steps (MiB)."""
     if device.type == "cuda":
-        step = Step(cell, kind, B, T, H, device, dtype)
+        step = Step(cell, kind, B, T, H, L, device, dtype)
         step()
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
@@ -219,7 +224,7 @@ def peak_memory_mib(cell, kind, B, T, H, device, dtype):
         return (torch.cuda.max_memory_allocated() - base) / 2**20
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_peak_child, args=(cell, kind, B, T, H, "cpu", dtype, queue))
+    proc = ctx.Process(target=_peak_child, args=(cell, kind, B, T, H, L, "cpu", dtype, queue))
     proc.start()
     value = queue.get()
     proc.join()
@@ -283,15 +288,15 @@ def table(args, dtype: str) -> None:
         for name in args.configs:
             if cell != "tanh" and name not in GATED_CONFIGS and not args.named_configs:
                 continue
-            B, T, H = CONFIGS[name]
+            B, T, H, L = CONFIGS[name]
             budget = args.budget or (2.0 if device.type == "cpu" else 0.5)  # seconds a variant a round
             steps = {
-                k: Step(cell, k, B, T, H, device, dtype)
+                k: Step(cell, k, B, T, H, L, device, dtype)
                 for k in kinds
                 if k not in ("lightning", "lightning+fused", "manual+graph")
             }
             if "manual+graph" in kinds:
-                steps["manual+graph"] = GraphStep(cell, B, T, H, device, dtype)
+                steps["manual+graph"] = GraphStep(cell, B, T, H, L, device, dtype)
             per_step, missing = {}, {}
             for k, step in steps.items():
                 try:
@@ -315,7 +320,7 @@ def table(args, dtype: str) -> None:
                     if k.startswith("lightning"):
                         bptt = "fused" if k == "lightning+fused" else "manual"
                         lightning, bare = time_lightning(
-                            cell, B, T, H, n[k], device, dtype, steps[bptt], bptt
+                            cell, B, T, H, L, n[k], device, dtype, steps[bptt], bptt
                         )
                         times[k].append(lightning)
                         paired_bare[k].append(bare)
@@ -326,11 +331,11 @@ def table(args, dtype: str) -> None:
             for k in run:
                 t = statistics.median(times[k])
                 rounds = sorted(r / mine for r, mine in zip(ref, times[k], strict=True))
-                gflops = model_flops(cell, B, T, H) / t / 1e9
+                gflops = model_flops(cell, B, T, H, L) / t / 1e9
                 mem = (
                     ""
                     if args.no_memory or k in ("lightning", "lightning+fused", "manual+graph")
-                    else f"{peak_memory_mib(cell, k, B, T, H, device, dtype):.0f}"
+                    else f"{peak_memory_mib(cell, k, B, T, H, L, device, dtype):.0f}"
                 )
                 vs = (
                     f"{statistics.median(ref) / t:.2f}x | {rounds[0]:.2f}x to {rounds[-1]:.2f}x"
