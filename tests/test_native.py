@@ -129,6 +129,41 @@ def test_the_packed_product_equals_addmm_and_is_used_only_where_it_pays():
     assert products.packed(W, 5) is None  # autograd on: the reordered copy would have no gradient
 
 
+def test_the_window_product_goes_through_onednn_in_float32_and_equals_addmm():
+    """A layer above the first multiplies a whole window by its W_xh, forward (x W_xh + b_h) and
+    backward (dL/da W_xhᵀ): through oneDNN's matmul in float32 on a CPU with autograd off, within
+    float32's rounding of addmm; addmm itself in float64 (the gradient proofs) and under autograd."""
+    g = torch.Generator().manual_seed(0)
+    x, W, b, dA = (torch.randn(*s, generator=g) for s in ((7, 3, 48), (48, 80), (80,), (7, 3, 80)))
+    with torch.no_grad():
+        assert products.onednn_runs(W)
+        forward, backward = products.window_product(x, W, b), products.window_product(dA, W, transposed=True)
+        assert forward.shape == (7, 3, 80) and backward.shape == (7, 3, 48)
+        # sums of 48 or 80 products of N(0, 1): float32 rounding, about 1e-6 of their size of 7 to 9
+        torch.testing.assert_close(forward, x @ W + b, rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(backward, dA @ W.t(), rtol=1e-5, atol=1e-4)
+        x64, W64, b64 = x.double(), W.double(), b.double()
+        assert not products.onednn_runs(W64)
+        assert torch.equal(products.window_product(x64, W64, b64), x64 @ W64 + b64)
+    assert not products.onednn_runs(W)  # autograd on: its product must be recorded
+    W.requires_grad_()
+    products.window_product(x, W, b).sum().backward()
+    torch.testing.assert_close(W.grad, x.reshape(-1, 48).t() @ torch.ones(21, 80))
+
+
+def test_a_layer_aboves_input_weight_gradient_in_cpp_equals_the_product():
+    """dW_xh of a layer above the first, sum_t below_tᵀ da_t, in C++ by threads sharing out its
+    rows (as W_hh's), with da a column slice of a wider tensor as the GRU passes it."""
+    g = torch.Generator().manual_seed(0)
+    below, wide = torch.randn(5, 3, 40, generator=g, dtype=torch.float64), torch.randn(5, 3, 90, generator=g)
+    dA = wide.double()[..., 10:70]
+    for parts in (1, 3):
+        got = native.kernels().input_weight_grad(below, [dA], parts)
+        torch.testing.assert_close(
+            got, below.reshape(15, 40).t() @ dA.reshape(15, 60), rtol=1e-12, atol=1e-12
+        )
+
+
 @pytest.fixture(scope="module")
 def shares_check():
     """``tests/csrc/shares_check.cpp``, built against the kernels' shares.h with their flags (not

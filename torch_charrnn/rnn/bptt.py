@@ -36,7 +36,7 @@ from torch import Tensor
 from torch_charrnn.rnn import native
 from torch_charrnn.rnn.cells import Cell
 from torch_charrnn.rnn.cells.common import input_share
-from torch_charrnn.rnn.products import product
+from torch_charrnn.rnn.products import product, window_product
 from torch_charrnn.rnn.weight_grads import input_weight_grads, recurrent_weight_grad
 
 LN2 = math.log(2.0)
@@ -137,7 +137,7 @@ def backward(layers, W_hy, dlogits, dstate_last, tape, cell: Cell):
         else:
             dA, dstate, grads = layer_backward(dhs, last, layer, p, cell)
         if l > 0:
-            dhs = (dA.view(T * B, -1) @ p["W_xh"].t()).view(T, B, H)  # backprop into the layer below's h
+            dhs = window_product(dA, p["W_xh"], transposed=True)  # backprop into the layer below's h
         layer_grads.insert(0, grads)
         dstate0.insert(0, dstate)
     state = tuple(torch.stack([d[k] for d in dstate0]) for k in range(len(cell.STATE)))

@@ -48,11 +48,32 @@ def plain_product(W: Tensor) -> Product:
 def packed(W: Tensor, rows: int) -> Tensor | None:
     """W (K, N) reordered into oneDNN's layout for products with ``rows`` rows, where it pays (CPU,
     float32, autograd off, oneDNN enabled and working); None elsewhere."""
-    if W.device.type != "cpu" or W.dtype != torch.float32 or torch.is_grad_enabled() or W.numel() < PACK_FROM:
-        return None
-    if not (torch.backends.mkldnn.enabled and onednn_works()):
+    if W.numel() < PACK_FROM or not onednn_runs(W):
         return None
     return _reorder(W, rows)
+
+
+def onednn_runs(W: Tensor) -> bool:
+    """Whether a product with W runs through oneDNN: a CPU, float32, autograd off, oneDNN enabled
+    and working."""
+    if W.device.type != "cpu" or W.dtype != torch.float32 or torch.is_grad_enabled():
+        return False
+    return torch.backends.mkldnn.enabled and onednn_works()
+
+
+def window_product(x: Tensor, W: Tensor, bias: Tensor | None = None, *, transposed: bool = False) -> Tensor:
+    """``x @ W (+ bias)`` for a whole window's rows x (..., K) and a layer's input weight W (K, N), or
+    with ``transposed`` ``x @ Wᵀ`` (W (N, K)): the products of a layer above the first, forward (its
+    input shares) and backward (dL/dh of the layer below). Through oneDNN's matmul where it runs
+    (``onednn_runs``), which on AVX-512 CPUs runs these at twice or more ``addmm``'s speed (whose
+    BLAS may not use AVX-512; ``benchmarks/bench_products.py``); ``addmm`` elsewhere."""
+    if not onednn_runs(W):
+        product = x @ (W.t() if transposed else W)
+        return product if bias is None else product + bias
+    weight = W if transposed else W.t().contiguous()  # oneDNN's: (N, K)
+    x2 = x.reshape(-1, x.shape[-1])
+    out = torch.ops.mkldnn._linear_pointwise(x2, weight, bias, "none", [], "")
+    return out.view(*x.shape[:-1], weight.shape[0])
 
 
 def _reorder(W: Tensor, rows: int) -> Tensor:
@@ -71,8 +92,9 @@ def _onednn(prepared: Tensor, x: Tensor, add: Tensor | None = None) -> Tensor:
 
 @functools.cache
 def onednn_works() -> bool:
-    """Whether this PyTorch has oneDNN's packed product and it agrees with ``addmm`` (checked once;
-    a build without it, or whose private operators changed, falls back to ``addmm``, said once)."""
+    """Whether this PyTorch has oneDNN's products, packed and plain, and they agree with ``addmm``
+    (checked once; a build without them, or whose private operators changed, falls back to
+    ``addmm``, said once)."""
     if not torch.backends.mkldnn.is_available():
         return False
     try:
@@ -80,7 +102,11 @@ def onednn_works() -> bool:
         W, x, add = (torch.randn(*shape, generator=g) for shape in ((8, 12), (3, 8), (3, 12)))
         with torch.no_grad():
             got = _onednn(_reorder(W, 3), x, add)
-        if torch.allclose(got, torch.addmm(add, x, W), rtol=1e-4, atol=1e-5):
+            plain = torch.ops.mkldnn._linear_pointwise(x, W.t().contiguous(), add[0], "none", [], "")
+        expected = torch.addmm(add, x, W)
+        if torch.allclose(got, expected, rtol=1e-4, atol=1e-5) and torch.allclose(
+            plain, torch.addmm(add[0], x, W), rtol=1e-4, atol=1e-5
+        ):
             return True
         problem = "gave a different product"
     except (RuntimeError, AttributeError, NotImplementedError) as error:

@@ -17,7 +17,10 @@ def input_weight_grads(below: Tensor, dA: Tensor, p: dict, ops, bias: bool = Tru
     T, B, G_H = dA.shape
     dA2 = dA.view(T * B, G_H)
     if below.dtype.is_floating_point:  # a layer above, which read the h below: one product
-        grads = {"W_xh": below.reshape(T * B, -1).t() @ dA2}
+        if ops is not None:  # in C++, by threads that share out dW_xh's rows
+            grads = {"W_xh": ops.input_weight_grad(below, [dA], native.column_parts(below.shape[-1]))}
+        else:
+            grads = {"W_xh": below.reshape(T * B, -1).t() @ dA2}
         return {**grads, "b_h": dA2.sum(0)} if bias else grads
     if ops is not None:  # the gathered rows and the bias in one pass, by threads sharing the columns
         dW_xh, db_h = ops.input_grads(below, dA, p["W_xh"].shape[0], native.column_parts(G_H))
