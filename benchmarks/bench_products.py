@@ -13,24 +13,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
+from harness import seconds_per_call
 
 from torch_charrnn.rnn import native
 from torch_charrnn.rnn.products import onednn_runs, window_product
 from torch_charrnn.training.memory import keep_freed_memory
 
 SHAPES = ["B32 T50 H256 G1", "B32 T64 H384 G3", "B32 T64 H384 G4"]  # tanh, GRU, LSTM configs
-
-
-def seconds(f, budget: float) -> float:
-    f()
-    start, n = time.perf_counter(), 0
-    while time.perf_counter() - start < budget:
-        f()
-        n += 1
-    return (time.perf_counter() - start) / n
 
 
 def pairs(shape: str, g: torch.Generator) -> dict:
@@ -70,10 +61,15 @@ def main() -> None:
         variants = pairs(shape, g)
         times = {(name, k): [] for name in variants for k in range(2)}
         with torch.no_grad():
+            calls = {
+                (name, k): max(2, int(args.budget / seconds_per_call(f, 1)))
+                for name, fs in variants.items()
+                for k, f in enumerate(fs)
+            }
             for _ in range(args.rounds):
                 for name, fs in variants.items():
                     for k, f in enumerate(fs):
-                        times[name, k].append(seconds(f, args.budget))
+                        times[name, k].append(seconds_per_call(f, calls[name, k]))
         for name in variants:
             plain, ours = times[name, 0], times[name, 1]
             rounds = sorted(p / o for p, o in zip(plain, ours, strict=True))
