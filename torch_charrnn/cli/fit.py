@@ -29,6 +29,7 @@ from torch_charrnn.cli.flags import with_flags
 from torch_charrnn.cli.launch import (
     PEER_LOST,
     Launch,
+    close_process_group,
     end_with_watcher,
     launch_for,
     peer_lost,
@@ -324,10 +325,12 @@ def cli_main(args: list[str] | None = None, run: bool = True, cli_class: type = 
     if supervised():
         end_with_watcher()
     try:
-        return run_cli(args, run, cli_class)
+        cli = run_cli(args, run, cli_class)
     except Launch as launch:  # several processes on this machine: started and watched from here
         supervise(launch, list(sys.argv[1:] if args is None else args))
         return None
+    close_process_group()  # a rank of a run that ended well (cli/launch.py)
+    return cli
 
 
 def run_cli(args: list[str] | None, run: bool, cli_class: type) -> CharRNNCLI:

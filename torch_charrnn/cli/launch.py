@@ -175,6 +175,15 @@ def end_with_watcher() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+def close_process_group() -> None:
+    """Called by a rank whose run ended well: its process group closed while Python still runs. Left
+    to the interpreter's exit, a gloo worker thread could drop its last collective's tensors after
+    Python had stopped and abort the rank (SIGABRT, "terminate called without an active exception")
+    with its work done. Lightning closes NCCL's groups at exit, not gloo's."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def watch(ranks: list[subprocess.Popen]) -> tuple[int, int] | None:
     """Wait until every rank ends well (None) or one fails: the rank that caused it and its exit
     code (a rank that exited with PEER_LOST is never the cause while another can be)."""
