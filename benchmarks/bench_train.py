@@ -62,6 +62,8 @@ CONFIGS = {  # (B, T, H, layers)
     "B32 T50 H256 L2": (32, 50, 256, 2),  # configs/tinyshakespeare.yaml's shape
     "B32 T64 H256": (32, 64, 256, 1),
     "B32 T64 H384 L2": (32, 64, 384, 2),  # the 5-minute GRU and LSTM configs' shape
+    "B16 T64 H384 L2": (16, 64, 384, 2),  # smaller batches: more steps a minute
+    "B8 T64 H384 L2": (8, 64, 384, 2),
     "B32 T50 H512": (32, 50, 512, 1),  # wider 5-minute candidates
     "B32 T64 H512": (32, 64, 512, 1),
     "B64 T100 H256": (64, 100, 256, 1),
