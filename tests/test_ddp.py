@@ -76,3 +76,24 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_streams(tmp_path
     assert bpc2 == pytest.approx(bpc1, rel=1e-6)  # logged in float32 by TensorBoard
     # what the runs relied on: one encoded cache, written whole, shared by all three processes
     assert sorted(p.suffix for p in (tmp_path / "cache" / "encoded").iterdir()) == [".bin", ".json"]
+
+
+CLOSES = """
+import sys, torch, torch.distributed as dist
+from torch_charrnn.cli.launch import close_process_group
+close_process_group()  # no group yet: nothing to close
+dist.init_process_group("gloo", init_method=f"file://{sys.argv[1]}", rank=0, world_size=1)
+work = dist.all_reduce(torch.ones(1000), async_op=True)  # a collective the group still holds
+close_process_group()
+print(dist.is_initialized())
+"""
+
+
+def test_a_rank_that_ended_well_closes_its_process_group(tmp_path):
+    """What keeps a gloo rank from aborting at exit (cli/launch.py close_process_group): the group,
+    with a collective still held, is closed while Python runs, and the process ends well."""
+    done = subprocess.run(
+        [sys.executable, "-c", CLOSES, str(tmp_path / "store")], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
