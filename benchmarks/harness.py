@@ -16,6 +16,7 @@ from torch import nn
 
 from torch_charrnn import CharDataModule, CharRNN
 from torch_charrnn.cli.fit import CharRNNCLI, cli_main
+from torch_charrnn.rnn.fused import fused_parameters
 from torch_charrnn.training.schedules import WarmupCosine
 
 V = 65  # tinyshakespeare's vocabulary
@@ -24,12 +25,13 @@ MODULES = {"tanh": "RNN", "gru": "GRU", "lstm": "LSTM"}  # each cell's torch.nn 
 
 class TorchRNN(nn.Module):
     """The baseline: PyTorch's nn.RNN/nn.GRU/nn.LSTM and an nn.Linear on one-hot characters (the
-    same model as CharRNN's, ``input_std`` as its option), or with ``embedding`` on an
-    ``nn.Embedding(V, H)`` (as people write it); ``forward(inputs, state) -> (logits, state)``
-    with the state a tuple, as CharRNN's.
+    same model as CharRNN's), or with ``embedding`` on an ``nn.Embedding(V, H)`` (as people write
+    it); ``forward(inputs, state) -> (logits, state)`` with the state a tuple, as CharRNN's.
 
     ``dropout`` goes where CharRNN's does: between layers (the module's own ``dropout``) and on
-    the top layer's h before the output layer (an ``nn.Dropout``)."""
+    the top layer's h before the output layer (an ``nn.Dropout``). ``start_from`` (a CharRNN of
+    the same cell and sizes, one-hot only) gives it that model's weights to start from, output
+    layer included: the same model from the same initial point, not only the same shapes."""
 
     def __init__(
         self,
@@ -39,18 +41,24 @@ class TorchRNN(nn.Module):
         num_layers: int = 1,
         dropout: float = 0.0,
         embedding: bool = False,
-        input_std: float | None = None,
+        start_from: CharRNN | None = None,
     ):
         super().__init__()
         between = dropout if num_layers > 1 else 0.0  # nn.* warns about dropout with one layer
         self.embed = nn.Embedding(vocab_size, hidden_size) if embedding else None
         width = hidden_size if embedding else vocab_size
         self.rnn = getattr(nn, kind)(width, hidden_size, num_layers, batch_first=True, dropout=between)
-        if input_std is not None and not embedding:  # CharRNN's input_std: the same model
-            nn.init.normal_(self.rnn.weight_ih_l0, 0.0, input_std)
         self.drop = nn.Dropout(dropout) if dropout else nn.Identity()
         self.out = nn.Linear(hidden_size, vocab_size)
         self.vocab_size = vocab_size
+        if start_from is not None:
+            if embedding or start_from.cell.FUSED != kind:
+                raise ValueError(f"a one-hot nn.{kind} can start from a CharRNN of its cell only")
+            with torch.no_grad():
+                for name, w in fused_parameters(start_from.weights()["layers"], start_from.cell).items():
+                    getattr(self.rnn, name).copy_(w)
+                self.out.weight.copy_(start_from.W_hy.t())
+                self.out.bias.copy_(start_from.b_y)
 
     def forward(self, inputs, state=None):
         if state is not None and not isinstance(self.rnn, nn.LSTM):
@@ -195,10 +203,13 @@ def train_for_chars(corpus: str, chars: int, seed: int, **cfg) -> dict:
         data.vocab_size,
         cfg["hidden_size"],
         cfg.get("cell", "tanh"),
+        num_layers=cfg.get("num_layers", 1),
         lr=cfg["lr"],
         whh_scale=cfg["whh_scale"],
+        init_std=cfg.get("init_std", 0.01),
         forget_bias=cfg.get("forget_bias", 0.0),
         input_std=cfg.get("input_std"),
+        dropout=cfg.get("dropout", 0.0),
         vocab=data.vocab,
     )
     steps = max(1, chars // (cfg["batch_size"] * cfg["seq_len"]))

@@ -1,6 +1,7 @@
 """How the cells should start: PyTorch's U(-1/sqrt(H), 1/sqrt(H)) (the baseline to beat)
-against an LSTM forget-gate bias, each at two Adagrad learning rates; and (``--input-std``) how
-loud layer 0's character rows should start, for every cell.
+against an LSTM forget-gate bias, each at two Adagrad learning rates; (``--input-std``) how
+loud layer 0's character rows should start, for every cell; and (``--init-std``) how large the
+output layer's weights should start.
 
 Every run trains on the same characters of tinyshakespeare through Lightning ``fit`` (float32,
 clipping 5, Adagrad) and reports the validation loss, so the variants compare by how much they
@@ -13,6 +14,12 @@ learn per character. Set $CHARRNN_CACHE to a folder holding tinyshakespeare.txt 
 init) and at each value given:
 
     python benchmarks/init_sweep.py --chars 1638400 --seeds 0 --input-std 0.3 1 2 3
+
+``--init-std`` trains each cell at the gated configs' shape (two layers of 384, dropout 0.3,
+``input_std`` 2, B=32, T=64, Adam 3e-3, 200 steps of warmup and a cosine over the run) with
+``--model.init_std`` (the std of the output layer's W_hy) at CharRNN's default and at each value:
+
+    python benchmarks/init_sweep.py --chars 1638400 --seeds 0 --init-std 0.03 0.1 0.3
 """
 
 from __future__ import annotations
@@ -38,16 +45,19 @@ INPUT_SHAPE = {"hidden_size": 256, "batch_size": 32, "seq_len": 64, "whh_scale":
 INPUT_RECIPE = {"optimizer": "Adam", "lr": 3e-3, "schedule": "cosine"}
 
 
-def sweep_input_std(args) -> None:
-    base = {**INPUT_SHAPE, **INPUT_RECIPE}
+OUTPUT_SHAPE = {**INPUT_SHAPE, "hidden_size": 384, "num_layers": 2, "dropout": 0.3, "input_std": 2.0}
+
+
+def sweep_std(args, option: str, values: list, base: dict, default: str) -> None:
+    """Each cell at ``base`` with ``option`` left at ``default`` and set to each of ``values``."""
     print(f"training characters per run: {args.chars:,}; base: {base}; seeds {args.seeds}\n")
-    print("| cell | input_std | val loss (nats), mean over seeds | val bpc |\n|---|---|---|---|")
+    print(f"| cell | {option} | val loss (nats), mean over seeds | val bpc |\n|---|---|---|---|")
     for cell in ("tanh", "gru", "lstm"):
-        for std in [None, *args.input_std]:
-            cfg = {**base, "cell": cell, "input_std": std}
+        for std in [None, *values]:
+            cfg = {**base, "cell": cell, **({} if std is None else {option: std})}
             runs = [train_for_chars(args.corpus, args.chars, seed, **cfg) for seed in args.seeds]
             val = sum(r["val_loss"] for r in runs) / len(runs)
-            label = "the cell's own" if std is None else f"{std:g}"
+            label = default if std is None else f"{std:g}"
             print(f"| {cell} | {label} | {val:.3f} | {val / math.log(2):.3f} |", flush=True)
 
 
@@ -57,10 +67,14 @@ def main() -> None:
     parser.add_argument("--chars", type=int, default=1_000_000, help="training characters per run")
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1])
     parser.add_argument("--input-std", type=float, nargs="*", help="sweep input_std instead, every cell")
+    parser.add_argument("--init-std", type=float, nargs="*", help="sweep the output layer's init_std instead")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     if args.input_std is not None:
-        sweep_input_std(args)
+        sweep_std(args, "input_std", args.input_std, {**INPUT_SHAPE, **INPUT_RECIPE}, "the cell's own")
+        return
+    if args.init_std is not None:
+        sweep_std(args, "init_std", args.init_std, {**OUTPUT_SHAPE, **INPUT_RECIPE}, "0.01 (default)")
         return
     print(f"training characters per run: {args.chars:,}; base: {BASE}; seeds {args.seeds}\n")
     print("| cell | lr | forget_bias | val loss (nats), mean over seeds | val bpc | chars/s |")

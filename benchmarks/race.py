@@ -11,9 +11,10 @@ Contestants:
   dropout where CharRNN puts it) trained in a plain loop on the same streams (``CharDataModule``),
   state carried between windows and reset at each epoch; ``nn.LSTM+embedding`` reads an
   ``nn.Embedding(V, H)`` instead, as people write it. With ``--recipe`` the baselines are trained
-  with the recipe of the race's (first) config: its hidden size, layers, dropout, ``input_std``
-  (the one-hot baseline's ``weight_ih_l0`` starts as CharRNN's layer 0 does), batch, window,
-  clipping, optimizer and rate, and its schedule (the same class: a ``WarmupCosineInTime`` ends
+  with the recipe of the race's (first) config: its hidden size, layers, dropout, initialisation
+  (the one-hot baseline starts from the very weights CharRNN draws with the config's ``input_std``,
+  ``init_std``, ``whh_scale``, ``forget_bias``, output layer included), batch, window, clipping,
+  optimizer and rate, and its schedule (the same class: a ``WarmupCosineInTime`` ends
   its decay at the same minutes, timed on the baseline's own pace), options after its commas
   included. That is the comparison the project must win: a lead from the engine's speed, not
   from a better recipe. Without ``--recipe``: ``--layers`` of ``--hidden``, ``--dropout``, Adam
@@ -62,7 +63,10 @@ from harness import EVAL_B, EVAL_T, BareStep, TorchRNN, eval_windows, fit_with, 
 from lightning.pytorch.cli import instantiate_class
 
 from torch_charrnn import CharDataModule, CharRNN
+from torch_charrnn.rnn.cells import CELLS
 from torch_charrnn.training.memory import keep_freed_memory
+
+INIT = ("input_std", "init_std", "whh_scale", "forget_bias")  # CharRNN's options that draw its weights
 
 
 class Clock:
@@ -134,13 +138,14 @@ def _eval_model(model, windows):
 
 @dataclass
 class Recipe:
-    """How a baseline is trained: the model's size and dropout, the batching, the clipping, and the
+    """How a baseline is trained: the model's size, dropout and initialisation (CharRNN's options
+    that draw the weights; None: the torch.nn modules' own), the batching, the clipping, and the
     optimizer and schedule as ``class_path``/``init_args`` dicts (schedule None: a constant rate)."""
 
     hidden: int
     layers: int
     dropout: float
-    input_std: float | None
+    init: dict | None
     batch: int
     seq: int
     clip: float | None
@@ -176,7 +181,7 @@ class Recipe:
             get(model, "hidden_size"),
             get(model, "num_layers"),
             get(model, "dropout"),
-            get(model, "input_std"),
+            {key: get(model, key) for key in INIT},
             get(data, "batch_size"),
             get(data, "seq_len"),
             trainer.get("gradient_clip_val", 5.0),
@@ -187,7 +192,9 @@ class Recipe:
     def label(self, embedding: bool = False) -> str:
         size = f"{self.layers}x{self.hidden}" if self.layers > 1 else f"H{self.hidden}"
         drop = f" dropout {self.dropout:g}" if self.dropout else ""
-        drop += f" input_std {self.input_std:g}" if self.input_std is not None and not embedding else ""
+        if self.init is not None and not embedding:  # the options that differ from CharRNN's own
+            defaults = _defaults(CharRNN)
+            drop += "".join(f" {k} {v:g}" for k, v in self.init.items() if v != defaults[k])
         lr = self.optimizer.get("init_args", {}).get("lr")
         optimizer = self.optimizer["class_path"].rsplit(".", 1)[-1] + (f" {lr:g}" if lr else "")
         schedule = self.schedule["class_path"].rsplit(".", 1)[-1] if self.schedule else "constant"
@@ -210,8 +217,12 @@ def run_baseline(kind, clock, windows, args, recipe: Recipe, seed):
     data.prepare_data()
     data.setup()
     kind, _, embedding = kind.partition("+")
+    start = None
+    if recipe.init is not None and not embedding:  # the same model: CharRNN's weights to start from
+        cell = next(name for name, c in CELLS.items() if c.FUSED == kind)
+        start = CharRNN(data.vocab_size, recipe.hidden, cell, recipe.layers, **recipe.init)
     model = TorchRNN(
-        kind, data.vocab_size, recipe.hidden, recipe.layers, recipe.dropout, bool(embedding), recipe.input_std
+        kind, data.vocab_size, recipe.hidden, recipe.layers, recipe.dropout, bool(embedding), start
     ).to(args.device)
     clock.measure = lambda: _eval_model(model, windows)
     optimizer = instantiate_class(model.parameters(), recipe.optimizer)  # as LightningCLI builds them

@@ -9,12 +9,13 @@ import pytest
 import torch
 from lightning.pytorch.cli import instantiate_class
 
+from torch_charrnn import CharRNN
 from torch_charrnn.data.corpus import builtin_text
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import race  # noqa: E402  (a script beside its harness, not a package)
-from harness import fit_with  # noqa: E402
+from harness import TorchRNN, fit_with  # noqa: E402
 
 # gpu.yaml needs a GPU to instantiate its trainer; ddp_cpu.yaml starts processes
 CONFIGS = [p for p in sorted((ROOT / "configs").glob("*.yaml")) if p.name not in ("gpu.yaml", "ddp_cpu.yaml")]
@@ -40,7 +41,8 @@ def built(args):
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
 @pytest.mark.parametrize(
-    "options", [[], ["--model.hidden_size=24", "--model.input_std=1.5", "--data.seq_len=7"]]
+    "options",
+    [[], ["--model.hidden_size=24", "--model.input_std=1.5", "--model.init_std=0.2", "--data.seq_len=7"]],
 )
 def test_the_baselines_recipe_is_what_charrnn_fit_trains_with(tmp_path, config, options):
     corpus = tmp_path / "text.txt"
@@ -56,12 +58,8 @@ def test_the_baselines_recipe_is_what_charrnn_fit_trains_with(tmp_path, config, 
     cli = built(args)
     hp, data, trainer = cli.model.hparams, cli.datamodule, cli.trainer
 
-    assert (recipe.hidden, recipe.layers, recipe.dropout, recipe.input_std) == (
-        hp.hidden_size,
-        hp.num_layers,
-        hp.dropout,
-        hp.input_std,
-    )
+    assert (recipe.hidden, recipe.layers, recipe.dropout) == (hp.hidden_size, hp.num_layers, hp.dropout)
+    assert recipe.init == {key: hp[key] for key in race.INIT}
     assert (recipe.batch, recipe.seq, recipe.clip) == (
         data.batch_size,
         data.seq_len,
@@ -86,3 +84,23 @@ def test_the_baselines_recipe_is_what_charrnn_fit_trains_with(tmp_path, config, 
     assert type(theirs) is type(schedule)
     for name in ("total_steps", "warmup_steps", "final_lr_ratio", "budget_s"):
         assert getattr(theirs, name, None) == getattr(schedule, name, None), name
+
+
+@pytest.mark.parametrize("cell", ["tanh", "gru", "lstm"])
+def test_the_one_hot_baseline_starts_from_charrnns_own_weights(cell):
+    """The same model from the same initial point: before any step, PyTorch's module given the
+    CharRNN's weights computes its logits and state, for a recipe's non-default init options."""
+    torch.manual_seed(0)
+    model = CharRNN(7, 5, cell, num_layers=2, input_std=1.5, init_std=0.3, whh_scale=0.5).double().eval()
+    kind = model.cell.FUSED
+    baseline = TorchRNN(kind, 7, 5, num_layers=2, start_from=model).double().eval()
+    inputs = torch.randint(0, 7, (3, 4))
+    logits, state = model(inputs)
+    theirs, their_state = baseline(inputs)
+    torch.testing.assert_close(theirs, logits)
+    for a, b in zip(their_state, state, strict=True):
+        torch.testing.assert_close(a, b)
+    fresh = TorchRNN(kind, 7, 5, num_layers=2).double().eval()  # its own init: not the same model
+    assert not torch.allclose(fresh(inputs)[0], logits)
+    with pytest.raises(ValueError, match="can start from a CharRNN of its cell only"):
+        TorchRNN("GRU" if kind != "GRU" else "LSTM", 7, 5, num_layers=2, start_from=model)
