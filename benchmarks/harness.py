@@ -71,6 +71,17 @@ class TorchRNN(nn.Module):
         return self.out(self.drop(hs)), state if isinstance(state, tuple) else (state,)
 
 
+def train_on_streams(step, data, more, device="cpu") -> None:
+    """Run ``step`` over ``data``'s training windows while ``more()`` (asked before each step),
+    every epoch starting the streams from zero state, as ``charrnn fit`` does."""
+    while True:
+        step.state = None
+        for batch in data.splits["train"]:
+            if not more():
+                return
+            step(tuple(t.to(device, non_blocking=True) for t in batch))
+
+
 class BareStep:
     """One training step as a plain PyTorch loop runs it: forward, mean cross-entropy, backward,
     clipping by global norm, the optimizer's step (and the schedule's), the state carried detached.

@@ -4,7 +4,7 @@ step (the starting point, the parametrisation) shows apart from their speeds.
 
 Every contestant trains ``--steps`` windows of the config's batch and length from the same seed
 on the same streams (``CharDataModule``, the state carried, reset at each epoch), with the
-config's hidden size, layers, dropout and init options, Adam at the config's rate, clipping 5,
+config's hidden size, layers, dropout and init options, optimizer and rate, clipping,
 its warmup and a step-based cosine over the steps (``WarmupCosine``), in one plain loop, then
 reports the validation loss (race.py's measurement). Contestants:
 
@@ -28,8 +28,9 @@ import warnings
 import lightning as L
 import torch
 import yaml
-from harness import BareStep, TorchRNN, eval_windows, val_loss
-from race import Recipe
+from harness import BareStep, TorchRNN, eval_windows, train_on_streams
+from lightning.pytorch.cli import instantiate_class
+from race import Recipe, eval_model
 
 from torch_charrnn import CharDataModule, CharRNN
 from torch_charrnn.training.schedules import WarmupCosine
@@ -63,7 +64,6 @@ def main() -> None:
     recipe = Recipe.of_config(args.config, [])
     with open(args.config) as f:
         cell = ((yaml.safe_load(f) or {}).get("model") or {}).get("cell", "tanh")
-    lr = recipe.optimizer["init_args"]["lr"]
     warmup = ((recipe.schedule or {}).get("init_args") or {}).get("warmup_steps", 0)
     windows = eval_windows(args.corpus)
     print(f"{args.config} ({cell}): {recipe.label()}, {args.steps} steps, seeds {args.seeds}\n")
@@ -76,20 +76,13 @@ def main() -> None:
             data.prepare_data()
             data.setup()
             model = build(who, recipe, cell, data.vocab_size)
-            optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+            optimizer = instantiate_class(model.parameters(), recipe.optimizer)  # the config's
             schedule = WarmupCosine(optimizer, args.steps, warmup_steps=min(warmup, args.steps - 1))
             step = BareStep(model, optimizer, clip=recipe.clip, scheduler=schedule)
-            done, start = 0, time.perf_counter()
-            while done < args.steps:
-                step.state = None  # every epoch starts the streams from zero
-                for batch in data.splits["train"]:
-                    if done == args.steps:
-                        break
-                    step(batch)
-                    done += 1
+            done, start = iter(range(args.steps + 1)), time.perf_counter()
+            train_on_streams(step, data, lambda: next(done) < args.steps)  # noqa: B023
             seconds += time.perf_counter() - start
-            model.eval()
-            losses.append(val_loss(lambda x, s: model(x, s), windows))  # noqa: B023
+            losses.append(eval_model(model, windows))
         print(f"| {who} | {', '.join(f'{v:.3f}' for v in losses)} | {seconds:.0f} |", flush=True)
 
 

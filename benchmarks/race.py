@@ -59,7 +59,17 @@ from dataclasses import dataclass
 import lightning as L
 import torch
 import yaml
-from harness import EVAL_B, EVAL_T, BareStep, TorchRNN, eval_windows, fit_with, sync, val_loss
+from harness import (
+    EVAL_B,
+    EVAL_T,
+    BareStep,
+    TorchRNN,
+    eval_windows,
+    fit_with,
+    sync,
+    train_on_streams,
+    val_loss,
+)
 from lightning.pytorch.cli import instantiate_class
 
 from torch_charrnn import CharDataModule, CharRNN
@@ -118,7 +128,7 @@ def run_config(path, clock, windows, extra):
     """``charrnn fit --config path`` with the race's clock in its trainer; returns its sample."""
 
     def hook(cli):
-        clock.measure = lambda: _eval_model(cli.model, windows)
+        clock.measure = lambda: eval_model(cli.model, windows)
         return [RaceCallback(clock)]
 
     with tempfile.TemporaryDirectory() as root:
@@ -128,7 +138,7 @@ def run_config(path, clock, windows, extra):
         return cli.model.sample_text(200, temperature=0.8, generator=generator)
 
 
-def _eval_model(model, windows):
+def eval_model(model, windows):
     was_training = model.training
     model.eval()
     loss = val_loss(lambda x, s: model(x, s), windows)
@@ -224,16 +234,11 @@ def run_baseline(kind, clock, windows, args, recipe: Recipe, seed):
     model = TorchRNN(
         kind, data.vocab_size, recipe.hidden, recipe.layers, recipe.dropout, bool(embedding), start
     ).to(args.device)
-    clock.measure = lambda: _eval_model(model, windows)
+    clock.measure = lambda: eval_model(model, windows)
     optimizer = instantiate_class(model.parameters(), recipe.optimizer)  # as LightningCLI builds them
     schedule = instantiate_class(optimizer, recipe.schedule) if recipe.schedule else None
     step = BareStep(model, optimizer, clip=recipe.clip, scheduler=schedule)
-    while clock.marks:
-        step.state = None  # every epoch starts the streams from zero
-        for batch in data.splits["train"]:
-            if not clock.tick():
-                break
-            step(tuple(t.to(args.device, non_blocking=True) for t in batch))
+    train_on_streams(step, data, clock.tick, args.device)
 
 
 def label_of(who: str, recipe: Recipe) -> str:
