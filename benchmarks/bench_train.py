@@ -2,7 +2,10 @@
 (hand-written BPTT, the fused backend over PyTorch's kernels, and plain autograd), the hand-written
 and fused steps through Lightning ``fit``, PyTorch's own module (``nn.RNN``/``nn.GRU``/``nn.LSTM``
 + ``nn.Linear``, one-hot input, the same layers, clipping and Adagrad, no dropout), and the NumPy
-reference.
+reference. The layer-normalised cells, which PyTorch has no module of, are set against the plain
+cell's module and against themselves as PyTorch's users write them (``layernorm_loop.py``: a loop
+of products and ``nn.LayerNorm`` through autograd, ``ln-loop``, and that loop in TorchScript,
+``ln-loop+script``); the last column gives the hand-written step's ratio to the faster of the two.
 
 Variants alternate round by round and each figure is the median over rounds, so drift in the
 machine's speed hits every variant alike; the ratio to PyTorch's module is also given round by
@@ -21,6 +24,7 @@ a third within a minute.) ``benchmarks/bench_overhead.py`` does the same for a w
 
     python benchmarks/bench_train.py                      # every cell and config, CPU
     python benchmarks/bench_train.py --cells gru lstm     # only the gated cells
+    python benchmarks/bench_train.py --cells lnlstm lngru --configs "B32 T64 H384 L2"  # LN, 5-minute shape
     python benchmarks/bench_train.py --device cuda        # add --dtype bf16 for autocast
     python benchmarks/bench_train.py --cells tanh --configs "B1 T1 H1" "B32 T50 H256" \
         --no-memory --no-numpy --no-autograd --rounds 9  # Lightning's cost a step, alone and at B32
@@ -49,10 +53,12 @@ from harness import (
     seconds_per_call,
     sync,
 )
+from layernorm_loop import LayerNormLoop
 
 import reference_numpy as rn
 from torch_charrnn import CharRNN
 from torch_charrnn.rnn.bptt import cross_entropy
+from torch_charrnn.rnn.cells import get_cell
 from torch_charrnn.training.memory import keep_freed_memory
 
 CONFIGS = {  # (B, T, H, layers)
@@ -72,6 +78,7 @@ CONFIGS = {  # (B, T, H, layers)
 # the tutorial's tiny B1 T20 H75 is for the tanh cell
 GATED_CONFIGS = ["B32 T64 H256", "B32 T64 H384 L2", "B64 T100 H256", "B128 T100 H512"]
 LR, CLIP = 0.01, 5.0
+LN_LOOPS = ["ln-loop", "ln-loop+script"]  # a layer-normalised cell as PyTorch's users write it
 
 
 def model_flops(cell, B, T, H, L=1):
@@ -95,12 +102,17 @@ class Step:
             return
         if kind.startswith("nn."):
             self.module = TorchRNN(kind[3:], V, H, L).to(device)
+        elif kind.startswith("ln-loop"):
+            self.module = LayerNormLoop(cell, V, H, L, script=kind.endswith("script")).to(device)
+            self.warm_up = kind.endswith("script")  # TorchScript profiles its first calls, then optimises
         else:
             self.module = CharRNN(V, H, cell, num_layers=L, bptt=kind).to(device)
         optimizer = torch.optim.Adagrad(self.module.parameters(), lr=LR)
         self.step = BareStep(
             self.module, optimizer, CLIP, autocast=torch.bfloat16 if dtype == "bf16" else None
         )
+        for _ in range(3 if getattr(self, "warm_up", False) else 0):
+            self()
 
     def __call__(self):
         batch = self.batches[self.k % len(self.batches)]
@@ -277,14 +289,15 @@ def table(args, dtype: str) -> None:
     )
     print(
         "| cell | config | variant | chars/s | GFLOP/s | % of matmul ceiling | vs nn.* "
-        "| vs nn.*, round by round | peak step memory (MiB) |"
+        "| vs nn.*, round by round | peak step memory (MiB) | vs the faster ln-loop |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     overheads = []
     for cell in args.cells:
         module = f"nn.{MODULES[cell]}"
-        kinds = ["manual", "fused"] + ([] if args.no_autograd else ["autograd"])
-        kinds += ["lightning", "lightning+fused", module]
+        fused = get_cell(cell).FUSED is not None  # PyTorch has a module of this very cell
+        kinds = ["manual"] + (["fused"] if fused else []) + ([] if args.no_autograd else ["autograd"])
+        kinds += ["lightning"] + (["lightning+fused", module] if fused else [module, *LN_LOOPS])
         kinds += ["manual+graph"] if device.type == "cuda" else []
         kinds += [] if args.no_numpy or dtype == "bf16" else ["numpy"]
         for name in args.configs:
@@ -309,7 +322,7 @@ def table(args, dtype: str) -> None:
                 k for k in kinds if k not in missing and not (k == "lightning+fused" and "fused" in missing)
             ]
             for k, why in missing.items():
-                print(f"| {cell} | {name} | {k} | not on this machine: {why} | | | | | |", flush=True)
+                print(f"| {cell} | {name} | {k} | not on this machine: {why} | | | | | | |", flush=True)
             n = {k: max(2, int(budget / max(t, 1e-6))) for k, t in per_step.items()}
             n["lightning"] = n["manual"]
             n["lightning+fused"] = n.get("fused", 0)
@@ -330,6 +343,8 @@ def table(args, dtype: str) -> None:
                         times[k].append(seconds_per_call(steps[k], n[k], device))
             top = statistics.median(ceiling)
             ref = times.get(module, [math.nan] * args.rounds)  # nan where the module cannot run here
+            loops = [k for k in LN_LOOPS if k in times]
+            peer = min(loops, key=lambda k: statistics.median(times[k])) if loops else None
             for k in run:
                 t = statistics.median(times[k])
                 rounds = sorted(r / mine for r, mine in zip(ref, times[k], strict=True))
@@ -344,12 +359,13 @@ def table(args, dtype: str) -> None:
                     if module in times
                     else "n/a | n/a"
                 )
+                by_hand = f"{statistics.median(times[peer]) / t:.2f}x" if peer else ""
                 print(
                     f"| {cell} | {name} | {k} | {B * T / t:,.0f} | {gflops:.1f} | {100 * gflops / top:.0f}% "
-                    f"| {vs} | {mem} |",
+                    f"| {vs} | {mem} | {by_hand} |",
                     flush=True,
                 )
-            print(f"| {cell} | {name} | matmul ceiling | | {top:.0f} | 100% | | | |", flush=True)
+            print(f"| {cell} | {name} | matmul ceiling | | {top:.0f} | 100% | | | | |", flush=True)
             for k, bare in paired_bare.items():
                 rounds = sorted(100 * (t / b - 1) for t, b in zip(times[k], bare, strict=True))
                 lightning, bare = statistics.median(times[k]), statistics.median(bare)

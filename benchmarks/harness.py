@@ -20,7 +20,9 @@ from torch_charrnn.rnn.fused import fused_parameters
 from torch_charrnn.training.schedules import WarmupCosine
 
 V = 65  # tinyshakespeare's vocabulary
-MODULES = {"tanh": "RNN", "gru": "GRU", "lstm": "LSTM"}  # each cell's torch.nn module
+# the torch.nn module each cell is measured against: its own, or for a layer-normalised cell,
+# which PyTorch has no module of, the plain cell's
+MODULES = {"tanh": "RNN", "gru": "GRU", "lstm": "LSTM", "lnlstm": "LSTM", "lngru": "GRU"}
 
 
 class TorchRNN(nn.Module):

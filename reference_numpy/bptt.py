@@ -7,7 +7,8 @@ then ``layer_backward``: the loop over time in ``loop_backward``, then ``input_w
 ``recurrent_weight_grad``, one product each per window). Row vectors and time-major work (T, B, ...)
 throughout. Exactly where the two differ:
 
-- torch keeps ``input_share`` in ``cells/common.py`` and the two weight gradients in
+- torch keeps ``input_share`` and ``input_share_backward`` in ``cells/common.py`` (the defaults of
+  a cell that does not define its own) and the two weight gradients in
   ``weight_grads.py``, which its cells' C++ kernels (a second path, ``Tape.kernel``) share;
 - NumPy's ``forward`` is torch's ``forward_autograd`` (and ``ManualBPTT.forward``);
 - NumPy's ``backward`` forms dL/dlogits of the mean cross-entropy itself, and nothing flows into
@@ -40,6 +41,7 @@ class Tape(NamedTuple):
     hs: np.ndarray  # h_t of every step (T, B, H)
     mask: np.ndarray | None  # the dropout mask on the h it passes on (T, B, H), scaled; None without
     caches: list  # each step's cache, in order, as its ``step_backward`` reads it
+    share: object = None  # what the input shares kept for their backward (a normalised cell's LN)
 
 
 def log_softmax(logits):
@@ -67,9 +69,11 @@ def run_layers(inputs, state, layers, cell="tanh", masks=None):
     for l, p in enumerate(layers):
         s = tuple(st[l] for st in state)
         mask = None if masks is None else masks[l]
-        a = input_share(below, p)  # (T, B, G*H): characters' rows gathered, or one matmul
+        a, kept = getattr(c, "input_share", input_share)(
+            below, p
+        )  # (T, B, G*H): characters' rows gathered, or one matmul
         hs, s, caches = step_by_step(a, s, p, c)
-        tape.append(Tape(below, state[0][l], hs, mask, caches))
+        tape.append(Tape(below, state[0][l], hs, mask, caches, kept))
         last.append(s)
         below = hs if mask is None else hs * mask  # dropout on what it passes on
     state_last = tuple(np.stack([s[k] for s in last]) for k in range(len(c.STATE)))  # each (L, B, H)
@@ -79,10 +83,10 @@ def run_layers(inputs, state, layers, cell="tanh", masks=None):
 def input_share(below, p):
     """a (T, B, G*H) = x_t W_xh + b_h for a whole window, from the layer's input: for the first
     layer, characters (T, B), whose one-hot rows are gathered; above it, the h of the layer below
-    (T, B, H), one matmul."""
+    (T, B, H), one matmul. Nothing is kept for the backward (None)."""
     if below.dtype.kind == "f":
-        return below @ p["W_xh"] + p["b_h"]
-    return p["W_xh"][below] + p["b_h"]
+        return below @ p["W_xh"] + p["b_h"], None
+    return p["W_xh"][below] + p["b_h"], None
 
 
 def step_by_step(a, s, p, c):
@@ -133,9 +137,9 @@ def backward(params, inputs, targets, logits, tape, cell="tanh"):
         if layer.mask is not None:
             dhs = through_dropout(dhs, layer.mask)
         last = (None,) * len(c.STATE)  # nothing flows in from after the window
-        dA, dstate, grads = layer_backward(dhs, last, layer, p, c)
+        dP, dstate, grads = layer_backward(dhs, last, layer, p, c)
         if l > 0:
-            dhs = (dA.reshape(T * B, -1) @ p["W_xh"].T).reshape(T, B, H)  # backprop into the layer below's h
+            dhs = (dP.reshape(T * B, -1) @ p["W_xh"].T).reshape(T, B, H)  # backprop into the layer below's h
         layer_grads.insert(0, grads)
         dstate0.insert(0, dstate)
     state = tuple(np.stack([d[k] for d in dstate0]) for k in range(len(c.STATE)))
@@ -148,23 +152,28 @@ def through_dropout(dh, mask):
 
 
 def layer_backward(dhs, last, tape, p, c):
-    """One layer's hand-written BPTT: dL/da (T, B, G*H), the initial state's gradient and every
-    parameter gradient of the layer. The loop over time first, then each weight gradient in one
-    product."""
-    dA, dU, dstate = loop_backward(dhs, last, tape, p, c)
+    """One layer's hand-written BPTT: dL/d(x W_xh) (T, B, G*H), the product of the layer's input
+    (dL/da itself where a = x W_xh + b_h), the initial state's gradient and every parameter gradient
+    of the layer. The loop over time first, then each weight gradient in one product."""
+    dA, dU, dstate, own = loop_backward(dhs, last, tape, p, c)
+    backward_share = getattr(c, "input_share_backward", input_share_backward)
+    dP, input_grads = backward_share(dA, tape.below, tape.share, p)
     grads = {
-        **input_weight_grads(tape.below, dA, p),
+        **input_grads,
         "W_hh": recurrent_weight_grad(tape.h0, tape.hs, dU),
         **extra_grads(c, dA, dU, p),
+        **own,
     }
-    return dA, dstate, grads
+    return dP, dstate, grads
 
 
 def loop_backward(dhs, last, tape, p, c):
     """One layer's BPTT, step by step through the cell's ``step_backward``, from dhs (T, B, H), each
     h_t's gradient from above, and ``last``, the last state's from after the window (None where
-    there is none): dL/da (T, B, G*H), dL/du (dL/da itself where a cell adds a and u) and the
-    gradient of the initial state (a tuple). With one gate block, dL/da overwrites dhs."""
+    there is none): dL/da (T, B, G*H), dL/du (dL/da itself where a cell adds a and u), the
+    gradient of the initial state (a tuple) and the steps' shares of the gradients of the
+    parameters they read, added up (a dict, empty for most cells). With one gate block, dL/da
+    overwrites dhs."""
     T, B, H = dhs.shape
     caches = tape.caches
     W_hh_t = p["W_hh"].T
@@ -175,9 +184,12 @@ def loop_backward(dhs, last, tape, p, c):
     # dL/da_t; with one gate block, written over dL/dh_t (its share from above, read by then)
     dA = dhs if c.GATES == 1 else np.empty((T, B, p["W_hh"].shape[1]), dtype=tape.hs.dtype)
     dU = None  # dL/du_t: dA itself where a cell adds a and u
+    own = {}  # the steps' shares of their parameters' gradients, added up
     for t in reversed(range(T)):
         # dhs[t] holds dL/dh_t whole: its output's share plus, added below, the step after it
-        da, du, direct = c.step_backward((dhs[t], *rest), caches[t], p, dA[t])
+        da, du, direct, *shares = c.step_backward((dhs[t], *rest), caches[t], p, dA[t])
+        for name, g in (shares[0] if shares else {}).items():
+            own[name] = g if name not in own else own[name] + g
         if du is not da:
             dU = np.empty_like(dA) if dU is None else dU
             dU[t] = du
@@ -186,7 +198,13 @@ def loop_backward(dhs, last, tape, p, c):
         if direct[0] is not None:
             dh_prev += direct[0]  # and around it (GRU's z * dh)
         rest = direct[1:]  # backprop into c_{t-1}
-    return dA, dA if dU is None else dU, (dh0, *rest)
+    return dA, dA if dU is None else dU, (dh0, *rest), own
+
+
+def input_share_backward(dA, below, kept, p):
+    """From dL/da (T, B, G*H) of a = x W_xh + b_h: dL/d(x W_xh), which is dL/da itself, and the
+    gradients of W_xh and b_h."""
+    return dA, input_weight_grads(below, dA, p)
 
 
 def input_weight_grads(below, dA, p):

@@ -13,6 +13,7 @@ import reference_numpy as rn
 from torch_charrnn import CharRNN
 from torch_charrnn.cli.fit import FOREIGN_WARNINGS
 from torch_charrnn.data.corpus import builtin_text
+from torch_charrnn.rnn.cells import get_cell
 
 # Derandomized in CI so a red run is reproducible; deadline off because CPU timing varies.
 settings.register_profile(
@@ -58,6 +59,9 @@ def small_text() -> str:
 # Every registered cell, and the depths the tests sweep: a new cell is picked up by every test.
 CELLS = list(rn.CELLS)
 CELL_DEPTHS = [(cell, 1) for cell in CELLS] + [(cell, 2) for cell in CELLS]
+# The cells PyTorch has a module of (their FUSED): those held to nn.RNN/nn.GRU/nn.LSTM, and that
+# ``bptt="fused"`` and the torch export run.
+FUSED_CELLS = [cell for cell in CELLS if get_cell(cell).FUSED is not None]
 
 # The hand-written BPTT's two loops over time: the C++ kernels (a CPU's default) and the pure-torch
 # steps (a GPU's, and the fallback where the kernels cannot be built). Both are proven.

@@ -47,9 +47,10 @@ GATE_TAGS = {
         *("gates/g_saturation", "gates/o_saturation", "gates/o_mean", "hidden/c_norm"),
     ],
 }
+GATE_TAGS["lnlstm"] = [*GATE_TAGS["lstm"], "gates/tanh_ln_c_saturation"]  # tanh(LN(c_t)), h_t's unit
 
 
-@pytest.mark.parametrize(("cell", "L"), [("tanh", 1), ("gru", 1), ("lstm", 2)])
+@pytest.mark.parametrize(("cell", "L"), [("tanh", 1), ("gru", 1), ("lstm", 2), ("lnlstm", 2)])
 def test_fit_on_builtin_corpus_writes_checkpoints_config_and_tensorboard(tmp_path, capsys, cell, L):
     cli = fit(
         tmp_path,
@@ -102,6 +103,9 @@ def test_fit_on_builtin_corpus_writes_checkpoints_config_and_tensorboard(tmp_pat
     assert not any(t.endswith(f"_l{L}") for t in scalars), "no tags for a layer the model lacks"
     top = f"layers.{L - 1}.W_hh"
     assert {f"params/{top}", f"grads/{top}", "params/W_hy", "hidden/h"} <= set(acc.Tags()["histograms"])
+    # every parameter's distribution, a layer-normalised cell's gains among them
+    named = {f"params/{name}" for name, _ in cli.model.named_parameters()}
+    assert named <= set(acc.Tags()["histograms"])
     assert "grad/dh_through_time" in acc.Tags()["images"]
     assert "samples/text_summary" in acc.Tags()["tensors"]
     assert all(0 <= e.value <= 1 for e in acc.Scalars("hidden/saturation"))

@@ -6,7 +6,7 @@ fused backend refused."""
 import numpy as np
 import pytest
 import torch
-from conftest import CELLS, LOOPS, bptt_loop, problems
+from conftest import CELLS, FUSED_CELLS, LOOPS, bptt_loop, problems
 from hypothesis import example, given
 from hypothesis import strategies as st
 from test_torch_modules import pytorch_module
@@ -165,6 +165,20 @@ def test_p_0_changes_nothing_bit_for_bit(cell):
 
 
 @pytest.mark.parametrize("cell", CELLS)
+def test_in_evaluation_dropout_is_the_identity_for_every_cell(cell):
+    """The cells without a PyTorch module (below) are held to themselves at p = 0."""
+    torch.manual_seed(0)
+    dropped = CharRNN(6, 5, cell, num_layers=2, dropout=0.5).double().eval()
+    plain = CharRNN(6, 5, cell, num_layers=2).double().eval()
+    plain.load_state_dict(dropped.state_dict())
+    x = torch.randint(0, 6, (2, 7), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(dropped(x)[0], plain(x)[0])
+        dropped.train()
+        assert not torch.equal(dropped(x)[0], plain(x)[0])
+
+
+@pytest.mark.parametrize("cell", FUSED_CELLS)
 def test_in_evaluation_every_backend_equals_pytorchs_module_with_that_dropout(cell):
     params, state, inputs, _ = random_problem(6, 5, 2, 7, 1.0, 0, cell, 2)
     rnn, head = pytorch_module(params, cell)

@@ -14,7 +14,14 @@ from torch_charrnn.rnn.cells import CELLS
 
 
 @pytest.mark.parametrize(
-    ("cell", "L", "names"), [("tanh", 1, 5 + 1), ("gru", 2, 2 * 4 + 2 + 1), ("lstm", 2, 2 * 3 + 2 + 2)]
+    ("cell", "L", "names"),
+    [
+        ("tanh", 1, 5 + 1),
+        ("gru", 2, 2 * 4 + 2 + 1),
+        ("lstm", 2, 2 * 3 + 2 + 2),
+        ("lnlstm", 2, 2 * 7 + 2 + 2),
+        ("lngru", 3, 3 * 6 + 2 + 1),
+    ],
 )
 def test_gradcheck_passes_on_correct_code(capsys, cell, L, names):
     args = ["--vocab_size", "6", "--hidden_size", "5", "--batch_size", "3", "--seq_len", "7"]
@@ -55,6 +62,38 @@ def test_gradcheck_fails_on_a_wrong_torch_gradient(monkeypatch, capsys):
     assert main(["gradcheck", "--cell", "gru"]) == 1
     out = capsys.readouterr().out
     assert "disagreeing: torch/autograd:layers.0.b_hn, torch/finite-diff:layers.0.b_hn" in out
+
+
+@pytest.mark.parametrize("cell", ["lnlstm", "lngru"])
+def test_gradcheck_fails_on_a_layer_norm_backward_that_forgets_the_mean(monkeypatch, capsys, cell):
+    """NumPy's normalisation backward without its mean(d) term (the sabotage: right where every
+    entry of the gradient shifts alike, wrong elsewhere) disagrees with both oracles."""
+    from reference_numpy.cells import layernorm, lngru, lnlstm
+
+    def wrong(dy, kept, g):
+        vhat, rstd = kept
+        d = dy * g
+        return rstd * (d - vhat * (d * vhat).mean(axis=-1, keepdims=True))
+
+    for module in (layernorm, lnlstm, lngru):
+        monkeypatch.setattr(module, "layer_norm_backward", wrong)
+    assert main(["gradcheck", "--cell", cell, "--num_layers", "2"]) == 1
+    out = capsys.readouterr().out.split("disagreeing:")[1]
+    assert "numpy/autograd:layers.1.W_hh" in out and "numpy/finite-diff:layers.0.W_xh" in out
+    assert "torch/" not in out, "torch's backward is its own"
+
+
+def test_gradcheck_fails_on_a_wrong_gain_gradient_of_the_cpp_loop(monkeypatch, capsys):
+    correct = CELLS["lnlstm"].layer_backward
+
+    def wrong(*args):
+        dP, dstate, grads = correct(*args)
+        return dP, dstate, {**grads, "g_c": grads["g_c"] * 1.001}
+
+    monkeypatch.setitem(CELLS, "lnlstm", dataclasses.replace(CELLS["lnlstm"], layer_backward=wrong))
+    assert main(["gradcheck", "--cell", "lnlstm"]) == 1
+    out = capsys.readouterr().out
+    assert "disagreeing: torch/autograd:layers.0.g_c, torch/finite-diff:layers.0.g_c" in out
 
 
 def test_gradcheck_checks_the_backward_through_dropouts_masks(monkeypatch, capsys):

@@ -87,5 +87,10 @@ def test_charrnn_defaults_to_the_manual_path_and_float32_agrees(cell):
         model.zero_grad()
         cross_entropy(model(inputs)[0], targets).backward()
         grads[bptt] = [p.grad.clone() for p in model.parameters()]
+    # LN(c_t) divides by c's spread, small in the first steps from c = 0: there float32 rounding,
+    # autograd's as much as the manual pass's (each about 5e-5 of a gradient's largest entry from
+    # float64's), grows by 1/sigma, so the LN-LSTM is held to its gradients' scale
+    scaled = any(name.endswith(".g_c") for name, _ in model.named_parameters())
     for m, a in zip(grads["manual"], grads["autograd"], strict=True):
-        torch.testing.assert_close(m, a, rtol=1e-4, atol=1e-6)
+        atol = 2e-4 * a.abs().max().item() if scaled else 1e-6
+        torch.testing.assert_close(m, a, rtol=1e-4, atol=atol)

@@ -67,7 +67,7 @@ def test_input_std_draws_layer_0s_character_rows_and_nothing_else(cell):
 
 
 def test_an_unknown_cell_names_the_known_ones():
-    with pytest.raises(ValueError, match="`cell` must be one of tanh, gru, lstm, got 'rnn'"):
+    with pytest.raises(ValueError, match="`cell` must be one of tanh, gru, lstm, lnlstm, lngru, got 'rnn'"):
         CharRNN(vocab_size=5, cell="rnn")
 
 

@@ -39,6 +39,8 @@ def window_gradients(loop, cell, L, V, H, B, T, scale, seed, dtype=torch.float64
 @example(cell="tanh", L=3, V=2, H=1, B=1, T=1, scale=1.0, seed=2, parts=1)
 @example(cell="lstm", L=2, V=3, H=7, B=3, T=5, scale=3.0, seed=3, parts=3)  # 3 shares on 2 threads
 @example(cell="lstm", L=1, V=2, H=2, B=1, T=2, scale=1.0, seed=4, parts=5)  # shares without rows
+@example(cell="lnlstm", L=2, V=2, H=1, B=1, T=1, scale=1.0, seed=5, parts=1)  # LN over one unit of c
+@example(cell="lngru", L=3, V=3, H=7, B=3, T=5, scale=3.0, seed=6, parts=3)
 def test_the_cpp_loop_equals_the_torch_loop_in_float64(cell, L, V, H, B, T, scale, seed, parts):
     """The same arithmetic, but C++ fuses each step's elementwise work and computes tanh from
     expm1 (csrc/vec.h), and the GRU adds b_hn inside the product: a few units in the last place
@@ -59,9 +61,11 @@ def test_the_cpp_loop_equals_the_torch_loop_in_float64(cell, L, V, H, B, T, scal
 def test_float32_activations_stay_within_1e6_of_torchs_and_keep_nan_and_saturation(cell):
     """In float32 the C++ loop's sigmoid and tanh use ATen's faster exp (csrc/vec.h): within about
     1e-7 of torch's, saturating to 0 and 1 at any size, and a NaN stays a NaN (exp_u20 alone would
-    clamp it to a number and hide a diverged run)."""
+    clamp it to a number and hide a diverged run). A layer-normalised cell divides c_t and each
+    product by its spread, which grows those errors by up to its inverse: within 4e-6 there."""
     torch.manual_seed(0)
     model = CharRNN(6, 40, cell, num_layers=2)
+    atol = 4e-6 if "g_h" in dict(model.layers[0].named_parameters()) else 1e-6
     with torch.no_grad():
         W = model.layers[0].W_xh
         W.normal_(0, 3.0)
@@ -79,7 +83,7 @@ def test_float32_activations_stay_within_1e6_of_torchs_and_keep_nan_and_saturati
     assert torch.isnan(top[5:, 0]).any() and not torch.isnan(top[:5]).any()
     assert not torch.isnan(top[:, 1]).any()
     for c, p in zip(outs["C++"], outs["torch"], strict=True):
-        torch.testing.assert_close(c, p, rtol=0, atol=1e-6, equal_nan=True)
+        torch.testing.assert_close(c, p, rtol=0, atol=atol, equal_nan=True)
 
 
 @pytest.mark.parametrize("cell", CELLS)

@@ -253,6 +253,7 @@ def test_the_numpy_bptt_reads_function_by_function_like_torchs():
 
     elsewhere = {
         "input_share": common,
+        "input_share_backward": common,
         "input_weight_grads": weight_grads,
         "recurrent_weight_grad": weight_grads,
     }

@@ -5,7 +5,7 @@ W_xh = weight_ih_l{l}.T, W_hh = weight_hh_l{l}.T, and the biases as the model ad
 import numpy as np
 import pytest
 import torch
-from conftest import CELLS, model_from_numpy, problems, torch_state
+from conftest import FUSED_CELLS, model_from_numpy, problems, torch_state
 from hypothesis import example, given
 from hypothesis import strategies as st
 from torch import nn
@@ -55,6 +55,7 @@ def pytorch_grads(rnn, head, cell, L):
 
 @given(
     **problems(
+        cell=st.sampled_from(FUSED_CELLS),
         V=st.integers(2, 7),
         H=st.integers(1, 6),
         B=st.integers(1, 3),
@@ -107,7 +108,7 @@ def test_bptt_matches_pytorchs_own_modules(cell, L, V, H, B, T, scale, seed):
         torch.testing.assert_close(mine[name], g, **tol, msg=lambda m, n=name: f"torch {n}: {m}")
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", FUSED_CELLS)
 def test_the_layout_is_pytorchs_gate_order(cell):
     """A model's W_xh is exactly weight_ih_l0.T: the same module given those weights agrees."""
     params = rn.init_params(6, 4, np.random.default_rng(0), cell=cell, num_layers=1)

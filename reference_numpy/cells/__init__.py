@@ -11,13 +11,18 @@ A cell module has (the protocol of ``torch_charrnn/rnn/cells/``, less what only 
 and may have:
     extra_grads     gradients of parameters beyond W_xh, W_hh, b_h (GRU's b_hn), from the window's
                     dL/da and dL/du [none: a cell whose parameters are those three]
+    input_share, input_share_backward   the window's input shares a from the layer's input, and
+                    what they keep for the backward; from dL/da, dL/d(x W_xh) and the gradients of
+                    the parameters they read [a = x W_xh + b_h, ``bptt.input_share``]
+and its ``step_backward`` may return a fourth item: that step's share of the gradients of
+parameters the step reads (a dict), which the loop adds up over the window.
 """
 
 import inspect
 
-from reference_numpy.cells import gru, lstm, tanh
+from reference_numpy.cells import gru, lngru, lnlstm, lstm, tanh
 
-CELLS = {c.NAME: c for c in (tanh, gru, lstm)}
+CELLS = {c.NAME: c for c in (tanh, gru, lstm, lnlstm, lngru)}
 
 
 def get_cell(name: str):

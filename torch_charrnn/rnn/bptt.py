@@ -35,9 +35,8 @@ from torch import Tensor
 
 from torch_charrnn.rnn import native
 from torch_charrnn.rnn.cells import Cell
-from torch_charrnn.rnn.cells.common import input_share
 from torch_charrnn.rnn.products import product, window_product
-from torch_charrnn.rnn.weight_grads import input_weight_grads, recurrent_weight_grad
+from torch_charrnn.rnn.weight_grads import recurrent_weight_grad
 
 LN2 = math.log(2.0)
 
@@ -54,6 +53,7 @@ class Tape(NamedTuple):
     caches: list | None  # each step's cache, in order, as its ``step_backward`` reads it
     steps: list | None  # torch only: each h_t as the next step read it, for the monitor's autograd.grad
     kernel: tuple | None = None  # torch only: what the cell's ``layer_forward`` kept for ``layer_backward``
+    share: object = None  # what the input shares kept for their backward (a normalised cell's LN)
 
 
 def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
@@ -79,9 +79,9 @@ def run_layers(inputs: Tensor, state: tuple, layers: list[dict], cell: Cell, mas
             hs, s, kernel = cell.layer_forward(ops, below, s, p)
             tape.append(Tape(below, state[0][l], hs, mask, None, None, kernel))
         else:
-            a = input_share(below, p)  # (T, B, G*H): characters' rows gathered, or one matmul
+            a, kept = cell.input_share(below, p)  # (T, B, G*H): characters' rows gathered, or one matmul
             hs, s, caches, steps = step_by_step(a, s, p, cell)
-            tape.append(Tape(below, state[0][l], hs, mask, caches, steps))
+            tape.append(Tape(below, state[0][l], hs, mask, caches, steps, share=kept))
         last.append(s)
         below = hs if mask is None else hs * mask  # dropout on what it passes on
     state_last = tuple(torch.stack([s[k] for s in last]) for k in range(len(cell.STATE)))  # each (L, B, H)
@@ -133,11 +133,11 @@ def backward(layers, W_hy, dlogits, dstate_last, tape, cell: Cell):
         last = tuple(None if d is None else d[l] for d in dstate_last)  # from after the window
         if layer.kernel is not None:  # the cell's C++ loop, which forms every gradient of the layer
             last = tuple(torch.zeros_like(layer.h0) if d is None else d for d in last)
-            dA, dstate, grads = cell.layer_backward(native.kernels(), dhs, last, layer, p)
+            dP, dstate, grads = cell.layer_backward(native.kernels(), dhs, last, layer, p)
         else:
-            dA, dstate, grads = layer_backward(dhs, last, layer, p, cell)
+            dP, dstate, grads = layer_backward(dhs, last, layer, p, cell)
         if l > 0:
-            dhs = window_product(dA, p["W_xh"], transposed=True)  # backprop into the layer below's h
+            dhs = window_product(dP, p["W_xh"], transposed=True)  # backprop into the layer below's h
         layer_grads.insert(0, grads)
         dstate0.insert(0, dstate)
     state = tuple(torch.stack([d[k] for d in dstate0]) for k in range(len(cell.STATE)))
@@ -151,22 +151,27 @@ def through_dropout(dh: Tensor, mask: Tensor) -> Tensor:
 
 def layer_backward(dhs, last, tape: Tape, p: dict, cell: Cell):
     """One layer's hand-written BPTT in torch, in the shape of a cell's C++ ``layer_backward``:
-    dL/da (T, B, G*H), the initial state's gradient and every parameter gradient of the layer. The
-    loop over time first (``loop_backward``), then each weight gradient in one product."""
-    dA, dU, dstate = loop_backward(dhs, last, tape, p, cell)
+    dL/d(x W_xh) (T, B, G*H), the product of the layer's input (dL/da itself where a = x W_xh +
+    b_h), the initial state's gradient and every parameter gradient of the layer. The loop over time
+    first (``loop_backward``), then each weight gradient in one product."""
+    dA, dU, dstate, own = loop_backward(dhs, last, tape, p, cell)
+    dP, input_grads = cell.input_share_backward(dA, tape.below, tape.share, p, None)
     grads = {
-        **input_weight_grads(tape.below, dA, p, None),
+        **input_grads,
         "W_hh": recurrent_weight_grad(tape.h0, tape.hs, dU, None),
         **cell.extra_grads(dA, dU, p),
+        **own,
     }
-    return dA, dstate, grads
+    return dP, dstate, grads
 
 
 def loop_backward(dhs, last, tape: Tape, p: dict, cell: Cell):
     """One layer's hand-written BPTT, step by step through the cell's ``step_backward``, from dhs
     (T, B, H), each h_t's gradient from above, and ``last``, the last state's from after the window
-    (None where there is none): dL/da (T, B, G*H), dL/du (dL/da itself where a cell adds a and u)
-    and the gradient of the initial state (a tuple). With one gate block, dL/da overwrites dhs."""
+    (None where there is none): dL/da (T, B, G*H), dL/du (dL/da itself where a cell adds a and u),
+    the gradient of the initial state (a tuple) and the steps' shares of the gradients of the
+    parameters they read, added up (a dict, empty for most cells). With one gate block, dL/da
+    overwrites dhs."""
     T, B, H = dhs.shape
     caches = tape.caches
     back = product(p["W_hh"].t(), B)  # du W_hhᵀ, its weight prepared once a window
@@ -177,8 +182,11 @@ def loop_backward(dhs, last, tape: Tape, p: dict, cell: Cell):
     # dL/da_t; with one gate block, written over dL/dh_t (its share from above, read by then)
     dA = dhs if cell.GATES == 1 else dhs.new_empty(T, B, p["W_hh"].shape[1])
     dU = None  # dL/du_t: dA itself where a cell adds a and u
+    own = {}  # the steps' shares of their parameters' gradients, added up
     for t in reversed(range(T)):
-        da, du, direct = cell.step_backward((dh, *rest), caches[t], p, dA[t])
+        da, du, direct, *shares = cell.step_backward((dh, *rest), caches[t], p, dA[t])
+        for name, g in (shares[0] if shares else {}).items():
+            own[name] = g if name not in own else own[name].add_(g)
         if du is not da:
             dU = torch.empty_like(dA) if dU is None else dU
             dU[t] = du
@@ -188,7 +196,7 @@ def loop_backward(dhs, last, tape: Tape, p: dict, cell: Cell):
         if direct[0] is not None:
             dh += direct[0]  # and around it (GRU's z * dh)
         rest = direct[1:]  # backprop into c_{t-1}
-    return dA, dA if dU is None else dU, (dh, *rest)
+    return dA, dA if dU is None else dU, (dh, *rest), own
 
 
 class ManualBPTT(torch.autograd.Function):

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from torch_charrnn.rnn.cells import Cell
-from torch_charrnn.rnn.products import product
+from torch_charrnn.rnn.products import plain_window_product, product
 
 
 @torch.no_grad()
@@ -37,7 +37,8 @@ def generate(
     layers, W_hy, b_y = weights["layers"], weights["W_hy"], weights["b_y"]
     if temperature > 0:
         W_hy, b_y = W_hy / temperature, b_y / temperature  # fold the temperature into the weights
-    xb = layers[0]["W_xh"] + layers[0]["b_h"]  # (V, G*H): layer 0's input share of every character
+    symbols = torch.arange(layers[0]["W_xh"].shape[0], device=x.device)
+    xb, _ = cell.input_share(symbols, layers[0])  # (V, G*H): layer 0's input share of every character
     states = [tuple(s[l] for s in state) for l in range(len(layers))]
     recur = [product(p["W_hh"], x.shape[0]) for p in layers]  # + h W_hh, each prepared once
     B, V = x.shape[0], W_hy.shape[1]
@@ -61,11 +62,11 @@ def generate(
 
 
 def step_layers(a: Tensor, states: list[tuple], layers: list[dict], cell: Cell, recur: list) -> Tensor:
-    """One symbol through every layer: ``a`` (B, G*H) is layer 0's input share (a row of W_xh plus
-    b_h), ``states`` each layer's state tuple, replaced in place, ``recur`` each layer's product by
-    W_hh. Returns the top layer's h (B, H)."""
+    """One symbol through every layer: ``a`` (B, G*H) is layer 0's input share (its cell's
+    ``input_share`` of the symbol: a row of W_xh plus b_h), ``states`` each layer's state tuple,
+    replaced in place, ``recur`` each layer's product by W_hh. Returns the top layer's h (B, H)."""
     for l, p in enumerate(layers):
         if l > 0:
-            a = torch.addmm(p["b_h"], states[l - 1][0], p["W_xh"])  # the layer below's h
+            a, _ = cell.input_share(states[l - 1][0], p, plain_window_product)  # from the layer below's h
         states[l], _ = cell.step(a, states[l], p, recur[l])
     return states[-1][0]

@@ -26,11 +26,10 @@ from torch import Tensor, nn
 from torch_charrnn.errors import CharRNNError
 from torch_charrnn.rnn.bptt import run_layers
 from torch_charrnn.rnn.cells import Cell
-from torch_charrnn.rnn.cells.common import input_share
 from torch_charrnn.rnn.fused import fused_parameters
 from torch_charrnn.rnn.generation import step_layers
 from torch_charrnn.rnn.plain import PlainCharRNN
-from torch_charrnn.rnn.products import plain_product
+from torch_charrnn.rnn.products import plain_product, plain_window_product
 
 TORCH_FORMAT = "torch-charrnn plain 1"  # the torch file's "format": what its keys mean
 ONNX_EXTRA = 'pip install -e ".[export]"'  # onnx, onnxscript (torch.onnx's exporter) and onnxruntime
@@ -97,7 +96,8 @@ class OneStep(nn.Module):
         layers = [{k: getattr(self, f"layer{l}_{k}") for k in names} for l, names in enumerate(self.names)]
         states = [tuple(s[l] for s in state) for l in range(len(layers))]
         recur = [plain_product(p["W_hh"]) for p in layers]
-        top = step_layers(input_share(x, layers[0]), states, layers, self.cell, recur)  # (B, H)
+        a, _ = self.cell.input_share(x, layers[0], plain_window_product)  # (B, G*H)
+        top = step_layers(a, states, layers, self.cell, recur)  # (B, H)
         logits = torch.addmm(self.b_y, top, self.W_hy)  # (B, V)
         return logits, tuple(torch.stack([s[k] for s in states]) for k in range(len(self.cell.STATE)))
 

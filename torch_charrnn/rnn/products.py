@@ -45,6 +45,14 @@ def plain_product(W: Tensor) -> Product:
     return functools.partial(_addmm, W)
 
 
+def plain_window_product(x: Tensor, W: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``x @ W (+ bias)`` with torch's own products, whatever the device: ``window_product`` where a
+    traced or exported graph must hold it (``rnn/portable.py``), and one step of sampling."""
+    if bias is None:
+        return x @ W
+    return torch.addmm(bias, x, W) if x.dim() == 2 else x @ W + bias
+
+
 def packed(W: Tensor, rows: int) -> Tensor | None:
     """W (K, N) reordered into oneDNN's layout for products with ``rows`` rows, where it pays (CPU,
     float32, autograd off, oneDNN enabled and working); None elsewhere."""

@@ -15,6 +15,11 @@ A cell module has (``Cell`` below holds them, resolved once), first what every c
 and then what a cell may leave out (the default in brackets):
     extra_grads     gradients of parameters beyond W_xh, W_hh, b_h (GRU's b_hn), from the window's
                     dL/da and dL/du [no parameters beyond those three]
+    input_share, input_share_backward   the window's input shares a (T, B, G*H) from the layer's
+                    input, and what they keep for the backward: ``input_share(below, p, product)
+                    -> (a, kept)``; from dL/da, dL/d(x W_xh) (for the layer below) and the
+                    gradients of the parameters they read: ``input_share_backward(dA, below, kept,
+                    p, ops) -> (dP, grads)`` [a = x W_xh + b_h: ``common.input_share``]
     layer_forward, layer_backward   (torch only) the loops of step and step_backward over a window
                     in C++ (``torch_charrnn/rnn/csrc/<name>.cpp``, loaded by ``rnn/native.py``), for
                     speed on a CPU. layer_forward(ops, below, state, p) -> (hs, last state, kernel),
@@ -28,6 +33,10 @@ and then what a cell may leave out (the default in brackets):
     FUSED, fused_biases   (torch only) the torch.nn module computing the same cell and its two
                     biases from this layer's, for bptt="fused" and charrnn export's torch file
                     [None: neither is offered]
+
+and its ``step_backward`` may return a fourth item: that step's share of the gradients of
+parameters the step reads beyond W_hh (a dict, by name), which the loop adds up over the window
+(the layer-normalised cells' gains).
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ import inspect
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, fields
 
-from torch_charrnn.rnn.cells import gru, lstm, tanh
+from torch_charrnn.rnn.cells import common, gru, lngru, lnlstm, lstm, tanh
 
 
 def no_extra_grads(dA, dU, p) -> dict:
@@ -63,6 +72,8 @@ class Cell:
     step: Callable
     step_backward: Callable
     extra_grads: Callable = no_extra_grads
+    input_share: Callable = common.input_share
+    input_share_backward: Callable = common.input_share_backward
     layer_forward: Callable | None = None
     layer_backward: Callable | None = None
     activations: Callable = no_activations
@@ -80,7 +91,7 @@ class Cell:
         return cls(**{f.name: getattr(module, f.name) for f in fields(cls) if hasattr(module, f.name)})
 
 
-CELLS: dict[str, Cell] = {c.NAME: c for c in map(Cell.of, (tanh, gru, lstm))}
+CELLS: dict[str, Cell] = {c.NAME: c for c in map(Cell.of, (tanh, gru, lstm, lnlstm, lngru))}
 
 
 def get_cell(name: str) -> Cell:

@@ -76,7 +76,7 @@ def layer_forward(ops, below, state, p):
     """The window's recurrence in C++ (``csrc/gru.cpp``, the loop above without Python): h of
     every step (T, B, H), the last state and what ``layer_backward`` reads, from the layer's input
     (characters or the h below: ``input_share``), its threads sharing out the streams."""
-    a = input_share(below, p)
+    a, _ = input_share(below, p)
     (h0,) = state
     parts = native.row_parts(a.shape[1])
     hs, ns, hns, rzs = ops.gru_forward(a, h0, p["b_hn"], p["W_hh"], parts)

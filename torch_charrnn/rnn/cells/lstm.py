@@ -76,7 +76,7 @@ def layer_forward(ops, below, state, p):
     the loop gathers step by step, or the h below (T, B, H), one product first (``input_share``).
     h of every step (T, B, H), the last state and what ``layer_backward`` reads."""
     h0, c0 = state
-    inputs = input_share(below, p) if below.dtype.is_floating_point else below
+    inputs = input_share(below, p)[0] if below.dtype.is_floating_point else below
     parts = native.row_parts(h0.shape[0])
     hs, cs, tcs, gates = ops.lstm_forward(inputs, p["W_xh"], p["b_h"], h0, c0, p["W_hh"], parts)
     return hs, (hs[-1], cs[-1]), (c0, cs, tcs, gates)

@@ -49,7 +49,7 @@ def layer_forward(ops, below, state, p):
     """The window's recurrence in C++ (``csrc/tanh.cpp``, the loop above without Python, its
     threads sharing out the streams): h of every step (T, B, H), the last state and what
     ``layer_backward`` reads, from the layer's input (characters or the h below: ``input_share``)."""
-    a = input_share(below, p)
+    a, _ = input_share(below, p)
     hs = ops.tanh_forward(a, state[0], p["W_hh"], native.row_parts(a.shape[1]))
     return hs, (hs[-1],), ()  # backward reads only the h of every step
 
