@@ -115,7 +115,10 @@ def gpu_model(**kwargs):
     return model
 
 
-def test_a_replayed_run_resumed_from_last_ckpt_continues_bit_for_bit(tmp_path):
+def test_a_replayed_run_resumed_from_last_ckpt_continues_to_the_uninterrupted_weights(tmp_path):
+    """To float32's rounding, not bit for bit: on a GPU the gathered rows' gradient of layer 0
+    (``index_add_``) adds with atomics, in an order that differs from run to run (on a CPU the
+    same resume is bit for bit: tests/test_graphs.py)."""
     kwargs = {"cell": "lstm", "num_layers": 2, "dropout": 0.3}
     whole = gpu_model(**kwargs)
     trainer(tmp_path / "whole", 12, logger=False, enable_checkpointing=False).fit(whole, data())
@@ -128,7 +131,7 @@ def test_a_replayed_run_resumed_from_last_ckpt_continues_bit_for_bit(tmp_path):
     t.fit(resumed, data(), ckpt_path=ckpt)
     assert Counted.replays == 6 and t.global_step == 12, "resumed at step 6, every window replayed"
     for (name, p), q in zip(resumed.named_parameters(), whole.parameters(), strict=True):
-        assert torch.equal(p, q), name
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
 
 
 def test_a_run_pushed_to_diverge_on_a_gpu_stops_with_the_one_line_error(tmp_path, capsys):
@@ -142,8 +145,10 @@ def test_a_run_pushed_to_diverge_on_a_gpu_stops_with_the_one_line_error(tmp_path
         "--trainer.enable_progress_bar=false",
         "--monitor.every_n_steps=0",
         f"--trainer.default_root_dir={tmp_path}",
-        "--trainer.log_every_n_steps=5",
-        "--last.every_n_train_steps=1",
+        # the first non-finite step (4) neither writes metrics nor a checkpoint, where the flag
+        # would be read at once: it is read at step 9, the next that writes metrics
+        "--trainer.log_every_n_steps=10",
+        "--last.every_n_train_steps=0",
     ]
     assert main([*args, "--trainer.max_steps=3"]) == 0
     code = main([*args, "--trainer.max_steps=30", "--model.lr=1e38", "--ckpt_path=last"])

@@ -71,6 +71,31 @@ def test_replayed_windows_train_the_same_weights_as_eager_ones(cell, layers, dro
     assert torch.equal(replayed._state["train"][0], eager._state["train"][0]), "the state carried"
 
 
+def test_under_bf16_autocast_replayed_windows_train_the_same_weights_as_eager_ones():
+    """The replay runs the backward outside autocast, as Lightning runs the eager one (after the
+    training step, whose forward alone is under autocast): the same bits in bf16-mixed too."""
+    runs = {}
+    for graphs in (False, True):
+        model = model_for("lstm", 2, 0.3, graphs=graphs)
+        fit(model, 6, precision="bf16-mixed")
+        runs[graphs] = weights(model)
+    for name, w in runs[False].items():
+        assert torch.equal(runs[True][name], w), name
+
+
+def test_anomaly_detection_runs_eagerly_and_says_why():
+    """Anomaly mode checks every backward op on the host: no graph can hold that."""
+    from torch_charrnn.training.graphs import window_graphs
+
+    model = model_for("gru", 1, 0.0, graphs=True)
+    trainer = fit(model, 1)
+    with torch.autograd.set_detect_anomaly(True):
+        graphs, said = window_graphs(model, trainer)
+    assert graphs is None and said == [
+        "training steps run eagerly: `detect_anomaly` checks every step on the host"
+    ]
+
+
 def test_a_replayed_run_resumed_from_its_checkpoint_ends_where_an_uninterrupted_one_does(tmp_path):
     whole = model_for("lstm", 2, 0.3, graphs=True)
     fit(whole, 8)

@@ -3,6 +3,8 @@ and every one after it change nothing, the flag is read on the steps that write 
 checkpoint and at the end, and the run stops there with the error of the first non-finite step,
 holding the weights the host's check would have stopped with."""
 
+from unittest import mock
+
 import lightning as L
 import pytest
 import torch
@@ -10,7 +12,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from torch_charrnn import CharDataModule, CharRNN
 from torch_charrnn.errors import DivergedError
-from torch_charrnn.training.guard import GradientGuard, skips_on_found_inf
+from torch_charrnn.training.callbacks import StepBar
+from torch_charrnn.training.guard import GradientGuard, skips_on_found_inf, step_is_due
 
 
 class Fused(CharRNN):
@@ -172,3 +175,95 @@ def test_several_processes_or_fp16_loss_scaling_keep_the_check_on_the_host(world
     line = guard.start(optimizer, torch.device("cpu"), world_size, scaled)
     assert not guard.deferred and said in line
     assert getattr(optimizer, "found_inf", None) is None, "the optimizer's flag is left alone"
+
+
+class HostReads(L.Callback):
+    """How many times each training step reads a tensor back to the host (``Tensor.item``, which on
+    a GPU waits for the device), counted from the step's start to the next step's: Lightning's own
+    work after the step's hooks included."""
+
+    def __init__(self):
+        self.reads, self.due, self._at = [], [], None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self._at is not None:
+            self.reads.append(READS[0] - self._at)
+        self._at = READS[0]
+        self.due.append(step_is_due(trainer))
+
+
+READS = [0]
+
+
+def test_a_training_step_reads_nothing_back_from_the_device_but_on_the_steps_that_write_metrics(monkeypatch):
+    """With the divergence check on the device (as on a GPU), the steps between those that write
+    metrics read no tensor back: not the loss for the progress bar (which Lightning turns into a
+    number on every batch when it is logged with ``prog_bar``), not the check's flag."""
+    item = torch.Tensor.item
+
+    def counted(self):
+        READS[0] += 1
+        return item(self)
+
+    monkeypatch.setattr(torch.Tensor, "item", counted)
+    reads = HostReads()
+    dm = data()
+    torch.manual_seed(0)
+    model = Fused(dm.vocab_size, 12, lr=0.05, vocab=dm.vocab)
+    model.guard = GradientGuard(on_device=True)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=16,
+        log_every_n_steps=5,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        callbacks=[reads, StepBar(refresh_rate=1)],
+        enable_model_summary=False,
+    )
+    trainer.fit(model, dm)
+    assert len(reads.reads) == 15 and sum(reads.due[:15]) == 3  # steps 5, 10 and 15 write metrics
+    quiet = [n for n, due in zip(reads.reads, reads.due, strict=False) if not due]
+    assert quiet == [0] * 12, reads.reads
+    assert sum(reads.reads) > 0, "the steps that write metrics do read: the count sees reads"
+
+
+def test_bf16_autocast_clips_by_value_with_a_fused_optimizer():
+    """Lightning refuses to clip a fused optimizer's gradients under mixed precision (it cannot
+    tell a bf16 run, which has no loss scale to undo, from an fp16 one): the guard clips them."""
+    dm = data()
+    torch.manual_seed(0)
+    model = Fused(dm.vocab_size, 12, lr=0.05, vocab=dm.vocab)
+    model.guard = GradientGuard(on_device=True)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        precision="bf16-mixed",
+        max_steps=4,
+        gradient_clip_val=1e-3,
+        gradient_clip_algorithm="value",
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    before = weights(model)
+    trainer.fit(model, dm)
+    moved = max((weights(model)[n] - w).abs().max().item() for n, w in before.items())
+    assert 0 < moved <= 4 * 0.05 * 1.01, "every step clipped to 1e-3 a value: Adagrad moves by lr at most"
+
+
+@pytest.mark.parametrize(
+    ("precision", "fused"), [("32-true", True), ("bf16-mixed", True), ("16-mixed", None)]
+)
+def test_a_gpu_run_steps_a_fused_adagrad_except_under_fp16s_loss_scaling(precision, fused):
+    """Under fp16 Lightning unscales the gradients only for an optimizer that does not do it in its
+    step: a fused one would leave them scaled for clipping and the logged norm."""
+    from types import SimpleNamespace
+
+    model = CharRNN(5, 4)
+    fake = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda")), precision=precision)
+    model._trainer = fake  # as a run on a GPU attaches its trainer, without one
+    with mock.patch.object(CharRNN, "trainer", fake):
+        optimizer = model.configure_optimizers()
+    assert optimizer.defaults["fused"] is fused

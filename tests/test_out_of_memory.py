@@ -165,3 +165,19 @@ def test_a_batch_bigger_than_the_gpu_is_one_line(tmp_path, capsys, monkeypatch, 
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("charrnn: error:")]
     assert len(lines) == 1 and said in lines[0] and "Traceback" not in err, err
+
+
+def test_an_allocation_failure_behind_a_capture_error_is_still_found():
+    """Out of memory inside a CUDA graph's capture ends the capture with an error of its own,
+    raised while handling the allocation's: the one line still reports the allocation."""
+    from torch_charrnn.cli.fit import out_of_memory_in
+
+    oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    try:
+        try:
+            raise oom
+        except torch.OutOfMemoryError:
+            raise RuntimeError("CUDA error: operation failed due to a previous error during capture")  # noqa: B904
+    except RuntimeError as capture:
+        assert out_of_memory_in(capture) is oom
+    assert out_of_memory_in(RuntimeError("an error of another kind")) is None

@@ -1,6 +1,7 @@
 """Bad input, interruption, divergence: a clear error and exit code, no traceback, no lost work."""
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -306,3 +307,70 @@ def test_mid_epoch_resume_in_process_continues_the_same_windows(tmp_path, monkey
     for name in a:
         assert torch.equal(a[name], b[name]), name
     assert one_cache(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    """RESUME run through to its end without a stop: the weights a stopped and resumed run must reach."""
+    tmp = tmp_path_factory.mktemp("straight")
+    env = {**os.environ, "PYTHONHASHSEED": "0", "CHARRNN_CACHE": str(tmp / "cache")}
+    subprocess.run([CHARRNN, *on_a_corpus_file(tmp), f"--trainer.default_root_dir={tmp / 'runs'}"],
+                   check=True, env=env, capture_output=True)  # fmt: skip
+    return final_weights(tmp / "runs")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_run_stopped_by_a_signal_writes_its_step_and_resumes_to_the_uninterrupted_weights(
+    tmp_path, straight_run, signum
+):
+    """Ctrl-C (SIGINT) or a scheduler's SIGTERM mid-run: last.ckpt holds the step reached (not the
+    last periodic one), one line says so with the command that resumes, and that command ends on
+    the weights of a run never stopped."""
+    root = tmp_path / "runs"
+    env = {**os.environ, "PYTHONHASHSEED": "0", "CHARRNN_CACHE": str(tmp_path / "cache")}
+    run = [*on_a_corpus_file(tmp_path), f"--trainer.default_root_dir={root}", "--last.every_n_train_steps=25"]
+    proc = subprocess.Popen(
+        [CHARRNN, *run], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 120
+    while newest_checkpoint(root)[1] < 25 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.05)  # a few steps past the periodic checkpoint
+    proc.send_signal(signum)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 128 + signum, err
+    path, step = newest_checkpoint(root)
+    assert 25 < step < 120, f"stopped mid-run, past its periodic checkpoint: last.ckpt at step {step}"
+    line = err.strip().splitlines()[-1]
+    name = signal.Signals(signum).name
+    assert line.startswith(
+        f"charrnn: {name}: stopped at step {step}; {path} holds that step: resume with charrnn fit "
+    )
+    assert "Traceback" not in err
+    command = shlex.split(line.split("resume with ", 1)[1])
+    assert command[-2:] == ["--ckpt_path", "last"]
+    resumed = subprocess.run([CHARRNN, *command[1:]], env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    got = final_weights(root)
+    for name_, want in straight_run.items():
+        assert torch.equal(got[name_], want), name_
+
+
+def test_two_ctrl_c_in_a_row_end_the_run_without_a_traceback_or_a_torn_checkpoint(tmp_path):
+    root = tmp_path / "runs"
+    env = {**os.environ, "CHARRNN_CACHE": str(tmp_path / "cache")}
+    run = [*on_a_corpus_file(tmp_path), f"--trainer.default_root_dir={root}", "--trainer.max_steps=100000"]
+    proc = subprocess.Popen(
+        [CHARRNN, *run], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 120
+    while newest_checkpoint(root)[1] < 5 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)  # the second stops at once, wherever the run is
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode != 0 and "Traceback" not in err, err
+    assert newest_checkpoint(root)[1] < 100000, "stopped long before its end"
+    for path in root.glob("**/*.ckpt"):  # written beside and renamed: whole, whatever the moment
+        torch.load(path, map_location="cpu", weights_only=True)

@@ -25,3 +25,17 @@ class RunError(CharRNNError):
 
 class DivergedError(RunError):
     """Training produced a non-finite loss or gradient."""
+
+
+class Interrupted(Exception):  # noqa: N818 - a stop the user asked for, not an error
+    """Training stopped by SIGINT or SIGTERM after writing ``last.ckpt`` at the step it reached:
+    the command line says so in one line, with the command that resumes, and exits 128 + the
+    signal's number, as a process ended by it would."""
+
+    def __init__(self, signum: int, step: int, path: str):
+        self.signum, self.step, self.path = signum, step, path
+        super().__init__(f"stopped at step {step}; {path} holds that step")
+
+    @property
+    def code(self) -> int:
+        return 128 + self.signum

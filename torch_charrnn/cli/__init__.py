@@ -4,13 +4,16 @@ one ``charrnn: error:`` line. Imports nothing heavy itself, so ``charrnn sample`
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
+import shlex
+import signal
 import sys
 
 from torch_charrnn.cli.usage import USAGE
-from torch_charrnn.errors import CharRNNError, RunError
+from torch_charrnn.errors import CharRNNError, Interrupted, RunError
 
 SAID = 8  # added to the exit code of a rank (cli/launch.py) whose error line already said why
 OWN_PARSERS = ("sample", "score", "export", "gradcheck")  # the subcommands that are not LightningCLI's
@@ -36,7 +39,34 @@ def main(argv: list[str] | None = None) -> int:
         print(f"charrnn: error: {err}", file=sys.stderr)
         code = 1 if isinstance(err, RunError) else 2
         return code + SAID if os.environ.get("CHARRNN_SUPERVISED") == "1" else code
+    except Interrupted as stop:  # training asked to stop: its last.ckpt holds the step it reached
+        for s in (signal.SIGINT, signal.SIGTERM):  # Lightning put its handlers back: a second one ends it
+            signal.signal(s, signal.SIG_DFL)
+        if os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0":
+            again = ["charrnn", *(w for i, w in enumerate(words) if not is_ckpt_path(words, i))]
+            name = signal.Signals(stop.signum).name
+            print(
+                f"charrnn: {name}: {stop}: resume with {shlex.join([*again, '--ckpt_path', 'last'])}",
+                file=sys.stderr,
+            )
+        return stop.code
+    except BrokenPipeError:  # the reader of stdout went away (`| head`): end as the shell expects
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 128 + signal.SIGPIPE
+    except KeyboardInterrupt:  # Ctrl-C: what was written so far stays, no traceback
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second one, while Python exits, ends it at once
+        with contextlib.suppress(BrokenPipeError):
+            sys.stdout.flush()
+        return 128 + signal.SIGINT
     return 0
+
+
+def is_ckpt_path(words: list[str], i: int) -> bool:
+    """Whether words[i] is a --ckpt_path option or its value."""
+    word = words[i]
+    return (
+        word.startswith("--ckpt_path=") or word == "--ckpt_path" or (i > 0 and words[i - 1] == "--ckpt_path")
+    )
 
 
 def say_library_warnings() -> None:

@@ -6,12 +6,11 @@ Imports torch, not Lightning."""
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 from pathlib import Path
 
 import torch
 
+from torch_charrnn.cli.outputs import check_output, written
 from torch_charrnn.errors import CharRNNError, RunError
 from torch_charrnn.rnn import portable
 from torch_charrnn.training.checkpoints.reading import checkpoint_weights, read_checkpoint
@@ -49,8 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    if args.out.is_dir():
-        raise CharRNNError(f"{args.out} is a folder: name the file to write, as {args.out / 'model.pt'}")
+    check_output(args.out, "OUT", [("--ckpt_path", args.ckpt_path)], example="model.pt")  # before any work
     fmt = args.format or format_of(args.out)
     if fmt == "onnx":
         portable.require_onnx()  # before any work
@@ -85,23 +83,6 @@ def format_of(out: Path) -> str:
         if out.suffix.lower() in suffixes:
             return fmt
     raise CharRNNError(f"{out} ends in neither .pt/.pth nor .onnx: pass --format torch or --format onnx")
-
-
-@contextlib.contextmanager
-def written(out: Path):
-    """A temporary path beside ``out`` to write to, moved onto ``out`` only if the block succeeds:
-    an export that fails leaves no file, and an earlier file at ``out`` as it was."""
-    part = out.with_name(f".{out.name}.{os.getpid()}.part")
-    try:
-        part.open("wb").close()  # as the file itself would be created: its permissions, its folder
-    except OSError as err:
-        where = "does not exist" if not out.parent.exists() else "cannot be written to"
-        raise CharRNNError(f"cannot write {out}: the folder {out.parent} {where} ({err.strerror})") from err
-    try:
-        yield part
-        part.replace(out)
-    finally:
-        part.unlink(missing_ok=True)
 
 
 def check(path: Path, fmt: str, weights: dict, cell) -> float:

@@ -37,6 +37,7 @@ from torch_charrnn.cli.launch import (
     supervise,
     supervised,
 )
+from torch_charrnn.cli.outputs import check_folder
 from torch_charrnn.cli.resume import (
     RecordOptimizer,
     check_vocabulary,
@@ -58,6 +59,7 @@ from torch_charrnn.training.callbacks import (
 from torch_charrnn.training.checkpoints.reading import read_checkpoint
 from torch_charrnn.training.checkpoints.writing import AtomicCheckpointIO, LastCheckpoint, last_checkpoint
 from torch_charrnn.training.guard import step_overflowed
+from torch_charrnn.training.interrupts import StopOnSignal
 from torch_charrnn.training.memory import keep_freed_memory
 from torch_charrnn.training.module import CharRNN
 
@@ -147,6 +149,9 @@ class CharRNNCLI(LightningCLI):
     def parse_arguments(self, parser, args) -> None:
         self._args = args  # parsed again without defaults to tell what the user gave
         super().parse_arguments(parser, args)
+        config = self.config.get(self.config.get("subcommand") or "") or None
+        for option, folder in output_folders(config) if config is not None else ():
+            check_folder(Path(folder), option)  # first: before the seed, the model or the corpus
 
     def _parse_ckpt_path(self) -> None:
         """Replaces Lightning's, which lays every hyperparameter of the checkpoint over the command
@@ -206,9 +211,10 @@ class CharRNNCLI(LightningCLI):
     def out_of_memory(self, error: RuntimeError) -> RunError | None:
         """An allocation that failed mid-run (CPU or CUDA) as one line: what the run holds by the
         estimate, the options to lower, and the checkpoint to resume from."""
-        said = str(error)
-        if not isinstance(error, torch.OutOfMemoryError) and "can't allocate memory" not in said:
+        error = out_of_memory_in(error)
+        if error is None:
             return None
+        said = str(error)
         estimate = self.memory_check.footprint
         holds = f" The run holds {estimate.summary()}, by the estimate." if estimate else ""
         last = last_checkpoint(self.trainer).last_model_path
@@ -249,6 +255,7 @@ class CharRNNCLI(LightningCLI):
             self.trainer.callbacks.append(RecordOptimizer(self.config[self.subcommand]))
         self.memory_check = MemoryCheck()
         self.trainer.callbacks.append(self.memory_check)
+        self.trainer.callbacks.append(StopOnSignal())
         if supervised():  # the processes wait for each other up to the strategy's timeout
             timeout = self.config[self.subcommand].trainer.strategy.init_args.timeout
             self.trainer.callbacks.append(StallMargin(timeout.total_seconds()))
@@ -279,6 +286,34 @@ class CharRNNCLI(LightningCLI):
             return
         print(f"  last:      {last.last_model_path}")
         print(f"sample more: charrnn sample --ckpt_path {last.last_model_path}")
+
+
+def output_folders(config) -> list[tuple[str, str]]:
+    """The folders a run writes in that the user named, each with its flag: the root folder, each
+    logger's ``save_dir`` and the checkpoints' ``dirpath`` (none named: the working folder)."""
+    trainer = config.trainer
+    folders = [("--trainer.default_root_dir", trainer.default_root_dir or ".")]
+    loggers = trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]
+    for logger in loggers:
+        save_dir = getattr(getattr(logger, "init_args", None), "save_dir", None)
+        if save_dir:
+            folders.append(("--trainer.logger.init_args.save_dir", save_dir))
+    for key in ("checkpoint", "last"):
+        if config.get(key) is not None and config[key].get("dirpath"):
+            folders.append((f"--{key}.dirpath", config[key].dirpath))
+    return folders
+
+
+def out_of_memory_in(error: BaseException) -> BaseException | None:
+    """The allocation failure behind ``error``, itself or one it was raised while handling: an
+    out-of-memory error inside a CUDA graph's capture surfaces as the capture's own error."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in str(error):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 # Trainer options that must be positive, and the hint each error gives (Lightning itself takes a

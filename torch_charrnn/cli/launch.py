@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from torch.distributed.constants import default_pg_timeout
 
-from torch_charrnn.cli import SAID
+from torch_charrnn.cli import SAID, is_ckpt_path
 from torch_charrnn.cli.versions import find_last_checkpoint
 from torch_charrnn.errors import CharRNNError, ConfigError, RunError
 
@@ -140,20 +140,43 @@ def supervise(launch: Launch, words: list[str]) -> None:
     signal.signal(signal.SIGTERM, stop_watching)  # a scheduler ending the run ends every rank
     try:
         failed = watch(ranks)
-    except KeyboardInterrupt:  # Ctrl-C reached every rank too: they end as a run alone does
-        end(ranks, first=signal.SIGINT, grace=30.0)
-        raise SystemExit(130) from None
-    except Stopped:  # Lightning notes SIGTERM in a rank and trains on: GRACE, then SIGKILL
-        end(ranks)
-        raise SystemExit(143) from None
+    except KeyboardInterrupt:  # Ctrl-C reached every rank too: each writes last.ckpt and ends
+        stopped(ranks)
+        raise SystemExit(128 + signal.SIGINT) from None
+    except Stopped:  # SIGTERM to the watcher alone (a scheduler): passed on, each rank does the same
+        for p in ranks:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        stopped(ranks)
+        raise SystemExit(128 + signal.SIGTERM) from None
     if failed is None:
         return
+    if failed[1] in STOP_CODES:  # a rank was signalled itself: the run stops at one step, said by rank 0
+        stopped(ranks)
+        raise SystemExit(failed[1])
     alive = [r for r, p in enumerate(ranks) if p.poll() is None]
     states = {r: process_state(ranks[r].pid) for r in alive}
     end(ranks)
     if failed[1] in (1 + SAID, 2 + SAID):  # the rank's own error line said why, as a run alone does
         raise SystemExit(failed[1] - SAID)
     raise RunError(f"{what_happened(failed, alive, states, ranks)}. {resume(words, launch.root, started)}")
+
+
+STOP_CODES = (128 + signal.SIGINT, 128 + signal.SIGTERM)  # a rank that stopped as it was asked to
+STOP_GRACE = 120.0  # seconds the ranks have to finish their step and write last.ckpt
+
+
+def stopped(ranks: list[subprocess.Popen]) -> None:
+    """Wait for the ranks, signalled, to write ``last.ckpt`` and end (training/interrupts.py); end
+    those still running after STOP_GRACE, or at once on a second Ctrl-C."""
+    deadline = time.monotonic() + STOP_GRACE
+    try:
+        while any(p.poll() is None for p in ranks) and time.monotonic() < deadline:
+            time.sleep(POLL)
+    except KeyboardInterrupt:
+        end(ranks, first=signal.SIGINT)
+        return
+    end(ranks)
 
 
 class Stopped(Exception):  # noqa: N818 - how SIGTERM reaches the watcher's loop
@@ -245,14 +268,6 @@ def resume(words: list[str], root: Path, since: float) -> str:
         intact = f"The newest checkpoint, {last}, could not be read"
     again = [w for i, w in enumerate(words) if not is_ckpt_path(words, i)]
     return f"{intact}: resume with {shlex.join(['charrnn', *again, '--ckpt_path', 'last'])}"
-
-
-def is_ckpt_path(words: list[str], i: int) -> bool:
-    """Whether words[i] is a --ckpt_path option or its value."""
-    word = words[i]
-    return (
-        word.startswith("--ckpt_path=") or word == "--ckpt_path" or (i > 0 and words[i - 1] == "--ckpt_path")
-    )
 
 
 def end(ranks: list[subprocess.Popen], first: int = signal.SIGTERM, grace: float = GRACE) -> None:

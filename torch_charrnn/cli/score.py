@@ -4,11 +4,13 @@ carried from the first character to the last. Imports torch, not Lightning."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 
 import torch
 
+from torch_charrnn.cli.outputs import check_output, written
 from torch_charrnn.data.encoded import encode, encode_known
 from torch_charrnn.errors import CharRNNError
 from torch_charrnn.rnn.bptt import LN2
@@ -75,6 +77,9 @@ def read_symbols(path: Path, vocab: str, unit: str, encoding: str, skip: bool) -
 def main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.per_char is not None:  # before any work: never over what it reads, nor a checkpoint
+        reads = [("--ckpt_path", args.ckpt_path), *(("FILE", path) for path in args.files)]
+        check_output(args.per_char, "--per_char", reads, example="surprisal.tsv")
     if args.device == "cpu":
         torch.set_num_threads(1)  # one character at a time: threads only add synchronisation
     try:
@@ -91,9 +96,12 @@ def main(argv: list[str]) -> int:
         if len(ids) < 2:
             raise CharRNNError(f"{path} has fewer than two {symbol}s left to score: nothing is predicted")
         rows.append((path, ids, skipped))
-    per_char = open(args.per_char, "w", encoding="utf-8") if args.per_char else None  # noqa: SIM115
-    try:
-        if per_char:
+    with contextlib.ExitStack() as stack:
+        per_char = None
+        if args.per_char is not None:  # written beside its target, in place only when every file is scored
+            per_char = stack.enter_context(
+                open(stack.enter_context(written(args.per_char)), "w", encoding="utf-8")
+            )
             per_char.write("file\tposition\tcharacter\tbits\n")
         for path, ids, skipped in rows:
             bits = surprisal(weights, cell, ids.to(args.device)).double().cpu() / LN2
@@ -102,9 +110,6 @@ def main(argv: list[str]) -> int:
                 chars = [json.dumps(vocab[i]) for i in ids[1:].tolist()]
                 lines = zip(range(1, len(ids)), chars, bits.tolist(), strict=True)
                 per_char.writelines(f"{path}\t{k}\t{c}\t{b:.4f}\n" for k, c, b in lines)
-    finally:
-        if per_char:
-            per_char.close()
     return 0
 
 

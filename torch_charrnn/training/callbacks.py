@@ -33,7 +33,9 @@ def _writer(trainer: L.Trainer):
 class StepBar(TQDMProgressBar):
     """Lightning's progress bar, whose figures (the training loss: on a GPU, a wait for the device
     each time they are read) are read on the training steps that write metrics; on the steps
-    between, the bar moves on and shows those figures again."""
+    between, the bar moves on and shows those figures again. The loss is not logged with
+    ``prog_bar`` (Lightning would read it back after every batch): the bar takes it from the
+    metrics the step logged."""
 
     def __init__(self, refresh_rate: int = 1):
         super().__init__(refresh_rate)
@@ -44,6 +46,9 @@ class StepBar(TQDMProgressBar):
         between = trainer.log_every_n_steps and trainer.global_step % trainer.log_every_n_steps
         if not (trainer.training and between and self._shown is not None):
             self._shown = super().get_metrics(trainer, pl_module)
+            loss = trainer.callback_metrics.get("train/loss")
+            if loss is not None:
+                self._shown["train/loss"] = loss.item()
         return self._shown
 
 

@@ -39,6 +39,8 @@ def why_not(model, trainer) -> str | None:
         why = "`accumulate_grad_batches` adds gradients over several windows"
     elif scales_loss(trainer):
         why = "`precision` 16 scales the loss from the host"
+    elif torch.is_anomaly_enabled():  # Lightning's detect_anomaly, around the whole run
+        why = "`detect_anomaly` checks every step on the host"
     else:
         return None
     return f"training steps run eagerly: {why}"
@@ -108,7 +110,9 @@ class Window:
                 p.grad = None
             logits, last = forward_manual(self.inputs, self.state, layers, W_hy, b_y, cell, self.masks)
             loss = cross_entropy(logits, self.targets)
-            loss.backward()
+            # outside autocast, as Lightning runs the eager backward: after training_step returns
+            with torch.autocast(self.inputs.device.type, enabled=False):
+                loss.backward()
             return loss.detach(), tuple(s.detach() for s in last), [p.grad for p in self.params]
 
         self.graph = graph_class(body)

@@ -185,7 +185,8 @@ class GradientGuard:
             grads = [p.grad for p in parameters(optimizer) if p.grad is not None]
             fired = torch.stack([g.abs().max() for g in grads]).max() > clip_val
             fired = fired if self.deferred else bool(fired)
-            module.clip_gradients(optimizer, clip_val, algorithm)
+            # Lightning's clip_gradients does this, but refuses a fused optimizer under bf16-mixed
+            torch.nn.utils.clip_grad_value_(parameters(optimizer), clip_val)
         self.clipped = self.clipped + fired
         self.steps += 1
         if not step_is_due(module.trainer):

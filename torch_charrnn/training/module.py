@@ -265,7 +265,10 @@ class CharRNN(L.LightningModule):
         due = step_is_due(self.trainer)
         self._last_step = (self.trainer.global_step, due)
         if due:
-            self.log("train/loss", loss, prog_bar=True)
+            # not prog_bar: Lightning turns progress-bar metrics into numbers after every batch, the
+            # last logged one again on the steps between, which on a GPU waits for the device;
+            # the bar (``callbacks.StepBar``) reads the loss itself, on these steps only
+            self.log("train/loss", loss)
             self.log("train/bpc", loss / LN2)
             self.log("lr", self.optimizers().param_groups[0]["lr"])
         return loss
@@ -403,8 +406,11 @@ class CharRNN(L.LightningModule):
         params = [*self.layers.parameters(), self.W_hy, self.b_y]
         # On a GPU the fused step, which can skip a non-finite step on the device (training/guard.py);
         # the device the run trains on, also when a checkpoint is read before the model moves there.
+        # Not under fp16's loss scaling: Lightning leaves a fused optimizer's gradients scaled (the
+        # optimizer unscales them in its step), and clipping and the logged norm would see them so.
         device = self.trainer.strategy.root_device if self._trainer is not None else self.device
-        fused = True if device.type == "cuda" else None
+        scaled = self._trainer is not None and scales_loss(self.trainer)
+        fused = True if device.type == "cuda" and not scaled else None
         return torch.optim.Adagrad(params, lr=self.hparams.lr, eps=self.hparams.eps, fused=fused)
 
     def on_before_optimizer_step(self, optimizer) -> None:

@@ -114,6 +114,10 @@ class LastCheckpoint(ModelCheckpoint):
     def on_train_end(self, trainer, pl_module) -> None:
         self._save_last_unless_saved(trainer)
 
+    def write_now(self, trainer) -> None:
+        """Write ``last.ckpt`` at the step reached, unless it already holds it (``StopOnSignal``)."""
+        self._save_last_unless_saved(trainer)
+
     def _save_last_unless_saved(self, trainer) -> None:
         # skips sanity checks, fast_dev_run, evaluation-only runs and a step already written
         if not self._should_skip_saving_checkpoint(trainer):
