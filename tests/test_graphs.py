@@ -10,6 +10,7 @@ import torch
 from conftest import CELLS
 
 from torch_charrnn import CharDataModule, CharRNN
+from torch_charrnn.rnn.bptt import cross_entropy
 from torch_charrnn.training.graphs import EagerReplay, WindowGraphs
 
 
@@ -71,14 +72,28 @@ def test_replayed_windows_train_the_same_weights_as_eager_ones(cell, layers, dro
     assert torch.equal(replayed._state["train"][0], eager._state["train"][0]), "the state carried"
 
 
-def test_under_bf16_autocast_replayed_windows_train_the_same_weights_as_eager_ones():
+def test_under_bf16_autocast_replayed_windows_train_the_same_weights_as_eager_ones(monkeypatch):
     """The replay runs the backward outside autocast, as Lightning runs the eager one (after the
-    training step, whose forward alone is under autocast): the same bits in bf16-mixed too."""
+    training step, whose forward alone is under autocast): each backward is seen from the loss's
+    own gradient hook, and the weights are the same bits in bf16-mixed."""
+    from torch_charrnn.training import graphs as graphs_module
+    from torch_charrnn.training import module as module_module
+
+    under_autocast = []
+
+    def watched(logits, targets):
+        loss = cross_entropy(logits, targets)
+        loss.register_hook(lambda g: under_autocast.append(torch.is_autocast_enabled("cpu")))
+        return loss
+
+    monkeypatch.setattr(graphs_module, "cross_entropy", watched)
+    monkeypatch.setattr(module_module, "cross_entropy", watched)
     runs = {}
     for graphs in (False, True):
         model = model_for("lstm", 2, 0.3, graphs=graphs)
         fit(model, 6, precision="bf16-mixed")
         runs[graphs] = weights(model)
+    assert under_autocast == [False] * 12, under_autocast
     for name, w in runs[False].items():
         assert torch.equal(runs[True][name], w), name
 
