@@ -243,3 +243,31 @@ def test_a_rank_that_said_why_it_stopped_ends_the_run_with_its_code_and_no_secon
     assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
     assert lines and all(line.startswith("charrnn: error: 2 training processes (") for line in lines), lines
     assert not [line for line in lines if "of 2 (pid" in line]  # no line of the watcher's
+
+
+@pytest.mark.slow
+def test_a_multi_process_run_sent_sigterm_stops_every_rank_at_one_step_and_resumes_exactly(tmp_path, corpus):
+    """A scheduler's SIGTERM to the watcher: passed on to every rank, which agree on one step, write
+    last.ckpt there and end; one line says so, and the resumed run ends on the uninterrupted weights."""
+    stopped_root, whole_root = tmp_path / "stopped", tmp_path / "whole"
+    args = command(stopped_root, corpus)
+    run, ranks, first = start_and_wait_for_a_checkpoint(args, stopped_root)
+    run.send_signal(signal.SIGTERM)
+    _, stderr = run.communicate(timeout=150)
+    step = last_step(stopped_root)
+    assert run.returncode == 128 + signal.SIGTERM, stderr
+    assert first <= step < STEPS and gone(ranks[0]) and gone(ranks[1]), (first, step)
+    said = [line for line in stderr.splitlines() if line.startswith("charrnn: SIGTERM: ")]
+    assert len(said) == 1 and f"stopped at step {step};" in said[0] and "Traceback" not in stderr, stderr
+    assert said[0].endswith("--ckpt_path last")
+
+    resumed = subprocess.run([*args, "--ckpt_path", "last"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    whole = subprocess.run(command(whole_root, corpus), capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr
+    newest = max(stopped_root.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    got = torch.load(newest, weights_only=True)
+    want = torch.load(next(whole_root.glob("**/checkpoints/last.ckpt")), weights_only=True)
+    assert got["global_step"] == want["global_step"] == STEPS
+    for name, value in want["state_dict"].items():
+        torch.testing.assert_close(got["state_dict"][name], value, rtol=1e-12, atol=1e-14)

@@ -48,7 +48,7 @@ from torch_charrnn.cli.resume import (
 from torch_charrnn.cli.usage import DESCRIPTION
 from torch_charrnn.cli.versions import claim_version, find_last_checkpoint
 from torch_charrnn.data.datamodule import CharDataModule
-from torch_charrnn.errors import CharRNNError, RunError
+from torch_charrnn.errors import CharRNNError, Interrupted, RunError
 from torch_charrnn.training.callbacks import (
     MemoryCheck,
     ParameterSummary,
@@ -364,6 +364,9 @@ def cli_main(args: list[str] | None = None, run: bool = True, cli_class: type = 
     except Launch as launch:  # several processes on this machine: started and watched from here
         supervise(launch, list(sys.argv[1:] if args is None else args))
         return None
+    except Interrupted:  # stopped by a signal, its checkpoint written: a rank ends as cleanly as below
+        close_process_group()
+        raise
     close_process_group()  # a rank of a run that ended well (cli/launch.py)
     return cli
 
