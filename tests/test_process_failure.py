@@ -100,6 +100,20 @@ def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("charrnn: error:")]
 
 
+def assert_resumes_to_the_uninterrupted_weights(args: list[str], root: Path, whole_root: Path, corpus: Path):
+    """``args`` resumed with ``--ckpt_path last`` ends on the weights of the same run never stopped."""
+    resumed = subprocess.run([*args, "--ckpt_path", "last"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    whole = subprocess.run(command(whole_root, corpus), capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr
+    newest = max(root.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    got = torch.load(newest, weights_only=True)
+    want = torch.load(next(whole_root.glob("**/checkpoints/last.ckpt")), weights_only=True)
+    assert got["global_step"] == want["global_step"] == STEPS
+    for name, value in want["state_dict"].items():
+        torch.testing.assert_close(got["state_dict"][name], value, rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.slow
 def test_a_killed_process_ends_the_run_with_one_line_and_the_run_resumes_exactly(tmp_path, corpus):
     killed_root, whole_root = tmp_path / "killed", tmp_path / "whole"
@@ -121,16 +135,7 @@ def test_a_killed_process_ends_the_run_with_one_line_and_the_run_resumes_exactly
     assert f"The checkpoints up to step {step} are intact" in lines[0]
     assert lines[0].endswith("--ckpt_path last")
 
-    resumed = subprocess.run([*args, "--ckpt_path", "last"], capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
-    whole = subprocess.run(command(whole_root, corpus), capture_output=True, text=True, timeout=300)
-    assert whole.returncode == 0, whole.stderr
-    newest = max(killed_root.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    got = torch.load(newest, weights_only=True)
-    want = torch.load(next(whole_root.glob("**/checkpoints/last.ckpt")), weights_only=True)
-    assert got["global_step"] == want["global_step"] == STEPS
-    for name, value in want["state_dict"].items():
-        torch.testing.assert_close(got["state_dict"][name], value, rtol=1e-12, atol=1e-14)
+    assert_resumes_to_the_uninterrupted_weights(args, killed_root, whole_root, corpus)
 
 
 @pytest.mark.slow
@@ -261,13 +266,4 @@ def test_a_multi_process_run_sent_sigterm_stops_every_rank_at_one_step_and_resum
     assert len(said) == 1 and f"stopped at step {step};" in said[0] and "Traceback" not in stderr, stderr
     assert said[0].endswith("--ckpt_path last")
 
-    resumed = subprocess.run([*args, "--ckpt_path", "last"], capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
-    whole = subprocess.run(command(whole_root, corpus), capture_output=True, text=True, timeout=300)
-    assert whole.returncode == 0, whole.stderr
-    newest = max(stopped_root.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    got = torch.load(newest, weights_only=True)
-    want = torch.load(next(whole_root.glob("**/checkpoints/last.ckpt")), weights_only=True)
-    assert got["global_step"] == want["global_step"] == STEPS
-    for name, value in want["state_dict"].items():
-        torch.testing.assert_close(got["state_dict"][name], value, rtol=1e-12, atol=1e-14)
+    assert_resumes_to_the_uninterrupted_weights(args, stopped_root, whole_root, corpus)
