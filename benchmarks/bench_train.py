@@ -6,6 +6,8 @@ reference. The layer-normalised cells, which PyTorch has no module of, are set a
 cell's module and against themselves as PyTorch's users write them (``layernorm_loop.py``: a loop
 of products and ``nn.LayerNorm`` through autograd, ``ln-loop``, and that loop in TorchScript,
 ``ln-loop+script``); the last column gives the hand-written step's ratio to the faster of the two.
+With ``--zoneout p`` the hand-written step runs beside itself with zoneout p on h (and on c), its
+masks drawn every window as in training (``manual+zoneout p``), and a table gives what it costs.
 
 Variants alternate round by round and each figure is the median over rounds, so drift in the
 machine's speed hits every variant alike; the ratio to PyTorch's module is also given round by
@@ -25,6 +27,8 @@ a third within a minute.) ``benchmarks/bench_overhead.py`` does the same for a w
     python benchmarks/bench_train.py                      # every cell and config, CPU
     python benchmarks/bench_train.py --cells gru lstm     # only the gated cells
     python benchmarks/bench_train.py --cells lnlstm lngru --configs "B32 T64 H384 L2"  # LN, 5-minute shape
+    python benchmarks/bench_train.py --configs "B32 T64 H384 L2" --zoneout 0.1 --no-memory --no-numpy \
+        --no-autograd  # zoneout's cost a step, every cell (and c's too where a cell carries one)
     python benchmarks/bench_train.py --device cuda        # add --dtype bf16 for autocast
     python benchmarks/bench_train.py --cells tanh --configs "B1 T1 H1" "B32 T50 H256" \
         --no-memory --no-numpy --no-autograd --rounds 9  # Lightning's cost a step, alone and at B32
@@ -105,6 +109,10 @@ class Step:
         elif kind.startswith("ln-loop"):
             self.module = LayerNormLoop(cell, V, H, L, script=kind.endswith("script")).to(device)
             self.warm_up = kind.endswith("script")  # TorchScript profiles its first calls, then optimises
+        elif kind.startswith("manual+zoneout"):  # "manual+zoneout p"
+            p = float(kind.split()[-1])
+            rates = {"zoneout": p, "zoneout_c": p if "c" in get_cell(cell).STATE else 0.0}
+            self.module = CharRNN(V, H, cell, num_layers=L, bptt="manual", **rates).to(device)
         else:
             self.module = CharRNN(V, H, cell, num_layers=L, bptt=kind).to(device)
         optimizer = torch.optim.Adagrad(self.module.parameters(), lr=LR)
@@ -266,6 +274,9 @@ def main():
         default=None,
         help="seconds each variant runs a round (default: 2 on a CPU, 0.5 on a GPU)",
     )
+    parser.add_argument(
+        "--zoneout", type=float, default=None, help="add the hand-written step with zoneout p on h and c"
+    )
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--no-numpy", action="store_true")
     parser.add_argument("--no-autograd", action="store_true")
@@ -292,13 +303,14 @@ def table(args, dtype: str) -> None:
         "| vs nn.*, round by round | peak step memory (MiB) | vs the faster ln-loop |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
-    overheads = []
+    overheads, zoneout = [], []
     for cell in args.cells:
         module = f"nn.{MODULES[cell]}"
         fused = get_cell(cell).FUSED is not None  # PyTorch has a module of this very cell
         kinds = ["manual"] + (["fused"] if fused else []) + ([] if args.no_autograd else ["autograd"])
         kinds += ["lightning"] + (["lightning+fused", module] if fused else [module, *LN_LOOPS])
         kinds += ["manual+graph"] if device.type == "cuda" else []
+        kinds += [] if args.zoneout is None else [f"manual+zoneout {args.zoneout}"]
         kinds += [] if args.no_numpy or dtype == "bf16" else ["numpy"]
         for name in args.configs:
             if cell != "tanh" and name not in GATED_CONFIGS and not args.named_configs:
@@ -366,6 +378,13 @@ def table(args, dtype: str) -> None:
                     flush=True,
                 )
             print(f"| {cell} | {name} | matmul ceiling | | {top:.0f} | 100% | | | | |", flush=True)
+            for k in (k for k in run if k.startswith("manual+zoneout")):
+                rounds = sorted(100 * (z / m - 1) for z, m in zip(times[k], times["manual"], strict=True))
+                zoned, plain = statistics.median(times[k]), statistics.median(times["manual"])
+                zoneout.append(
+                    f"| {cell} | {name} | {k.split()[-1]} | {plain * 1e3:.1f} | {zoned * 1e3:.1f} "
+                    f"| {statistics.median(rounds):+.1f}% | {rounds[0]:+.1f}% to {rounds[-1]:+.1f}% |"
+                )
             for k, bare in paired_bare.items():
                 rounds = sorted(100 * (t / b - 1) for t, b in zip(times[k], bare, strict=True))
                 lightning, bare = statistics.median(times[k]), statistics.median(bare)
@@ -381,6 +400,15 @@ def table(args, dtype: str) -> None:
     )
     print("|---|---|---|---|---|---|---|---|")
     print("\n".join(overheads))
+    if zoneout:
+        print(
+            "\nZoneout's cost: the hand-written step with zoneout p (on h, and on c where the cell carries "
+            "one) against the same step without, in the same rounds (medians; the cost is the median of "
+            "the rounds' ratios)\n\n| cell | config | p | manual step (ms) | with zoneout (ms) | cost "
+            "| cost, round by round |"
+        )
+        print("|---|---|---|---|---|---|---|")
+        print("\n".join(zoneout))
 
 
 if __name__ == "__main__":

@@ -14,8 +14,10 @@ throughout. Exactly where the two differ:
 - NumPy's ``backward`` forms dL/dlogits of the mean cross-entropy itself, and nothing flows into
   the last state from after the window; torch's is handed both by autograd;
 - torch alone has what autograd and the devices need: ``ManualBPTT``, ``flatten``/``unflatten``,
-  ``forward_manual`` and ``dropout_masks`` (NumPy is handed its masks), and the monitor's
-  per-step ``steps``; NumPy alone has ``log_softmax`` and ``loss_and_grads``.
+  ``forward_manual``, ``dropout_masks`` and ``zoneout_masks`` (NumPy is handed its masks), and the
+  monitor's per-step ``steps``; NumPy alone has ``log_softmax`` and ``loss_and_grads``;
+- torch's cells carry zoneout's rates, by which a state moves in evaluation; NumPy zones out only
+  where it is handed masks, as training does.
 
     state: a tuple of (L, B, H) arrays, ``(h,)`` or ``(h, c)`` (the cell's STATE)
     layers: one dict of arrays per layer, {"W_xh", "W_hh", "b_h", ...}
@@ -42,6 +44,7 @@ class Tape(NamedTuple):
     mask: np.ndarray | None  # the dropout mask on the h it passes on (T, B, H), scaled; None without
     caches: list  # each step's cache, in order, as its ``step_backward`` reads it
     share: object = None  # what the input shares kept for their backward (a normalised cell's LN)
+    zone: tuple | None = None  # zoneout's keep masks for each state (``layer_zone``); None: none
 
 
 def log_softmax(logits):
@@ -55,13 +58,17 @@ def cross_entropy(logits, targets):
     return -np.take_along_axis(logp, targets[..., None], axis=-1).mean()
 
 
-def run_layers(inputs, state, layers, cell="tanh", masks=None):
+def run_layers(inputs, state, layers, cell="tanh", masks=None, zones=None):
     """Every layer over a window of indices (B, T) from ``state``: the top layer's h (T, B, H),
     the last state (a tuple of (L, B, H)) and each layer's Tape.
 
     ``masks``: None, or one inverted-dropout mask (T, B, H) per layer (1 / (1 - p) where a unit is
     kept, 0 where dropped), which multiplies the h that layer passes on, to the layer above or,
-    from the top, to the output layer; the recurrence itself is never dropped."""
+    from the top, to the output layer; the recurrence itself is never dropped.
+
+    ``zones``: None, or zoneout's masks, one tuple per layer like the state, each (T, B, H), 1 where
+    a unit keeps its previous value (m * h_{t-1} + (1 - m) * the cell's new h_t), or None for a
+    state not zoned."""
     c = get_cell(cell)
     x = inputs.T  # (T, B), time-major
     below = x
@@ -69,11 +76,12 @@ def run_layers(inputs, state, layers, cell="tanh", masks=None):
     for l, p in enumerate(layers):
         s = tuple(st[l] for st in state)
         mask = None if masks is None else masks[l]
+        zone = layer_zone(zones, l)
         a, kept = getattr(c, "input_share", input_share)(
             below, p
         )  # (T, B, G*H): characters' rows gathered, or one matmul
-        hs, s, caches = step_by_step(a, s, p, c)
-        tape.append(Tape(below, state[0][l], hs, mask, caches, kept))
+        hs, s, caches = step_by_step(a, s, p, c, zone)
+        tape.append(Tape(below, state[0][l], hs, mask, caches, kept, zone))
         last.append(s)
         below = hs if mask is None else hs * mask  # dropout on what it passes on
     state_last = tuple(np.stack([s[k] for s in last]) for k in range(len(c.STATE)))  # each (L, B, H)
@@ -89,23 +97,58 @@ def input_share(below, p):
     return p["W_xh"][below] + p["b_h"], None
 
 
-def step_by_step(a, s, p, c):
+def layer_zone(zones, l):
+    """Layer l's zoneout masks, a tuple like the state (None where a state is not zoned), or None."""
+    if zones is None or all(m is None for m in zones[l]):
+        return None
+    return zones[l]
+
+
+def zoned(prev, fresh, keep):
+    """Zoneout of one state at one step: m * prev + (1 - m) * fresh, m the step's keep mask (B, H)."""
+    return keep * prev + (1 - keep) * fresh
+
+
+def through_zoneout(ds, keep):
+    """Backprop through one step's zoneout: dL/dfresh = (1 - m) * ds, for the cell's step, and
+    m * ds straight into the previous state (None where a state is not zoned)."""
+    fresh = tuple(d if m is None else d * (1 - m) for d, m in zip(ds, keep, strict=True))
+    around = tuple(None if m is None else d * m for d, m in zip(ds, keep, strict=True))
+    return fresh, around
+
+
+def at_step(zone, t):
+    """Each state's keep mask at step t (B, H), or None."""
+    return tuple(None if m is None else m[t] for m in zone)
+
+
+def step_by_step(a, s, p, c, zone=None):
     """One layer's recurrence, a cell step at a time, from its input shares a (T, B, G*H): h of
-    every step (T, B, H), the last state and each step's cache."""
+    every step (T, B, H), the last state and each step's cache. ``zone``: the layer's zoneout
+    masks (``layer_zone``): each step's new state then moves to its zoned value, the cell's own
+    (which its cache may hold) kept apart."""
     # with one gate block h_t overwrites the input share a_t its own step has consumed; with more,
     # h goes to a buffer of its own
     H = s[0].shape[-1]
     hs = a if c.GATES == 1 else np.empty(a.shape[:-1] + (H,), dtype=a.dtype)
     caches = []
     for t in range(a.shape[0]):  # the recurrence alone
-        s, cache = c.step(a[t], s, p, out=hs[t])
+        if zone is None:
+            s, cache = c.step(a[t], s, p, out=hs[t])
+        else:
+            keep = at_step(zone, t)
+            fresh, cache = c.step(a[t], s, p, out=hs[t] if keep[0] is None else np.empty_like(hs[t]))
+            s = tuple(
+                f if m is None else zoned(prev, f, m) for prev, f, m in zip(s, fresh, keep, strict=True)
+            )
+            hs[t] = s[0]
         caches.append(cache)
     return hs, s, caches
 
 
-def forward(params, inputs, state, cell="tanh", masks=None):
+def forward(params, inputs, state, cell="tanh", masks=None, zones=None):
     """Logits (B, T, V), the last state (a tuple of (L, B, H)) and the tape backward reads."""
-    top, state_last, tape = run_layers(inputs, state, params["layers"], cell, masks)
+    top, state_last, tape = run_layers(inputs, state, params["layers"], cell, masks, zones)
     logits = top @ params["W_hy"] + params["b_y"]  # (T, B, V)
     return logits.transpose(1, 0, 2), state_last, tape
 
@@ -187,7 +230,10 @@ def loop_backward(dhs, last, tape, p, c):
     own = {}  # the steps' shares of their parameters' gradients, added up
     for t in reversed(range(T)):
         # dhs[t] holds dL/dh_t whole: its output's share plus, added below, the step after it
-        da, du, direct, *shares = c.step_backward((dhs[t], *rest), caches[t], p, dA[t])
+        ds, around = (dhs[t], *rest), None
+        if tape.zone is not None:
+            ds, around = through_zoneout(ds, at_step(tape.zone, t))
+        da, du, direct, *shares = c.step_backward(ds, caches[t], p, dA[t])
         for name, g in (shares[0] if shares else {}).items():
             own[name] = g if name not in own else own[name] + g
         if du is not da:
@@ -198,6 +244,10 @@ def loop_backward(dhs, last, tape, p, c):
         if direct[0] is not None:
             dh_prev += direct[0]  # and around it (GRU's z * dh)
         rest = direct[1:]  # backprop into c_{t-1}
+        if around is not None:  # and around the step, where zoneout kept the previous state
+            if around[0] is not None:
+                dh_prev += around[0]
+            rest = tuple(r if d is None else r + d for r, d in zip(rest, around[1:], strict=True))
     return dA, dA if dU is None else dU, (dh0, *rest), own
 
 
@@ -225,10 +275,10 @@ def recurrent_weight_grad(h0, hs, dU):
     return h_prev.T @ dU.reshape(T * B, -1)
 
 
-def loss_and_grads(params, inputs, targets, state, cell="tanh", masks=None):
+def loss_and_grads(params, inputs, targets, state, cell="tanh", masks=None, zones=None):
     """Loss (nats, mean), gradients (params' structure plus "state"), and the last state;
-    ``masks``, dropout's (see ``run_layers``), or None."""
-    logits, state_last, tape = forward(params, inputs, state, cell, masks)
+    ``masks`` and ``zones``, dropout's and zoneout's (see ``run_layers``), or None."""
+    logits, state_last, tape = forward(params, inputs, state, cell, masks, zones)
     loss = cross_entropy(logits, targets)
     grads = backward(params, inputs, targets, logits, tape, cell)
     return float(loss), grads, state_last

@@ -61,9 +61,12 @@ def zero_state(params: dict, batch_size: int, cell: str = "tanh") -> tuple:
     return tuple(np.zeros((L, batch_size, H), dtype=params["W_hy"].dtype) for _ in get_cell(cell).STATE)
 
 
-def numerical_grads(params, inputs, targets, state, cell="tanh", delta=1e-5, indices=None, masks=None):
+def numerical_grads(
+    params, inputs, targets, state, cell="tanh", delta=1e-5, indices=None, masks=None, zones=None
+):
     """Central-difference gradients of the mean loss, keyed by state-dict name plus ``state.h``
-    (and ``state.c``) for the initial state; ``masks``, dropout's (fixed), or None.
+    (and ``state.c``) for the initial state; ``masks`` and ``zones``, dropout's and zoneout's
+    (fixed), or None.
 
     ``indices`` optionally maps a name to the flat indices to check (others are left NaN), so that
     large parameters can be spot-checked.
@@ -78,9 +81,9 @@ def numerical_grads(params, inputs, targets, state, cell="tanh", delta=1e-5, ind
         for i in range(flat.size) if indices is None or name not in indices else indices[name]:
             old = flat[i]
             flat[i] = old + delta
-            plus = cross_entropy(forward(work, inputs, work_state, cell, masks)[0], targets)
+            plus = cross_entropy(forward(work, inputs, work_state, cell, masks, zones)[0], targets)
             flat[i] = old - delta
-            minus = cross_entropy(forward(work, inputs, work_state, cell, masks)[0], targets)
+            minus = cross_entropy(forward(work, inputs, work_state, cell, masks, zones)[0], targets)
             flat[i] = old
             grad[i] = (plus - minus) / (2 * delta)
         out[name] = grad.reshape(array.shape)

@@ -125,12 +125,14 @@ def test_the_backward_through_the_masks_passes_gradcheck(loop, cell, L, V, H, B,
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_the_same_seed_draws_the_same_masks_for_manual_and_autograd(cell):
+    """Dropout's masks, and zoneout's after them (of h, and of c where the cell carries one)."""
+    zoneout = {"zoneout": 0.3, "zoneout_c": 0.2 if "c" in get_cell(cell).STATE else 0.0}
     x = torch.randint(0, 7, (3, 5), generator=torch.Generator().manual_seed(1))
     y = torch.randint(0, 7, (3, 5), generator=torch.Generator().manual_seed(2))
     out = {}
     for bptt in ("manual", "autograd"):
         torch.manual_seed(0)
-        model = CharRNN(7, 6, cell, num_layers=2, dropout=0.4, bptt=bptt).double()
+        model = CharRNN(7, 6, cell, num_layers=2, dropout=0.4, bptt=bptt, **zoneout).double()
         losses = []
         for _ in range(2):  # two windows: the second draws new masks, the same for both
             logits, _ = model(x)

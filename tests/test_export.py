@@ -26,15 +26,19 @@ from torch_charrnn.rnn import plain, portable
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = builtin_text()[:1985] + " café, naïve ☺\n"  # 2,000 characters, a few of them beyond ASCII
 PRIME, LENGTH, SEED, TEMPERATURE = TEXT[:12], 200, 5, 0.8
-MODELS = [  # cell, layers, dtype, unit, dropout (off in the export, as in CharRNN's evaluation)
+# cell, layers, dtype, unit, dropout (off in the export, as in CharRNN's evaluation) and, where
+# given, zoneout's rates on h and c (their expectation in the export, as in CharRNN's evaluation)
+MODELS = [
     *((cell, L, "float32", "chars", 0.0) for cell, L in CELL_DEPTHS),
     *((cell, 2, "float64", "chars", 0.0) for cell in CELLS),
     ("lstm", 2, "float32", "bytes", 0.0),
     ("gru", 3, "float32", "chars", 0.3),
+    ("lstm", 2, "float32", "chars", 0.3, 0.2, 0.1),
+    ("lngru", 2, "float64", "chars", 0.0, 0.3),
 ]
 # the models whose cell has a module in torch.nn, which the torch file holds; the others export to
-# ONNX alone, and a torch file of theirs is refused in one line
-PLAIN_MODELS = [m for m in MODELS if m[0] in FUSED_CELLS]
+# ONNX alone, and a torch file of theirs is refused in one line (a cell torch.nn lacks, zoneout)
+PLAIN_MODELS = [m for m in MODELS if m[0] in FUSED_CELLS and not any(m[5:])]
 TOLERANCE = {"float32": 1e-5, "float64": 1e-12}  # relative, to the largest logit
 needs_onnx = pytest.mark.skipif(portable.onnx_missing() is not None, reason="needs the export extra")
 
@@ -84,13 +88,16 @@ def name_of(model) -> str:
     return "-".join(map(str, model))
 
 
-def a_model(cell: str, L: int, dtype: str, unit: str, dropout: float) -> tuple[CharRNN, str]:
+def a_model(
+    cell: str, L: int, dtype: str, unit: str, dropout: float, zoneout: float = 0.0, zoneout_c: float = 0.0
+) -> tuple[CharRNN, str]:
     """A CharRNN whose weights make every gate and unit work (not the near-silent initialisation),
     with the recurrence contracting as a trained model's does, so that rounding does not grow."""
     vocab = TEXT.encode().decode("latin-1") if unit == "bytes" else TEXT
     vocab = "".join(sorted(set(vocab)))
     torch.manual_seed(0)
-    model = CharRNN(len(vocab), 24, cell=cell, num_layers=L, vocab=vocab, unit=unit, dropout=dropout)
+    regularisers = {"dropout": dropout, "zoneout": zoneout, "zoneout_c": zoneout_c}
+    model = CharRNN(len(vocab), 24, cell=cell, num_layers=L, vocab=vocab, unit=unit, **regularisers)
     with torch.no_grad():
         for name, p in model.named_parameters():
             rows = p.shape[0] if p.dim() == 2 and name != "layers.0.W_xh" else 1
@@ -320,6 +327,14 @@ def test_a_torch_file_of_a_cell_torch_nn_lacks_is_refused_naming_onnx(tmp_path, 
     ckpt = save_checkpoint(model, tmp_path / "m.ckpt")
     err = export_error(capsys, f"--ckpt_path={ckpt}", tmp_path / "m.pt")
     assert f"the {cell} cell has none" in err and "export to ONNX instead" in err
+    assert list(tmp_path.iterdir()) == [ckpt]
+
+
+def test_a_torch_file_of_a_zoned_model_is_refused_naming_onnx(tmp_path, capsys):
+    model, _ = a_model("lstm", 1, "float32", "chars", 0.0, 0.1)
+    ckpt = save_checkpoint(model, tmp_path / "m.ckpt")
+    err = export_error(capsys, f"--ckpt_path={ckpt}", tmp_path / "m.pt")
+    assert "nn.LSTM, which cannot hold this model's zoneout" in err and "export to ONNX instead" in err
     assert list(tmp_path.iterdir()) == [ckpt]
 
 

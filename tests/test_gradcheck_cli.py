@@ -36,8 +36,9 @@ def test_gradcheck_passes_on_correct_code(capsys, cell, L, names):
 def test_gradcheck_fails_on_a_wrong_numpy_gradient(monkeypatch, capsys, name):
     correct = reference_numpy.loss_and_grads
 
-    def wrong(params, inputs, targets, state, cell, masks=None):
-        loss, grads, last = correct(params, inputs, targets, state, cell, masks)
+    def wrong(*args):
+        loss, grads, last = correct(*args)
+        params, inputs, targets, state, cell, *_ = args
         named = {**reference_numpy.named_arrays(grads), **reference_numpy.state_names(grads["state"], cell)}
         named[name].flat[0] += 1e-4  # a small, realistic slip
         return loss, grads, last
@@ -107,6 +108,28 @@ def test_gradcheck_checks_the_backward_through_dropouts_masks(monkeypatch, capsy
     out = capsys.readouterr().out
     assert "torch/autograd:layers.0.W_xh" in out and "torch/finite-diff:layers.1.W_hh" in out
     assert "numpy/" not in out.split("disagreeing:")[1], "NumPy's backward is its own"
+
+
+@pytest.mark.parametrize("cell", ["gru", "lnlstm"])
+def test_gradcheck_checks_the_backward_through_zoneouts_masks(monkeypatch, capsys, cell):
+    """With --zoneout (and --zoneout_c) every BPTT and oracle, finite differences included, runs
+    under one set of masks, after dropout's; a NumPy backward that lets nothing around a kept step
+    (the sabotage) disagrees with both oracles."""
+    from reference_numpy import bptt as numpy_bptt
+
+    args = ["gradcheck", "--cell", cell, "--num_layers", "2", "--dropout", "0.3", "--zoneout", "0.5"]
+    args += ["--zoneout_c", "0.5"] if cell == "lnlstm" else []
+    assert main(args) == 0
+    assert "gradients agree" in capsys.readouterr().out
+
+    def nothing_around(ds, keep):
+        return tuple(d * (1 - m) for d, m in zip(ds, keep, strict=True)), None
+
+    monkeypatch.setattr(numpy_bptt, "through_zoneout", nothing_around)
+    assert main(args) == 1
+    out = capsys.readouterr().out.split("disagreeing:")[1]
+    assert "numpy/autograd:state.h" in out and "numpy/finite-diff:layers.0.W_hh" in out
+    assert "torch/" not in out, "torch's backward is its own"
 
 
 def test_gradcheck_saturated_edge_sizes(capsys):

@@ -1,7 +1,8 @@
 """Training windows replayed from static buffers (``training/graphs.py``), on the CPU: ``EagerReplay``
 stands in for the CUDA graph and runs the captured body at each replay, so everything around the
-capture (the buffers copied in, the state carried, dropout's masks, the gradients handed back, the
-hooks Lightning calls, a checkpoint and its resume, the eager fallback and its line) is held here;
+capture (the buffers copied in, the state carried, dropout's and zoneout's masks, the gradients
+handed back, the hooks Lightning calls, a checkpoint and its resume, the eager fallback and its
+line) is held here;
 the capture itself is held on a GPU (``tests/test_gpu.py``)."""
 
 import lightning as L
@@ -41,10 +42,12 @@ def fit(model, steps, *, root=None, ckpt_path=None, **trainer_args):
     return trainer
 
 
-def model_for(cell, layers, dropout, graphs: bool, **kwargs):
+def model_for(cell, layers, p, graphs: bool, **kwargs):
+    """A small model with dropout and zoneout (of h, and of c where the cell carries one) at ``p``."""
     torch.manual_seed(0)
     dm = CharDataModule(max_chars=4000, batch_size=3, seq_len=8)
-    model = CharRNN(dm.vocab_size, 6, cell=cell, num_layers=layers, dropout=dropout, vocab=dm.vocab, **kwargs)
+    masks = {"dropout": p, "zoneout": p, "zoneout_c": p if cell in ("lstm", "lnlstm") else 0.0}
+    model = CharRNN(dm.vocab_size, 6, cell=cell, num_layers=layers, vocab=dm.vocab, **masks, **kwargs)
     if graphs:
         model.graph_class = Counted
     return model
@@ -54,16 +57,16 @@ def weights(model):
     return {name: p.detach().clone() for name, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("dropout", [0.0, 0.3])
+@pytest.mark.parametrize("p", [0.0, 0.3])
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("cell", CELLS)
-def test_replayed_windows_train_the_same_weights_as_eager_ones(cell, layers, dropout):
-    """Eight windows, the state carried from one to the next, dropout's masks drawn as eagerly:
+def test_replayed_windows_train_the_same_weights_as_eager_ones(cell, layers, p):
+    """Eight windows, the state carried from one to the next, dropout's and zoneout's masks drawn as eagerly:
     the same weights to the bit, every window replayed."""
-    eager = model_for(cell, layers, dropout, graphs=False)
+    eager = model_for(cell, layers, p, graphs=False)
     fit(eager, 8)
     Counted.replays = 0
-    replayed = model_for(cell, layers, dropout, graphs=True)
+    replayed = model_for(cell, layers, p, graphs=True)
     fit(replayed, 8)
     assert Counted.replays == 8, "every training window went through the replay"
     assert replayed.graphs is None, "the graphs are let go at the end of training"

@@ -88,6 +88,10 @@ def test_missing_corpus_file_gets_a_clear_error(tmp_path, capsys):
         ("--trainer.gradient_clip_algorithm=foo", "--trainer.gradient_clip_algorithm foo is invalid"),
         ("--model.init_std=-0.1", "--model.init_std must be non-negative, got -0.1"),
         ("--model.whh_scale=-1", "--model.whh_scale must be non-negative, got -1"),
+        ("--model.zoneout=1", r"--model.zoneout must be in [0, 1), got 1"),
+        ("--model.zoneout=-0.1", r"--model.zoneout must be in [0, 1), got -0.1"),
+        ("--model.zoneout_c=1.5", r"--model.zoneout_c must be in [0, 1), got 1.5"),
+        ("--model.zoneout_c=0.1", "--model.zoneout_c zones out c, and the tanh cell carries none"),
     ],
 )
 def test_bad_hyperparameters_get_a_clear_error(tmp_path, capsys, flag, message):

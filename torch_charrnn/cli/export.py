@@ -61,6 +61,11 @@ def main(argv: list[str]) -> int:
             f"the torch file is PyTorch's own module for the cell, and the {cell.NAME} cell has none (its "
             f"FUSED): export to ONNX instead, {args.out.with_suffix('.onnx')}"
         )
+    if fmt == "torch" and cell.zoneout:
+        raise CharRNNError(
+            f"the torch file is PyTorch's own nn.{cell.FUSED}, which cannot hold this model's zoneout (its "
+            f"expectation in every step): export to ONNX instead, {args.out.with_suffix('.onnx')}"
+        )
     weights = portable.widened(weights)
     with torch.no_grad(), written(args.out) as part:
         save = portable.save_onnx if fmt == "onnx" else portable.save_torch

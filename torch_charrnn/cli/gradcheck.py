@@ -17,7 +17,14 @@ import numpy as np
 import torch
 
 import reference_numpy as rn
-from torch_charrnn.rnn.bptt import cross_entropy, dropout_masks, forward_autograd, forward_manual
+from torch_charrnn.rnn.bptt import (
+    cross_entropy,
+    dropout_masks,
+    forward_autograd,
+    forward_manual,
+    map_zones,
+    zoneout_masks,
+)
 from torch_charrnn.rnn.cells import CELLS, get_cell
 
 TOLERANCES = {"autograd": (1e-9, 1e-12), "finite-diff": (1e-5, 1e-8)}  # (rtol, atol)
@@ -65,13 +72,15 @@ def random_problem(vocab_size, hidden_size, batch_size, seq_len, scale, seed, ce
     return params, state, inputs, targets
 
 
-def torch_grads(params, inputs, targets, state, cell, forward, masks=None) -> dict[str, np.ndarray]:
-    """Gradients of the mean loss through ``forward`` (autograd or the manual BPTT), float64, by name."""
+def torch_grads(params, inputs, targets, state, cell, forward, masks=None, zones=None) -> dict:
+    """Gradients of the mean loss through ``forward`` (autograd or the manual BPTT), float64, by
+    name; ``masks`` and ``zones``: dropout's and zoneout's, as NumPy arrays, or None."""
     layers = [{k: torch.tensor(v, requires_grad=True) for k, v in p.items()} for p in params["layers"]]
     W_hy, b_y = (torch.tensor(params[k], requires_grad=True) for k in ("W_hy", "b_y"))
     state = tuple(torch.tensor(s, requires_grad=True) for s in state)
     masks = None if masks is None else [torch.from_numpy(m) for m in masks]
-    logits, _ = forward(torch.as_tensor(inputs), state, layers, W_hy, b_y, get_cell(cell), masks)
+    zones = map_zones(zones, torch.from_numpy)
+    logits, _ = forward(torch.as_tensor(inputs), state, layers, W_hy, b_y, get_cell(cell), masks, zones)
     cross_entropy(logits, torch.as_tensor(targets)).backward()
     named = {f"layers.{l}.{k}": v.grad.numpy() for l, p in enumerate(layers) for k, v in p.items()}
     return {
@@ -104,35 +113,40 @@ def gradcheck(
     cell: str = "tanh",
     num_layers: int = 1,
     dropout: float = 0.0,
+    zoneout: float = 0.0,
+    zoneout_c: float = 0.0,
 ) -> list[Row]:
     """Compare every gradient of NumPy's and torch's hand-written BPTT with both oracles.
 
     Finite differences check at most ``max_fd_checks`` randomly chosen entries of each tensor.
-    With ``dropout`` p > 0 every one of them runs the window under the same masks, drawn once
-    (``bptt.dropout_masks``, seeded by ``seed``).
+    With ``dropout`` p > 0, or ``zoneout``/``zoneout_c`` (h's and c's), every one of them runs the
+    window under the same masks, drawn once (``bptt.dropout_masks``, ``bptt.zoneout_masks``, seeded
+    by ``seed``).
     """
     params, state, inputs, targets = random_problem(
         vocab_size, hidden_size, batch_size, seq_len, scale, seed, cell, num_layers
     )
-    masks = None
+    shape, generator = (seq_len, batch_size, hidden_size), torch.Generator().manual_seed(seed)
+    like = torch.zeros((), dtype=torch.float64)
+    masks = zones = None
     if dropout > 0:
-        shape = (seq_len, batch_size, hidden_size)
-        like = torch.zeros((), dtype=torch.float64)
-        masks = [
-            m.numpy()
-            for m in dropout_masks(dropout, shape, num_layers, torch.Generator().manual_seed(seed), like)
-        ]
-    _, grads, _ = rn.loss_and_grads(params, inputs, targets, state, cell, masks)
+        masks = [m.numpy() for m in dropout_masks(dropout, shape, num_layers, generator, like)]
+    rates = get_cell(cell).zoned(h=zoneout, c=zoneout_c).zoneout
+    if rates:
+        zones = map_zones(zoneout_masks(rates, shape, num_layers, generator, like), torch.Tensor.numpy)
+    _, grads, _ = rn.loss_and_grads(params, inputs, targets, state, cell, masks, zones)
     hand = {
         "numpy": {**rn.named_arrays(grads), **rn.state_names(grads["state"], cell)},
-        "torch": torch_grads(params, inputs, targets, state, cell, forward_manual, masks),
+        "torch": torch_grads(params, inputs, targets, state, cell, forward_manual, masks, zones),
     }
     rng = np.random.default_rng(seed + 1)
     sizes = {k: v.size for k, v in hand["numpy"].items()}
     picks = {k: rng.choice(n, size=min(n, max_fd_checks), replace=False) for k, n in sizes.items()}
     oracles = {
-        "autograd": torch_grads(params, inputs, targets, state, cell, forward_autograd, masks),
-        "finite-diff": rn.numerical_grads(params, inputs, targets, state, cell, indices=picks, masks=masks),
+        "autograd": torch_grads(params, inputs, targets, state, cell, forward_autograd, masks, zones),
+        "finite-diff": rn.numerical_grads(
+            params, inputs, targets, state, cell, indices=picks, masks=masks, zones=zones
+        ),
     }
     return [
         compare(b, o, k, got[k], want[k])
@@ -181,6 +195,15 @@ def main(argv: list[str]) -> int:
         default=0.0,
         help="dropout's p: every BPTT and oracle runs under the same masks, drawn once (default: 0)",
     )
+    parser.add_argument(
+        "--zoneout", type=float, default=0.0, help="zoneout's p on h, its masks as dropout's (default: 0)"
+    )
+    parser.add_argument(
+        "--zoneout_c",
+        type=float,
+        default=0.0,
+        help="zoneout's p on c, for the cells that carry one (default: 0)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--max_fd_checks",
@@ -194,8 +217,11 @@ def main(argv: list[str]) -> int:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.scale < 0:
         parser.error(f"--scale must be non-negative, got {args.scale}")
-    if not 0 <= args.dropout < 1:
-        parser.error(f"--dropout must be in [0, 1), got {args.dropout}")
+    for name in ("dropout", "zoneout", "zoneout_c"):
+        if not 0 <= getattr(args, name) < 1:
+            parser.error(f"--{name} must be in [0, 1), got {getattr(args, name)}")
+    if args.zoneout_c and "c" not in get_cell(args.cell).STATE:
+        parser.error(f"--zoneout_c zones out c, and the {args.cell} cell carries none")
     rows = gradcheck(**vars(args))
     print(format_table(rows))
     bad = [f"{r.bptt}/{r.oracle}:{r.name}" for r in rows if not r.ok]

@@ -54,6 +54,7 @@ class Tape(NamedTuple):
     steps: list | None  # torch only: each h_t as the next step read it, for the monitor's autograd.grad
     kernel: tuple | None = None  # torch only: what the cell's ``layer_forward`` kept for ``layer_backward``
     share: object = None  # what the input shares kept for their backward (a normalised cell's LN)
+    zone: tuple | None = None  # zoneout's keep masks or rate for each state (``layer_zone``); None: none
 
 
 def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
@@ -61,36 +62,70 @@ def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
 
-def run_layers(inputs: Tensor, state: tuple, layers: list[dict], cell: Cell, masks=None):
+def run_layers(inputs: Tensor, state: tuple, layers: list[dict], cell: Cell, masks=None, zones=None):
     """Every layer over a window of indices (B, T) from ``state``: the top layer's h (T, B, H),
     the last state (a tuple of (L, B, H)) and each layer's Tape.
 
     ``masks``: None, or one inverted-dropout mask (T, B, H) per layer (``dropout_masks``), which
     multiplies the h that layer passes on, to the layer above or, from the top, to the output
-    layer; the recurrence itself is never dropped."""
+    layer; the recurrence itself is never dropped.
+
+    ``zones``: zoneout's masks in training, one tuple per layer like the state, each (T, B, H), 1
+    where a unit keeps its previous value (``zoneout_masks``), or None for a state not zoned; None
+    (evaluation): the cell's own rates (``cell.zoneout``), by which each state moves in expectation."""
     x = inputs.t()  # (T, B), time-major
     below = x
     tape, last = [], []
     for l, p in enumerate(layers):
         s = tuple(st[l] for st in state)
         mask = None if masks is None else masks[l]
+        zone = layer_zone(cell, zones, l)
         ops = None if cell.layer_forward is None else native.usable(p["W_hh"])
         if ops is not None:  # the same loop in C++, from the layer's input as it comes
-            hs, s, kernel = cell.layer_forward(ops, below, s, p)
-            tape.append(Tape(below, state[0][l], hs, mask, None, None, kernel))
+            hs, s, kernel = cell.layer_forward(ops, below, s, p, native.zone_args(zone, s[0]))
+            tape.append(Tape(below, state[0][l], hs, mask, None, None, kernel, zone=zone))
         else:
             a, kept = cell.input_share(below, p)  # (T, B, G*H): characters' rows gathered, or one matmul
-            hs, s, caches, steps = step_by_step(a, s, p, cell)
-            tape.append(Tape(below, state[0][l], hs, mask, caches, steps, share=kept))
+            hs, s, caches, steps = step_by_step(a, s, p, cell, zone)
+            tape.append(Tape(below, state[0][l], hs, mask, caches, steps, share=kept, zone=zone))
         last.append(s)
         below = hs if mask is None else hs * mask  # dropout on what it passes on
     state_last = tuple(torch.stack([s[k] for s in last]) for k in range(len(cell.STATE)))  # each (L, B, H)
     return below, state_last, tape
 
 
-def step_by_step(a: Tensor, s: tuple, p: dict, cell: Cell):
+def layer_zone(cell: Cell, zones, l: int) -> tuple | None:
+    """Layer l's zoneout, a tuple like the state: each state's keep masks (T, B, H) in training,
+    its rate p in evaluation (the expectation), or None where it is not zoned; None for none at all."""
+    zone = zones[l] if zones is not None else tuple(p or None for p in cell.zoneout)
+    return zone if any(z is not None for z in zone) else None
+
+
+def zoned(prev: Tensor, fresh: Tensor, keep, out=None) -> Tensor:
+    """Zoneout of one state at one step: m * prev + (1 - m) * fresh, with m the step's keep mask
+    (B, H) (exact where a unit keeps its value) or, in evaluation, the rate p."""
+    return torch.lerp(fresh, prev, keep, out=out)
+
+
+def through_zoneout(ds: tuple, keep: tuple) -> tuple[tuple, tuple]:
+    """Backprop through one step's zoneout, the state carried being m * prev + (1 - m) * fresh:
+    dL/dfresh = (1 - m) * ds, for the cell's step, and m * ds straight into the previous state
+    (None where a state is not zoned)."""
+    fresh = tuple(d if m is None else d * (1 - m) for d, m in zip(ds, keep, strict=True))
+    around = tuple(None if m is None else d * m for d, m in zip(ds, keep, strict=True))
+    return fresh, around
+
+
+def at_step(zone: tuple, t: int) -> tuple:
+    """Each state's keep mask at step t (B, H), or its rate, or None."""
+    return tuple(z[t] if isinstance(z, Tensor) else z for z in zone)
+
+
+def step_by_step(a: Tensor, s: tuple, p: dict, cell: Cell, zone: tuple | None = None):
     """One layer's recurrence in torch, a cell step at a time, from its input shares a (T, B, G*H):
-    h of every step (T, B, H), the last state, each step's cache and each step's h as read next."""
+    h of every step (T, B, H), the last state, each step's cache and each step's h as read next.
+    ``zone``: the layer's zoneout (``layer_zone``): each step's new state then moves to its zoned
+    value, the cell's own (which its cache may hold) kept apart."""
     # With one gate block h_t overwrites the input share a_t its own step has consumed; with more,
     # h goes to a buffer of its own, contiguous, as the next step's matmul and backward's want it
     # (a view into a's first H columns ran the LSTM's recurrent matmul at half speed). Under
@@ -100,16 +135,26 @@ def step_by_step(a: Tensor, s: tuple, p: dict, cell: Cell):
     caches, steps = [], []
     recur = product(p["W_hh"], a.shape[1])  # + h W_hh, its weight prepared once a window
     for t in range(a.shape[0]):  # the recurrence alone
-        s, cache = cell.step(a[t], s, p, recur, out=None if hs is None else hs[t])
+        out = None if hs is None else hs[t]
+        if zone is None:
+            s, cache = cell.step(a[t], s, p, recur, out=out)
+        else:  # the cell's new h to a tensor of its own where h is zoned into the window's buffer
+            keep = at_step(zone, t)
+            fresh, cache = cell.step(a[t], s, p, recur, out=out if keep[0] is None else None)
+            outs = (out,) + (None,) * (len(s) - 1)
+            s = tuple(
+                f if m is None else zoned(prev, f, m, o)
+                for prev, f, m, o in zip(s, fresh, keep, outs, strict=True)
+            )
         caches.append(cache)
         steps.append(s[0])
     hs = torch.stack(steps) if hs is None else hs  # (T, B, H)
     return hs, s, caches, steps
 
 
-def forward_autograd(inputs, state, layers, W_hy, b_y, cell: Cell, masks=None):
+def forward_autograd(inputs, state, layers, W_hy, b_y, cell: Cell, masks=None, zones=None):
     """Logits (B, T, V) and the last state, differentiated by autograd through every cell step."""
-    top, state_last, _ = run_layers(inputs, state, layers, cell, masks)
+    top, state_last, _ = run_layers(inputs, state, layers, cell, masks, zones)
     logits = top @ W_hy + b_y  # (T, B, V)
     return logits.transpose(0, 1), state_last
 
@@ -184,7 +229,10 @@ def loop_backward(dhs, last, tape: Tape, p: dict, cell: Cell):
     dU = None  # dL/du_t: dA itself where a cell adds a and u
     own = {}  # the steps' shares of their parameters' gradients, added up
     for t in reversed(range(T)):
-        da, du, direct, *shares = cell.step_backward((dh, *rest), caches[t], p, dA[t])
+        ds, around = (dh, *rest), None
+        if tape.zone is not None:
+            ds, around = through_zoneout(ds, at_step(tape.zone, t))
+        da, du, direct, *shares = cell.step_backward(ds, caches[t], p, dA[t])
         for name, g in (shares[0] if shares else {}).items():
             own[name] = g if name not in own else own[name].add_(g)
         if du is not da:
@@ -196,21 +244,25 @@ def loop_backward(dhs, last, tape: Tape, p: dict, cell: Cell):
         if direct[0] is not None:
             dh += direct[0]  # and around it (GRU's z * dh)
         rest = direct[1:]  # backprop into c_{t-1}
+        if around is not None:  # and around the step, where zoneout kept the previous state
+            dh = dh if around[0] is None else dh.add_(around[0])
+            rest = tuple(r if d is None else r + d for r, d in zip(rest, around[1:], strict=True))
     return dA, dA if dU is None else dU, (dh, *rest), own
 
 
 class ManualBPTT(torch.autograd.Function):
     """The forward of ``forward_autograd`` with its backward pass written by hand (``backward``).
 
-    apply(cell, num_state, names, masks, inputs, *state, *layer tensors (flattened by ``names``),
-    W_hy, b_y) -> logits (B, T, V), *last state. ``masks`` (dropout's, or None) take no gradient.
+    apply(cell, num_state, names, masks, zones, inputs, *state, *layer tensors (flattened by
+    ``names``), W_hy, b_y) -> logits (B, T, V), *last state. ``masks`` and ``zones`` (dropout's and
+    zoneout's, or None: see ``run_layers``) take no gradient.
     Nothing in it synchronises with the host, so it runs unchanged on CUDA.
     """
 
     @staticmethod
-    def forward(ctx, cell, num_state, names, masks, inputs, *tensors):
+    def forward(ctx, cell, num_state, names, masks, zones, inputs, *tensors):
         state, layers, W_hy, b_y = unflatten(tensors, num_state, names)
-        top, state_last, tape = run_layers(inputs, state, layers, cell, masks)
+        top, state_last, tape = run_layers(inputs, state, layers, cell, masks, zones)
         T, B, H = top.shape
         logits = torch.addmm(b_y, top.reshape(T * B, H), W_hy).view(T, B, -1)  # (T, B, V)
         ctx.cell, ctx.names, ctx.layers, ctx.tape, ctx.W_hy = cell, names, layers, tape, W_hy
@@ -223,7 +275,7 @@ class ManualBPTT(torch.autograd.Function):
             ctx.layers, ctx.W_hy, dlogits, dstate_last, ctx.tape, ctx.cell
         )
         flat_layers = [g[name] for g in layer_grads for name in ctx.names]
-        return (None, None, None, None, None, *state, *flat_layers, dW_hy, db_y)
+        return (None, None, None, None, None, None, *state, *flat_layers, dW_hy, db_y)
 
 
 def flatten(state, layers, W_hy, b_y) -> tuple[tuple[str, ...], tuple]:
@@ -240,7 +292,7 @@ def unflatten(tensors, num_state, names):
     return state, layers, tensors[-2], tensors[-1]
 
 
-def forward_manual(inputs, state, layers, W_hy, b_y, cell: Cell, masks=None):
+def forward_manual(inputs, state, layers, W_hy, b_y, cell: Cell, masks=None, zones=None):
     """Same as ``forward_autograd``, through ``ManualBPTT``: logits (B, T, V) and the last state.
 
     Under autocast the whole window runs in the autocast dtype (as cuDNN's RNN does): the
@@ -252,9 +304,11 @@ def forward_manual(inputs, state, layers, W_hy, b_y, cell: Cell, masks=None):
         dtype = torch.get_autocast_dtype(device)
         with torch.autocast(device, enabled=False):
             masks = None if masks is None else [m.to(dtype) for m in masks]
-            out = ManualBPTT.apply(cell, len(state), names, masks, inputs, *(t.to(dtype) for t in tensors))
+            zones = map_zones(zones, lambda m: m.to(dtype))
+            casts = (t.to(dtype) for t in tensors)
+            out = ManualBPTT.apply(cell, len(state), names, masks, zones, inputs, *casts)
     else:
-        out = ManualBPTT.apply(cell, len(state), names, masks, inputs, *tensors)
+        out = ManualBPTT.apply(cell, len(state), names, masks, zones, inputs, *tensors)
     return out[0], tuple(out[1:])
 
 
@@ -266,3 +320,26 @@ def dropout_masks(
     a checkpoint's generator state replays them) and given ``like``'s device and dtype."""
     keep = torch.rand((num_layers, *shape), generator=generator, device=generator.device) >= p
     return list(keep.to(device=like.device, dtype=like.dtype).mul_(1.0 / (1.0 - p)).unbind(0))
+
+
+def zoneout_masks(
+    rates: tuple[float, ...], shape: tuple, num_layers: int, generator: torch.Generator, like: Tensor
+):
+    """Zoneout's keep masks for a window, one tuple per layer like the state (``rates``: each
+    state's p, 0 for one not zoned): (T, B, H) each, 1 where a unit keeps its previous value
+    (probability p), 0 where it takes the cell's new one, None for a state not zoned; drawn as
+    ``dropout_masks``, after them, a state at a time."""
+    drawn = [
+        None
+        if not p
+        else (torch.rand((num_layers, *shape), generator=generator, device=generator.device) < p)
+        .to(device=like.device, dtype=like.dtype)
+        .unbind(0)
+        for p in rates
+    ]
+    return [tuple(None if m is None else m[l] for m in drawn) for l in range(num_layers)]
+
+
+def map_zones(zones, fn):
+    """``fn`` of each of zoneout's masks (``zoneout_masks``), in the same structure; None for None."""
+    return None if zones is None else [tuple(None if m is None else fn(m) for m in z) for z in zones]

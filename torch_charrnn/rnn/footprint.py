@@ -1,7 +1,7 @@
 """What a training run holds in memory, estimated before anything is allocated (docs/design.md,
 "Memory"): the parameters, their gradients, the optimizer's state, and one window's tape.
 
-    bytes = s * (P * (4 + k)  +  B * T * (L * H * (c + 2 + d)  +  (L - 1) * H * k_a
+    bytes = s * (P * (4 + k)  +  B * T * (L * H * (c + 2 + d + z)  +  (L - 1) * H * k_a
                                            +  2 * G * H  +  3 * V))
 
 s bytes a number (4 in float32); P parameters, held as the weights, their gradients, k slots of the
@@ -9,7 +9,8 @@ optimizer's state (Adagrad 1, Adam 2) and two parameter-sized temporaries (clipp
 optimizer's vectorised steps); B streams, T steps a window, L layers of H units, G gate blocks, V
 symbols; c the numbers a cell's step keeps per unit for the backward pass (its cache: tanh 1, GRU
 5, LSTM 8, counted from the cell's own ``step``), 2 the h each layer passes on and its gradient, d
-1 with dropout (its mask) and 0 without; k_a what a layer above the first keeps of its input
+1 with dropout (its mask) and 0 without; z 2 for each state zoned out (its mask, and the cell's own
+new value kept beside the one carried); k_a what a layer above the first keeps of its input
 shares (a layer-normalised cell's product before its normalisation, G; 0 for the others); 2 * G * H
 a layer's input share and its gradient (one layer at a time); 3 * V the logits, their softmax and
 their gradient. Shapes are counted on PyTorch's meta device: nothing is allocated.
@@ -114,7 +115,8 @@ def footprint(
     """The module's formula for one training process."""
     V, H, L, B, T = vocab_size, hidden_size, num_layers, batch_size, seq_len
     P = parameter_count(cell, V, H, L)
-    per_step = L * H * (step_floats(cell) + 2 + (dropout > 0)) + (L - 1) * H * share_floats(cell)
+    zoned = 2 * sum(1 for p in cell.zoneout if p)
+    per_step = L * H * (step_floats(cell) + 2 + (dropout > 0) + zoned) + (L - 1) * H * share_floats(cell)
     per_step += 2 * cell.GATES * H + 3 * V
     return Footprint(
         parameters=P,

@@ -39,15 +39,25 @@ def fused_parameters(layers: list[dict], cell: Cell) -> dict[str, Tensor]:
     return named
 
 
-def forward_fused(inputs, state, layers, W_hy, b_y, cell: Cell, masks=None) -> tuple[Tensor, tuple]:
+FUSED_ZONEOUT = (
+    "`zoneout` and `zoneout_c` above 0 need `bptt` manual or autograd: fused runs PyTorch's own "
+    "kernels, which have no zoneout"
+)
+
+
+def forward_fused(
+    inputs, state, layers, W_hy, b_y, cell: Cell, masks=None, zones=None
+) -> tuple[Tensor, tuple]:
     """Same as ``bptt.forward_autograd``, through the cell's torch.nn module: logits (B, T, V) and
     the last state. Layer 0 reads the one-hot characters, as the model does. PyTorch's kernels draw
-    their own dropout masks, so dropout's (``masks``) cannot be run here."""
+    their own dropout masks, so dropout's (``masks``) cannot be run here, and have no zoneout."""
     if masks is not None:
         raise ValueError(
             "`dropout` above 0 needs `bptt` manual or autograd: fused runs PyTorch's own kernels, "
             "which draw masks of their own"
         )
+    if zones is not None or cell.zoneout:
+        raise ValueError(FUSED_ZONEOUT)
     V, H = layers[0]["W_xh"].shape[0], W_hy.shape[0]
     module = _module(cell.FUSED, V, H, len(layers), W_hy.dtype, W_hy.device)
     x = F.one_hot(inputs.t(), V).to(W_hy.dtype)  # (T, B, V)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+from torch_charrnn.rnn.bptt import zoned
 from torch_charrnn.rnn.cells import Cell
 from torch_charrnn.rnn.products import plain_window_product, product
 
@@ -64,9 +65,16 @@ def generate(
 def step_layers(a: Tensor, states: list[tuple], layers: list[dict], cell: Cell, recur: list) -> Tensor:
     """One symbol through every layer: ``a`` (B, G*H) is layer 0's input share (its cell's
     ``input_share`` of the symbol: a row of W_xh plus b_h), ``states`` each layer's state tuple,
-    replaced in place, ``recur`` each layer's product by W_hh. Returns the top layer's h (B, H)."""
+    replaced in place, ``recur`` each layer's product by W_hh. Returns the top layer's h (B, H).
+    A cell with zoneout moves each state by its expectation, p * previous + (1 - p) * new."""
     for l, p in enumerate(layers):
         if l > 0:
             a, _ = cell.input_share(states[l - 1][0], p, plain_window_product)  # from the layer below's h
-        states[l], _ = cell.step(a, states[l], p, recur[l])
+        new, _ = cell.step(a, states[l], p, recur[l])
+        if cell.zoneout:  # the expectation; the rate in the state's dtype (a traced float is float32)
+            new = tuple(
+                zoned(s, n, s.new_tensor(q)) if q else n
+                for s, n, q in zip(states[l], new, cell.zoneout, strict=True)
+            )
+        states[l] = new
     return states[-1][0]

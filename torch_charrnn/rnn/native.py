@@ -61,6 +61,18 @@ def usable(x: Tensor):
     return kernels()
 
 
+def zone_args(zone: tuple | None, like: Tensor) -> tuple[Tensor, ...] | None:
+    """A layer's zoneout (``bptt.layer_zone``) as the kernels take it (``csrc/zoneout.h``), a tensor
+    per state: its keep masks (T, B, H), its rate as a 0-d tensor, or an empty one where the state
+    is not zoned; None without zoneout."""
+    if zone is None:
+        return None
+    return tuple(
+        like.new_empty(0) if z is None else z.contiguous() if isinstance(z, Tensor) else like.new_tensor(z)
+        for z in zone
+    )
+
+
 @functools.cache
 def kernels():
     """Build (once) and load the kernels: ``torch.ops.charrnn``, or None, said once."""
@@ -107,8 +119,17 @@ def build_directory() -> Path:
 
 
 def build_flags() -> list[str]:
-    """The compiler's flags for code that runs on the kernels' threads and vector units."""
-    return ["-O3", *_vector_flags(), *_openmp_flags()]
+    """The compiler's flags for code that runs on the kernels' threads and vector units, and the
+    headers' digest: torch rebuilds when its sources or flags change, and a header is neither."""
+    return ["-O3", *_vector_flags(), *_openmp_flags(), f"-DCHARRNN_HEADERS={headers_digest()}"]
+
+
+def headers_digest() -> str:
+    """A digest of the kernels' headers (``csrc/*.h``)."""
+    digest = hashlib.sha1()
+    for header in sorted(SOURCES[0].parent.glob("*.h")):
+        digest.update(header.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 STALE_LOCK = 600  # seconds: a build takes about one; a lock this old was left by a build cut short

@@ -3,7 +3,7 @@ and replayed from static buffers: on a GPU the eager loop over time launches a h
 kernels a step, and the host cannot launch them as fast as the device runs them.
 
 What a replay reads is copied into buffers of its own first (the window's inputs and targets, the
-state carried in, dropout's masks); the parameters are read where they are, so the optimizer's
+state carried in, dropout's and zoneout's masks); the parameters are read where they are, so the optimizer's
 in-place step is seen by the next replay. What it writes (the loss, the last state, every
 parameter's gradient) is written whole, over the last replay's, and the gradients are handed back
 to the parameters after each replay: a graph for another shape, or a later capture, has buffers of
@@ -20,7 +20,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from torch_charrnn.rnn.bptt import cross_entropy, forward_manual
+from torch_charrnn.rnn.bptt import cross_entropy, forward_manual, map_zones
 from torch_charrnn.rnn.compiled import cannot_compile, compiled_cell
 from torch_charrnn.training.guard import scales_loss
 
@@ -97,10 +97,11 @@ class EagerReplay:
 class Window:
     """One shape's static buffers and its graph."""
 
-    def __init__(self, model, cell, inputs, targets, state, masks, graph_class):
+    def __init__(self, model, cell, inputs, targets, state, masks, zones, graph_class):
         self.inputs, self.targets = inputs.clone(), targets.clone()
         self.state = tuple(s.clone() for s in state)
         self.masks = None if masks is None else [m.clone() for m in masks]
+        self.zones = map_zones(zones, torch.clone)
         self.params = list(model.parameters())
         w = model.weights()
         layers, W_hy, b_y = w["layers"], w["W_hy"], w["b_y"]
@@ -108,7 +109,9 @@ class Window:
         def body():
             for p in self.params:  # written whole by the backward, not added to
                 p.grad = None
-            logits, last = forward_manual(self.inputs, self.state, layers, W_hy, b_y, cell, self.masks)
+            logits, last = forward_manual(
+                self.inputs, self.state, layers, W_hy, b_y, cell, self.masks, self.zones
+            )
             loss = cross_entropy(logits, self.targets)
             # outside autocast, as Lightning runs the eager backward: after training_step returns
             with torch.autocast(self.inputs.device.type, enabled=False):
@@ -117,13 +120,17 @@ class Window:
 
         self.graph = graph_class(body)
 
-    def run(self, inputs, targets, state, masks) -> tuple[Tensor, tuple[Tensor, ...]]:
+    def run(self, inputs, targets, state, masks, zones) -> tuple[Tensor, tuple[Tensor, ...]]:
         self.inputs.copy_(inputs)
         self.targets.copy_(targets)
         for static, s in zip(self.state, state, strict=True):
             static.copy_(s)
         for static, m in zip(self.masks or (), masks or (), strict=True):
             static.copy_(m)
+        for statics, z in zip(self.zones or (), zones or (), strict=True):
+            for static, m in zip(statics, z, strict=True):
+                if static is not None:
+                    static.copy_(m)
         loss, last, grads = self.graph.replay()
         for p, g in zip(self.params, grads, strict=True):
             p.grad = g
@@ -141,20 +148,21 @@ class WindowGraphs:
         self.cell = model.cell if cell is None else cell
         self.windows: dict[tuple, Window] = {}
 
-    def key(self, inputs: Tensor, masks) -> tuple:
+    def key(self, inputs: Tensor, masks, zones) -> tuple:
         """What a graph is specific to: the shapes, autocast, and where the parameters live (a
         parameter moved or converted since the capture has new storage the graph never read)."""
         device = inputs.device.type
         autocast = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
         where = tuple((p.data_ptr(), p.dtype) for p in self.model.parameters())
-        return (*inputs.shape, masks is None, autocast, where)
+        return (*inputs.shape, masks is None, zones is None, autocast, where)
 
-    def run(self, inputs, targets, state, masks) -> tuple[Tensor, tuple[Tensor, ...]]:
-        """The window's loss (a tensor of its own) and last state, its gradients on the parameters."""
-        key = self.key(inputs, masks)
+    def run(self, inputs, targets, state, masks, zones=None) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """The window's loss (a tensor of its own) and last state, its gradients on the parameters;
+        ``masks`` and ``zones``: dropout's and zoneout's for the window, or None."""
+        key = self.key(inputs, masks, zones)
         window = self.windows.get(key)
         if window is None:
-            window = Window(self.model, self.cell, inputs, targets, state, masks, self.graph_class)
+            window = Window(self.model, self.cell, inputs, targets, state, masks, zones, self.graph_class)
             self.windows[key] = window
-        loss, last = window.run(inputs, targets, state, masks)
+        loss, last = window.run(inputs, targets, state, masks, zones)
         return loss.clone(), last  # the next replay writes over the graph's own

@@ -15,9 +15,10 @@ from torchmetrics import MeanMetric
 from torch_charrnn.data.encoded import decode
 from torch_charrnn.errors import CharRNNError, require
 from torch_charrnn.rnn.backends import BACKENDS
-from torch_charrnn.rnn.bptt import LN2, cross_entropy, dropout_masks
+from torch_charrnn.rnn.bptt import LN2, cross_entropy, dropout_masks, zoneout_masks
 from torch_charrnn.rnn.cells import CELLS, cell_options, get_cell
 from torch_charrnn.rnn.footprint import parameter_count
+from torch_charrnn.rnn.fused import FUSED_ZONEOUT
 from torch_charrnn.training.checkpoints.legacy import upgrade_checkpoint
 from torch_charrnn.training.graphs import WindowGraphs, window_graphs
 from torch_charrnn.training.guard import GradientGuard, scales_loss, step_is_due
@@ -87,6 +88,12 @@ class CharRNN(L.LightningModule):
             above, and from the top layer to the output layer), in training only; the recurrence
             is never dropped. 0 (the default) leaves the model as it was, bit for bit. The masks
             are drawn once a window from the model's own generator, whose state checkpoints keep.
+        zoneout: zoneout's probability p on h, for every cell: in training each unit of each
+            stream keeps its previous h with probability p at each step (the zoned h is what the
+            layer passes on and carries); in evaluation, sampling, scoring and export h moves by
+            the expectation, p h_{t-1} + (1 - p) h_t. Masks as dropout's, drawn after them. 0 (the
+            default) leaves the model as it was, bit for bit.
+        zoneout_c: the same for c, in the cells that carry one (lstm, lnlstm).
         bptt: ``manual`` (the default) runs the hand-written backward pass of
             ``torch_charrnn.rnn.bptt.ManualBPTT``; ``autograd`` lets autograd differentiate the same
             cell steps, the oracle the manual pass is tested against; ``fused`` runs PyTorch's own
@@ -118,6 +125,8 @@ class CharRNN(L.LightningModule):
         forget_bias: float = 0.0,
         input_std: float | None = None,
         dropout: float = 0.0,
+        zoneout: float = 0.0,
+        zoneout_c: float = 0.0,
         bptt: Literal["manual", "autograd", "fused"] = "manual",
         cuda_graphs: bool = True,
         compile_steps: bool = False,
@@ -140,13 +149,21 @@ class CharRNN(L.LightningModule):
             "`dropout` above 0 needs `bptt` manual or autograd: fused runs PyTorch's own kernels, "
             "which draw masks of their own",
         )
+        require(0 <= zoneout < 1, f"`zoneout` must be in [0, 1), got {zoneout}")
+        require(0 <= zoneout_c < 1, f"`zoneout_c` must be in [0, 1), got {zoneout_c}")
+        require(zoneout == zoneout_c == 0 or bptt != "fused", FUSED_ZONEOUT)
+        require(
+            zoneout_c == 0 or "c" in CELLS[cell].STATE,
+            f"`zoneout_c` zones out c, and the {cell} cell carries none: use `zoneout` (for h), or "
+            f"a cell that carries c ({', '.join(n for n, c in CELLS.items() if 'c' in c.STATE)})",
+        )
         require(
             vocab is None or len(vocab) == vocab_size,
             f"`vocab` has {len(vocab or '')} characters but `vocab_size` is {vocab_size}",
         )
         self.save_hyperparameters()
         V, H = vocab_size, hidden_size
-        self.cell = get_cell(cell)  # resolved once: the object the math is handed
+        self.cell = get_cell(cell).zoned(h=zoneout, c=zoneout_c)  # resolved once: what the math is handed
         require(
             bptt != "fused" or self.cell.FUSED is not None,
             f"`bptt` fused runs PyTorch's own module for the cell, and the {cell} cell has none (its "
@@ -173,10 +190,11 @@ class CharRNN(L.LightningModule):
         self._loss = torch.zeros(())
         self._last_step = (-1, True)  # the last training step run, and whether its metrics were written
         self.guard = GradientGuard()
-        # Dropout's masks come from a generator of the model's own, seeded from torch's global one
-        # (torch.manual_seed decides it) after the weights, and only with dropout: p = 0 draws nothing.
+        # Dropout's and zoneout's masks come from a generator of the model's own, seeded from
+        # torch's global one (torch.manual_seed decides it) after the weights, and only with
+        # either: p = 0 draws nothing.
         self.dropout_generator = torch.Generator()
-        if dropout > 0:
+        if dropout > 0 or self.cell.zoneout:
             self.dropout_generator.manual_seed(int(torch.randint(2**62, ())))
         # On a GPU they are drawn there, by a generator on the device seeded from that one (drawing
         # on the CPU and copying would wait for the device every window); a checkpoint keeps both.
@@ -211,16 +229,20 @@ class CharRNN(L.LightningModule):
             state = self.initial_state(B)
         run = BACKENDS[self.hparams.bptt]
         w = self.weights()
-        return run(inputs, state, w["layers"], w["W_hy"], w["b_y"], self.cell, self.masks(B, T))
+        return run(inputs, state, w["layers"], w["W_hy"], w["b_y"], self.cell, *self.masks(B, T))
 
-    def masks(self, B: int, T: int) -> list[Tensor] | None:
-        """Dropout's masks for a window of B streams and T steps, one (T, B, H) per layer, drawn
-        from the model's own generator; None in evaluation or without dropout."""
-        p = self.hparams.dropout
-        if not self.training or p == 0:  # in evaluation dropout is the identity
-            return None
-        shape = (T, B, self.hparams.hidden_size)
-        return dropout_masks(p, shape, self.hparams.num_layers, self.mask_generator(), self.W_hy)
+    def masks(self, B: int, T: int) -> tuple[list | None, list | None]:
+        """Dropout's and zoneout's masks for a window of B streams and T steps, drawn from the
+        model's own generator in that order: one (T, B, H) per layer for dropout, one tuple like
+        the state per layer for zoneout (``bptt.zoneout_masks``); each None in evaluation or
+        without it (in evaluation dropout is the identity and zoneout its expectation, the cell's)."""
+        if not self.training:
+            return None, None
+        shape, L = (T, B, self.hparams.hidden_size), self.hparams.num_layers
+        p, rates = self.hparams.dropout, self.cell.zoneout
+        dropout = dropout_masks(p, shape, L, self.mask_generator(), self.W_hy) if p > 0 else None
+        zones = zoneout_masks(rates, shape, L, self.mask_generator(), self.W_hy) if rates else None
+        return dropout, zones
 
     def mask_generator(self) -> torch.Generator:
         """The generator dropout's masks are drawn from: the model's own, or on a GPU one on the
@@ -249,7 +271,7 @@ class CharRNN(L.LightningModule):
         inputs, targets = batch
         state = self.carried_state(stage, batch_idx, inputs.shape[0])
         if stage == "train" and self.graphs is not None:  # forward and backward, replayed
-            loss, state = self.graphs.run(inputs, targets, state, self.masks(*inputs.shape))
+            loss, state = self.graphs.run(inputs, targets, state, *self.masks(*inputs.shape))
         else:
             logits, state = self(inputs, state)
             loss = cross_entropy(logits, targets)

@@ -37,13 +37,17 @@ and then what a cell may leave out (the default in brackets):
 and its ``step_backward`` may return a fourth item: that step's share of the gradients of
 parameters the step reads beyond W_hh (a dict, by name), which the loop adds up over the window
 (the layer-normalised cells' gains).
+
+Zoneout is no cell's own: the loop over time applies it to any cell's new state (``bptt.zoned``,
+and each C++ loop through ``csrc/zoneout.h``). A model's cell carries its rates (``Cell.zoned``),
+by which its state moves in evaluation.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass, fields, replace
 
 from torch_charrnn.rnn.cells import common, gru, lngru, lnlstm, lstm, tanh
 
@@ -79,6 +83,18 @@ class Cell:
     activations: Callable = no_activations
     FUSED: str | None = None
     fused_biases: Callable | None = None
+    zoneout: tuple[float, ...] = ()  # each state's zoneout rate, in STATE's order; () for none
+
+    def zoned(self, **rates: float) -> Cell:
+        """This cell with zoneout, a rate by state name (``h=0.1, c=0.05``): each unit of each
+        stream keeps its previous value with that probability at each step in training, and moves
+        by the expectation in evaluation. Rates of 0 leave the cell as it is."""
+        unknown = [name for name, p in rates.items() if p and name not in self.STATE]
+        if unknown:
+            raise ValueError(f"the {self.NAME} cell carries no {', '.join(unknown)} to zone out")
+        zoneout = tuple(float(rates.get(name, 0.0)) for name in self.STATE)
+        zoneout = zoneout if any(zoneout) else ()
+        return self if zoneout == self.zoneout else replace(self, zoneout=zoneout)
 
     @classmethod
     def of(cls, module) -> Cell:
@@ -88,7 +104,8 @@ class Cell:
             raise TypeError(f"cell module {module.__name__} lacks {', '.join(missing)} (see {__name__})")
         if hasattr(module, "layer_forward") != hasattr(module, "layer_backward"):
             raise TypeError(f"cell module {module.__name__}: layer_forward and layer_backward come together")
-        return cls(**{f.name: getattr(module, f.name) for f in fields(cls) if hasattr(module, f.name)})
+        taken = [f.name for f in fields(cls) if f.name != "zoneout" and hasattr(module, f.name)]
+        return cls(**{name: getattr(module, name) for name in taken})
 
 
 CELLS: dict[str, Cell] = {c.NAME: c for c in map(Cell.of, (tanh, gru, lstm, lnlstm, lngru))}

@@ -103,12 +103,12 @@ def step_backward(dstate, cache, p, out):
     return dz, du, (None, dc_prev), {"g_h": dg_h, "g_c": dg_c, "b_c": db_c}
 
 
-def layer_forward(ops, below, state, p):
+def layer_forward(ops, below, state, p, zones=None):
     """The window's recurrence in C++ (``csrc/lnlstm.cpp``, the loop above without Python, its
     threads sharing out the streams), from the layer's input: characters (T, B), whose rows of the
     normalised table LN(W_xh; g_x) + b_h the loop gathers, or the h below (T, B, H), whose shares
     are made first (``input_share``). h of every step (T, B, H), the last state and what
-    ``layer_backward`` reads."""
+    ``layer_backward`` reads. ``zones``: zoneout's, as ``tanh.layer_forward`` takes them."""
     h0, c0 = state
     if below.dtype.is_floating_point:
         inputs, kept = input_share(below, p)
@@ -116,8 +116,11 @@ def layer_forward(ops, below, state, p):
     else:
         inputs, (table, kept) = below, layer_norm(p["W_xh"], p["g_x"], p["b_h"])
     parts = native.row_parts(h0.shape[0])
-    hs, cs, *rest = ops.lnlstm_forward(inputs, table, h0, c0, p["W_hh"], p["g_h"], p["g_c"], p["b_c"], parts)
-    return hs, (hs[-1], cs[-1]), (kept, c0, cs, *rest)
+    zones = zones or []
+    hs, cs, *rest = ops.lnlstm_forward(
+        inputs, table, h0, c0, p["W_hh"], p["g_h"], p["g_c"], p["b_c"], zones, parts
+    )
+    return hs, (hs[-1], cs[-1]), (kept, c0, cs, *rest, zones)
 
 
 def layer_backward(ops, dhs, last, tape, p):
@@ -125,10 +128,10 @@ def layer_backward(ops, dhs, last, tape, p):
     the last state's from after the window: dL/d(x W_xh), the initial state's gradient and the
     layer's parameter gradients (the gains' of the loop added up by its threads, the input share's
     through ``input_share_backward``, W_hh's in one product)."""
-    kept, c0, cs, gates, uhat, ru, chat, rc, tcs = tape.kernel
+    kept, c0, cs, gates, uhat, ru, chat, rc, tcs, zones = tape.kernel
     parts = native.row_parts(dhs.shape[1])
     dz, du, dh0, dc0, own = ops.lnlstm_backward(
-        dhs, *last, c0, cs, gates, uhat, ru, chat, rc, tcs, p["W_hh"], p["g_h"], p["g_c"], parts
+        dhs, *last, c0, cs, gates, uhat, ru, chat, rc, tcs, p["W_hh"], p["g_h"], p["g_c"], zones, parts
     )
     dP, grads = input_share_backward(dz, tape.below, kept, p, ops)
     H = dhs.shape[-1]

@@ -9,6 +9,7 @@
 
 #include "layernorm.h"
 #include "shares.h"
+#include "zoneout.h"
 
 namespace charrnn {
 
@@ -16,9 +17,11 @@ using at::Tensor;
 
 // inputs: characters (T, B), whose rows of `table` (V, 3H) = LN(W_xh; g_x) + b_h the loop gathers,
 // or a layer above's shares a (T, B, 3H). Returns hs, ns, hns = LN(u; g_h)_n + b_hn (T, B, H), rz
-// (T, B, 2H) after their sigmoid, uhat (T, B, 3H, u normalised) and its 1/sigma (T, B).
+// (T, B, 2H) after their sigmoid, uhat (T, B, 3H, u normalised) and its 1/sigma (T, B). zones:
+// zoneout's (zoneout.h), hs then the h carried.
 std::vector<Tensor> lngru_forward(const Tensor& inputs, const Tensor& table, const Tensor& h0,
-                                  const Tensor& W_hh, const Tensor& g_h, const Tensor& b_hn, int64_t parts) {
+                                  const Tensor& W_hh, const Tensor& g_h, const Tensor& b_hn,
+                                  const std::vector<Tensor>& zones, int64_t parts) {
   const int64_t T = inputs.size(0), B = inputs.size(1), H = h0.size(1), N = 3 * H;
   const bool gathered = !at::isFloatingType(inputs.scalar_type());
   const Tensor x = gathered ? inputs.contiguous().to(at::kLong) : Tensor();
@@ -36,9 +39,11 @@ std::vector<Tensor> lngru_forward(const Tensor& inputs, const Tensor& table, con
     const S *Wp = W.data_ptr<S>(), *ghp = gh.data_ptr<S>(), *bnp = bn.data_ptr<S>();
     S *hp = hs.data_ptr<S>(), *np = ns.data_ptr<S>(), *hnp = hns.data_ptr<S>(), *rzp = rzs.data_ptr<S>();
     S *up = uhat.data_ptr<S>(), *rup = ru.data_ptr<S>();
+    const Zone<S> zone = Zone<S>::of(zones, 0);
     in_shares(parts, B, [&](int64_t b0, int64_t b1, int64_t) {
       for (int64_t t = 0; t < T; ++t) {
         const S* h_prev = t > 0 ? hp + (t - 1) * B * H : h0_.data_ptr<S>();
+        const Zone<S> zt = zone.at(t, B * H);
         S* u = up + t * B * N;  // h_{t-1} W_hh for these rows, normalised below in place
         matmul(b1 - b0, N, H, h_prev + b0 * H, H, Wp, N, u + b0 * N, N, false);
         for (int64_t b = b0; b < b1; ++b) {
@@ -62,7 +67,8 @@ std::vector<Tensor> lngru_forward(const Tensor& inputs, const Tensor& table, con
             S* rzb = rzp + r * 2 * H + j;
             rg.store(rzb, n), zg.store(rzb + H, n);
             hn.store(hnp + k + j, n), nt.store(np + k + j, n);
-            (nt + zg * (V::loadu(h_prev + b * H + j, n) - nt)).store(hp + k + j, n);  // (1 - z) n + z h_{t-1}
+            const V hp_ = V::loadu(h_prev + b * H + j, n);
+            zt.carry(b * H + j, n, hp_, nt + zg * (hp_ - nt)).store(hp + k + j, n);  // (1 - z) n + z h_{t-1}, zoned
           }
         }
       }
@@ -77,7 +83,8 @@ std::vector<Tensor> lngru_forward(const Tensor& inputs, const Tensor& table, con
 // adding its streams' into its own, added together at the end.
 std::vector<Tensor> lngru_backward(const Tensor& dhs, const Tensor& dh_last, const Tensor& h0, const Tensor& hs,
                                    const Tensor& ns, const Tensor& hns, const Tensor& rzs, const Tensor& uhat,
-                                   const Tensor& ru, const Tensor& W_hh, const Tensor& g_h, int64_t parts) {
+                                   const Tensor& ru, const Tensor& W_hh, const Tensor& g_h,
+                                   const std::vector<Tensor>& zones, int64_t parts) {
   const int64_t T = dhs.size(0), B = dhs.size(1), H = dhs.size(2), N = 3 * H;
   const Tensor dhs_ = dhs.contiguous(), h0_ = h0.contiguous(), hs_ = hs.contiguous();
   const Tensor WT = W_hh.t().contiguous(), gh = g_h.contiguous();  // (3H, H)
@@ -92,11 +99,13 @@ std::vector<Tensor> lngru_backward(const Tensor& dhs, const Tensor& dh_last, con
     const S *up = uhat.data_ptr<S>(), *rup = ru.data_ptr<S>(), *ghp = gh.data_ptr<S>();
     S *dap = dA.data_ptr<S>(), *dup = dU.data_ptr<S>(), *dhp = dh.data_ptr<S>();
     const V one(S(1));
+    const Zone<S> zone = Zone<S>::of(zones, 0);
     in_shares(parts, B, [&](int64_t b0, int64_t b1, int64_t first) {
       S* dg_h = own.data_ptr<S>() + first * (N + H);
       S* db_hn = dg_h + N;
       for (int64_t t = T - 1; t >= 0; --t) {
         const S* h_prev = t > 0 ? hp + (t - 1) * B * H : h0_.data_ptr<S>();
+        const Zone<S> zt = zone.at(t, B * H);
         for (int64_t b = b0; b < b1; ++b) {
           const int64_t r = t * B + b, k = r * H, q = b * H;
           const S* ub = up + r * N;
@@ -106,14 +115,16 @@ std::vector<Tensor> lngru_backward(const Tensor& dhs, const Tensor& dh_last, con
             const S* rzb = rzp + r * 2 * H + j;
             const V rg = V::loadu(rzb, n), zg = V::loadu(rzb + H, n);
             const V nt = V::loadu(np + k + j, n), hn = V::loadu(hnp + k + j, n);
-            const V d = V::loadu(dhp + q + j, n) + V::loadu(above + k + j, n);  // dL/dh_t
+            const V dh = V::loadu(dhp + q + j, n) + V::loadu(above + k + j, n);  // dL/dh_t, zoned
+            const V d = zt.fresh(q + j, n, dh);                                  // the cell's new h_t's
             const V dn = d * (one - zg) * (one - nt * nt);                       // into n, through tanh
             const V dr = dn * hn * rg * (one - rg);                              // into r, through sigmoid
             const V dz = d * (V::loadu(h_prev + q + j, n) - nt) * zg * (one - zg);  // into z
             const V dhn = dn * rg;                                              // into LN(u)_n + b_hn
             dr.store(dab + j, n), dz.store(dab + H + j, n), dn.store(dab + 2 * H + j, n);
             dr.store(dub + j, n), dz.store(dub + H + j, n), dhn.store(dub + 2 * H + j, n);  // dL/dLN(u)
-            (d * zg).store(dhp + q + j, n);  // into h_{t-1} around u (the skip path), to which ...
+            // into h_{t-1} around u (the skip path, and around the step where zoneout kept it), to which ...
+            (zt.on ? d * zg + zt.around(q + j, n, dh) : d * zg).store(dhp + q + j, n);
           }
           accumulate(db_hn, dub + 2 * H, static_cast<const S*>(nullptr), H);
           accumulate(dg_h, dub, ub, N);  // LN(u; g_h)'s gain

@@ -10,6 +10,7 @@
 
 #include "layernorm.h"
 #include "shares.h"
+#include "zoneout.h"
 
 namespace charrnn {
 
@@ -18,10 +19,11 @@ using at::Tensor;
 // inputs: characters (T, B), whose rows of `table` (V, 4H) = LN(W_xh; g_x) + b_h the loop gathers,
 // or a layer above's shares a (T, B, 4H). Returns hs, cs (T, B, H), the gates (T, B, 4H: i, f, o after
 // their sigmoid, g after its tanh), uhat (T, B, 4H, u normalised) and its 1/sigma (T, B), chat
-// (T, B, H, c normalised) and its 1/sigma (T, B), and tcs = tanh(LN(c)) (T, B, H).
+// (T, B, H, c normalised) and its 1/sigma (T, B), and tcs = tanh(LN(c)) (T, B, H). zones: zoneout's
+// (zoneout.h): hs and cs are then the states carried, and chat and tcs of the cell's own c_t.
 std::vector<Tensor> lnlstm_forward(const Tensor& inputs, const Tensor& table, const Tensor& h0, const Tensor& c0,
                                    const Tensor& W_hh, const Tensor& g_h, const Tensor& g_c, const Tensor& b_c,
-                                   int64_t parts) {
+                                   const std::vector<Tensor>& zones, int64_t parts) {
   const int64_t T = inputs.size(0), B = inputs.size(1), H = h0.size(1), N = 4 * H;
   const bool gathered = !at::isFloatingType(inputs.scalar_type());
   const Tensor x = gathered ? inputs.contiguous().to(at::kLong) : Tensor();
@@ -40,8 +42,10 @@ std::vector<Tensor> lnlstm_forward(const Tensor& inputs, const Tensor& table, co
     const S *Wp = W.data_ptr<S>(), *ghp = gh.data_ptr<S>(), *gcp = gc.data_ptr<S>(), *bcp = bc.data_ptr<S>();
     S *hp = hs.data_ptr<S>(), *cp = cs.data_ptr<S>(), *chp = chat.data_ptr<S>(), *tp = tcs.data_ptr<S>();
     S *gp = gates.data_ptr<S>(), *up = uhat.data_ptr<S>(), *rup = ru.data_ptr<S>(), *rcp = rc.data_ptr<S>();
+    const Zone<S> zone_h = Zone<S>::of(zones, 0), zone_c = Zone<S>::of(zones, 1);
     in_shares(parts, B, [&](int64_t b0, int64_t b1, int64_t) {
       for (int64_t t = 0; t < T; ++t) {
+        const Zone<S> zh = zone_h.at(t, B * H), zc = zone_c.at(t, B * H);
         const S* h_prev = t > 0 ? hp + (t - 1) * B * H : h0_.data_ptr<S>();
         const S* c_prev = t > 0 ? cp + (t - 1) * B * H : c0_.data_ptr<S>();
         S* u = up + t * B * N;  // h_{t-1} W_hh for these rows, normalised below in place
@@ -67,11 +71,13 @@ std::vector<Tensor> lnlstm_forward(const Tensor& inputs, const Tensor& table, co
           const auto [mc, rsc] = moments(cp + k, H);
           rcp[r] = rsc;
           for (int64_t j = 0; j < H; j += V::size()) {
-            const int64_t n = std::min<int64_t>(V::size(), H - j);
-            const V ch = (V::loadu(cp + k + j, n) - V(mc)) * V(rsc);
+            const int64_t n = std::min<int64_t>(V::size(), H - j), q = b * H + j;
+            const V ct = V::loadu(cp + k + j, n), ch = (ct - V(mc)) * V(rsc);
             const V tc = tanh(V::loadu(gcp + j, n) * ch + V::loadu(bcp + j, n));  // tanh(LN(c_t; g_c, b_c))
             ch.store(chp + k + j, n), tc.store(tp + k + j, n);
-            (V::loadu(gb + 3 * H + j, n) * tc).store(hp + k + j, n);  // h_t = o * tanh(LN(c_t))
+            const V ht = V::loadu(gb + 3 * H + j, n) * tc;  // h_t = o * tanh(LN(c_t))
+            if (zc.on) zc.carry(q, n, V::loadu(c_prev + q, n), ct).store(cp + k + j, n);
+            zh.carry(q, n, zh.on ? V::loadu(h_prev + q, n) : V(S(0)), ht).store(hp + k + j, n);
           }
         }
       }
@@ -87,7 +93,8 @@ std::vector<Tensor> lnlstm_forward(const Tensor& inputs, const Tensor& table, co
 std::vector<Tensor> lnlstm_backward(const Tensor& dhs, const Tensor& dh_last, const Tensor& dc_last,
                                     const Tensor& c0, const Tensor& cs, const Tensor& gates, const Tensor& uhat,
                                     const Tensor& ru, const Tensor& chat, const Tensor& rc, const Tensor& tcs,
-                                    const Tensor& W_hh, const Tensor& g_h, const Tensor& g_c, int64_t parts) {
+                                    const Tensor& W_hh, const Tensor& g_h, const Tensor& g_c,
+                                    const std::vector<Tensor>& zones, int64_t parts) {
   const int64_t T = dhs.size(0), B = dhs.size(1), H = dhs.size(2), N = 4 * H;
   const Tensor dhs_ = dhs.contiguous(), c0_ = c0.contiguous(), WT = W_hh.t().contiguous();  // (4H, H)
   const Tensor gh = g_h.contiguous(), gc = g_c.contiguous();
@@ -104,11 +111,13 @@ std::vector<Tensor> lnlstm_backward(const Tensor& dhs, const Tensor& dh_last, co
     const S *ghp = gh.data_ptr<S>(), *gcp = gc.data_ptr<S>();
     S *dzp = dZ.data_ptr<S>(), *dup = dU.data_ptr<S>(), *dhp = dh.data_ptr<S>(), *dcp = dc.data_ptr<S>();
     const V one(S(1));
+    const Zone<S> zone_h = Zone<S>::of(zones, 0), zone_c = Zone<S>::of(zones, 1);
     in_shares(parts, B, [&](int64_t b0, int64_t b1, int64_t first) {
       S* dg_h = own.data_ptr<S>() + first * (N + 2 * H);
       S *dg_c = dg_h + N, *db_c = dg_c + H;
       std::vector<S> d(H);  // a row's dL/dLN(c_t) times g_c, for the normalisation's backward
       for (int64_t t = T - 1; t >= 0; --t) {
+        const Zone<S> zh = zone_h.at(t, B * H), zc = zone_c.at(t, B * H);
         const S* c_prev = t > 0 ? cp + (t - 1) * B * H : c0_.data_ptr<S>();
         for (int64_t b = b0; b < b1; ++b) {
           const int64_t r = t * B + b, k = r * H, q = b * H;
@@ -117,7 +126,9 @@ std::vector<Tensor> lnlstm_backward(const Tensor& dhs, const Tensor& dh_last, co
           for (int64_t j = 0; j < H; j += V::size()) {  // through h_t = o * tanh(LN(c_t))
             const int64_t n = std::min<int64_t>(V::size(), H - j);
             const V o = V::loadu(gb + 3 * H + j, n), tc = V::loadu(tp + k + j, n);
-            const V dht = V::loadu(above + k + j, n) + V::loadu(dhp + q + j, n);
+            const V dh = V::loadu(above + k + j, n) + V::loadu(dhp + q + j, n);  // dL/dh_t, zoned
+            const V dht = zh.fresh(q + j, n, dh);                                 // the cell's own h_t's
+            if (zh.on) zh.around(q + j, n, dh).store(dhp + q + j, n);  // into h_{t-1} around the step
             const V dnc = dht * o * (one - tc * tc);  // into LN(c_t), through tanh
             dnc.store(d.data() + j, n);
             (dht * tc * o * (one - o)).store(dzb + 3 * H + j, n);  // into z_o, through sigmoid
@@ -132,8 +143,9 @@ std::vector<Tensor> lnlstm_backward(const Tensor& dhs, const Tensor& dh_last, co
           for (int64_t j = 0; j < H; j += V::size()) {
             const int64_t n = std::min<int64_t>(V::size(), H - j);
             const V i = V::loadu(gb + j, n), f = V::loadu(gb + H + j, n), g = V::loadu(gb + 2 * H + j, n);
-            const V dct = V::loadu(d.data() + j, n) + V::loadu(dcp + q + j, n);  // plus from c_{t+1}
-            (dct * f).store(dcp + q + j, n);                                          // into c_{t-1}
+            const V dcz = V::loadu(dcp + q + j, n);                       // dL/dc_t, zoned, from c_{t+1}
+            const V dct = V::loadu(d.data() + j, n) + zc.fresh(q + j, n, dcz);
+            (zc.on ? dct * f + zc.around(q + j, n, dcz) : dct * f).store(dcp + q + j, n);  // into c_{t-1}
             (dct * g * i * (one - i)).store(dzb + j, n);                             // into z_i
             (dct * V::loadu(c_prev + q + j, n) * f * (one - f)).store(dzb + H + j, n);  // into z_f
             (dct * i * (one - g * g)).store(dzb + 2 * H + j, n);                     // into z_g
@@ -145,8 +157,8 @@ std::vector<Tensor> lnlstm_backward(const Tensor& dhs, const Tensor& dh_last, co
           }
           normalisation_backward(dub, ub, rup[r], N);  // into u, through its normalisation
         }
-        // into h_{t-1} through u: du_t W_hhᵀ, these rows
-        matmul(b1 - b0, H, N, dup + (t * B + b0) * N, N, WTp, H, dhp + b0 * H, H, false);
+        // into h_{t-1} through u: du_t W_hhᵀ, these rows (added to what went around the step)
+        matmul(b1 - b0, H, N, dup + (t * B + b0) * N, N, WTp, H, dhp + b0 * H, H, zh.on);
       }
     });
   });

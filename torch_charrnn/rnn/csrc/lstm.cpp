@@ -6,6 +6,7 @@
 
 #include "shares.h"
 #include "vec.h"
+#include "zoneout.h"
 
 namespace charrnn {
 
@@ -29,10 +30,11 @@ struct Inputs {
 
 // One step's elementwise forward for rows [b0, b1): from z = a_t + h_{t-1} W_hh, whose product is
 // in `gates` (B, 4H) and is overwritten with the gates (i, f, o after their sigmoid, g after its
-// tanh), and c_{t-1}: c_t, tanh(c_t) and h_t.
+// tanh), and c_{t-1}: c_t, tanh(c_t) and h_t, zoned where zh, zc say (c_t and h_t carried; tanh(c_t)
+// of the cell's own c_t, from which its own h_t is made).
 template <typename T>
-void step_forward(const Inputs<T>& in, int64_t t, T* gates, const T* c_prev, T* c, T* tc, T* h, int64_t B,
-                  int64_t H, int64_t b0, int64_t b1) {
+void step_forward(const Inputs<T>& in, int64_t t, T* gates, const T* h_prev, const T* c_prev, T* c, T* tc, T* h,
+                  const Zone<T>& zh, const Zone<T>& zc, int64_t B, int64_t H, int64_t b0, int64_t b1) {
   for_units<T>(b0, b1, H, [&](int64_t b, int64_t j, int64_t n) {
     const int64_t r = b * 4 * H + j, k = b * H + j;
     const T* ab = in.row(t, b, B, 4 * H) + j;
@@ -42,21 +44,23 @@ void step_forward(const Inputs<T>& in, int64_t t, T* gates, const T* c_prev, T* 
       return a + Vec<T>::loadu(gates + r + block * H, n);
     };
     const Vec<T> i = sigmoid(z(0)), f = sigmoid(z(1)), g = tanh(z(2)), o = sigmoid(z(3));
-    const Vec<T> ct = f * Vec<T>::loadu(c_prev + k, n) + i * g;  // c_t = f * c_{t-1} + i * g
+    const Vec<T> cp = Vec<T>::loadu(c_prev + k, n);
+    const Vec<T> ct = f * cp + i * g;  // c_t = f * c_{t-1} + i * g
     const Vec<T> t_ = tanh(ct);
     T* gb = gates + r;
     i.store(gb, n), f.store(gb + H, n), g.store(gb + 2 * H, n), o.store(gb + 3 * H, n);
-    ct.store(c + k, n), t_.store(tc + k, n);
-    (o * t_).store(h + k, n);  // h_t = o * tanh(c_t)
+    zc.carry(k, n, cp, ct).store(c + k, n), t_.store(tc + k, n);
+    zh.carry(k, n, zh.on ? Vec<T>::loadu(h_prev + k, n) : Vec<T>(T(0)), o * t_).store(h + k, n);  // h_t = o * tanh(c_t)
   });
 }
 
 // One step's elementwise backward for rows [b0, b1): from dL/dh_t (its share from
 // above, `dh_above`, and through the recurrence, `dh_rec`), dL/dc_t (from the step after,
 // overwritten with dL/dc_{t-1}) and the forward's gates, tanh(c_t) and c_{t-1}, dL/dz (B, 4H).
+// Where h is zoned, dh_rec is overwritten with what goes around the step into h_{t-1}.
 template <typename T>
-void step_backward(const T* dh_above, const T* dh_rec, T* dc, const T* gates, const T* tc, const T* c_prev,
-                   T* dz, int64_t H, int64_t b0, int64_t b1) {
+void step_backward(const T* dh_above, T* dh_rec, T* dc, const T* gates, const T* tc, const T* c_prev, T* dz,
+                   const Zone<T>& zh, const Zone<T>& zc, int64_t H, int64_t b0, int64_t b1) {
   const Vec<T> one(T(1));
   for_units<T>(b0, b1, H, [&](int64_t b, int64_t j, int64_t n) {
     const T* gb = gates + b * 4 * H + j;
@@ -64,11 +68,13 @@ void step_backward(const T* dh_above, const T* dh_rec, T* dc, const T* gates, co
     const int64_t k = b * H + j;
     const Vec<T> i = Vec<T>::loadu(gb, n), f = Vec<T>::loadu(gb + H, n);
     const Vec<T> g = Vec<T>::loadu(gb + 2 * H, n), o = Vec<T>::loadu(gb + 3 * H, n);
-    const Vec<T> dht = Vec<T>::loadu(dh_above + k, n) + Vec<T>::loadu(dh_rec + k, n);
+    const Vec<T> dh = Vec<T>::loadu(dh_above + k, n) + Vec<T>::loadu(dh_rec + k, n);
+    const Vec<T> dht = zh.fresh(k, n, dh), dcz = Vec<T>::loadu(dc + k, n);  // the cell's own h_t's
+    if (zh.on) zh.around(k, n, dh).store(dh_rec + k, n);
     const Vec<T> t = Vec<T>::loadu(tc + k, n);
     // through h_t = o * tanh(c_t) into c_t, added to what flows in from the step after
-    const Vec<T> dct = Vec<T>::loadu(dc + k, n) + dht * o * (one - t * t);
-    (dct * f).store(dc + k, n);                                      // into c_{t-1}
+    const Vec<T> dct = zc.fresh(k, n, dcz) + dht * o * (one - t * t);
+    (zc.on ? dct * f + zc.around(k, n, dcz) : dct * f).store(dc + k, n);  // into c_{t-1}
     (dct * g * i * (one - i)).store(db, n);                          // into z_i, through sigmoid
     (dct * Vec<T>::loadu(c_prev + k, n) * f * (one - f)).store(db + H, n);  // into z_f
     (dct * i * (one - g * g)).store(db + 2 * H, n);                  // into z_g, through tanh
@@ -88,12 +94,14 @@ void accumulate_inputs(const T* dz, const int64_t* x, T* dW_xh, T* db_h, int64_t
 
 // inputs: characters (T, B) for the first layer, whose rows of W_xh the loop gathers; for a layer
 // above, its input shares a (T, B, 4H) = h_below W_xh + b_h (one product, made by the caller).
-// Returns hs, cs, tcs = tanh(cs) (T, B, H) and the gates (T, B, 4H), i, f, o after their
-// sigmoid and g after its tanh. `parts` threads share out the streams (shares.h): each runs its
-// rows through every step, h_{t-1} W_hh and the elementwise step, without waiting for the others.
+// zones: zoneout's (zoneout.h). Returns hs, cs (zoned), tcs = tanh of the cell's own c_t (T, B, H)
+// and the gates (T, B, 4H), i, f, o after their sigmoid and g after its tanh. `parts` threads share
+// out the streams (shares.h): each runs its rows through every step, h_{t-1} W_hh and the
+// elementwise step, without waiting for the others.
 std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& inputs, const Tensor& W_xh,
                                                         const Tensor& b_h, const Tensor& h0, const Tensor& c0,
-                                                        const Tensor& W_hh, int64_t parts) {
+                                                        const Tensor& W_hh, const std::vector<Tensor>& zones,
+                                                        int64_t parts) {
   const int64_t T = inputs.size(0), B = inputs.size(1), H = h0.size(1);
   const bool gathered = !at::isFloatingType(inputs.scalar_type());
   const Tensor x = gathered ? inputs.contiguous().to(at::kLong) : Tensor();
@@ -108,6 +116,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& inputs, co
                        Wx.data_ptr<S>(), bh.data_ptr<S>()};
     const S* Wp = W.data_ptr<S>();
     S *hp = hs.data_ptr<S>(), *cp = cs.data_ptr<S>(), *tp = tcs.data_ptr<S>(), *gp = gates.data_ptr<S>();
+    const Zone<S> zh = Zone<S>::of(zones, 0), zc = Zone<S>::of(zones, 1);
     in_shares(parts, B, [&](int64_t b0, int64_t b1, int64_t) {
       for (int64_t t = 0; t < T; ++t) {
         const S* h_prev = t > 0 ? hp + (t - 1) * B * H : h0_.data_ptr<S>();
@@ -117,7 +126,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& inputs, co
           matmul(b1 - b0, H, H, h_prev + b0 * H, H, Wp + block * H, 4 * H, g + b0 * 4 * H + block * H, 4 * H,
                  false);
         }
-        step_forward<S>(in, t, g, c_prev, cp + t * B * H, tp + t * B * H, hp + t * B * H, B, H, b0, b1);
+        step_forward<S>(in, t, g, h_prev, c_prev, cp + t * B * H, tp + t * B * H, hp + t * B * H,
+                        zh.at(t, B * H), zc.at(t, B * H), B, H, b0, b1);
       }
     });
   });
@@ -134,7 +144,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& inputs, co
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
     const Tensor& dhs, const Tensor& dh_last, const Tensor& dc_last, const Tensor& c0, const Tensor& cs,
     const Tensor& tcs, const Tensor& gates, const Tensor& W_hh, const Tensor& below, const Tensor& W_xh,
-    int64_t parts) {
+    const std::vector<Tensor>& zones, int64_t parts) {
   const int64_t T = dhs.size(0), B = dhs.size(1), H = dhs.size(2);
   const bool gathered = !at::isFloatingType(below.scalar_type());
   const Tensor x = gathered ? below.contiguous().to(at::kLong) : Tensor();
@@ -151,15 +161,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
     const S *gp = gates.data_ptr<S>(), *WTp = WT.data_ptr<S>();
     const int64_t* xp = gathered ? x.data_ptr<int64_t>() : nullptr;
     S *dzp = dZ.data_ptr<S>(), *dhp = dh.data_ptr<S>(), *dcp = dc.data_ptr<S>();
+    const Zone<S> zh = Zone<S>::of(zones, 0), zc = Zone<S>::of(zones, 1);
     in_shares(parts, B, [&](int64_t b0, int64_t b1, int64_t first) {
       S* dW = inputs_grad.data_ptr<S>() + first * (V + 1) * 4 * H;  // this share's: W_xh's rows, then b_h
       for (int64_t t = T - 1; t >= 0; --t) {
         const S* c_prev = t > 0 ? cp + (t - 1) * B * H : c0_.data_ptr<S>();
         S* dz = dzp + t * B * 4 * H;
-        step_backward<S>(above + t * B * H, dhp, dcp, gp + t * B * 4 * H, tp + t * B * H, c_prev, dz, H, b0, b1);
+        step_backward<S>(above + t * B * H, dhp, dcp, gp + t * B * 4 * H, tp + t * B * H, c_prev, dz,
+                         zh.at(t, B * H), zc.at(t, B * H), H, b0, b1);
         accumulate_inputs<S>(dz, xp ? xp + t * B : nullptr, dW, dW + V * 4 * H, H, b0, b1);
-        // into h_{t-1} through u: dz_t W_hhᵀ, these rows
-        matmul(b1 - b0, H, 4 * H, dz + b0 * 4 * H, 4 * H, WTp, H, dhp + b0 * H, H, false);
+        // into h_{t-1} through u: dz_t W_hhᵀ, these rows (added to what went around the step)
+        matmul(b1 - b0, H, 4 * H, dz + b0 * 4 * H, 4 * H, WTp, H, dhp + b0 * H, H, zh.on);
       }
     });
   });

@@ -38,12 +38,13 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def checkpoint_weights(checkpoint: dict) -> tuple[dict, Cell]:
-    """The model's weights as ``{"layers": [...], "W_hy", "b_y"}`` and its cell, from a
-    checkpoint read by ``read_checkpoint``."""
+    """The model's weights as ``{"layers": [...], "W_hy", "b_y"}`` and its cell (with the model's
+    zoneout, by which its state moves in evaluation), from a checkpoint read by ``read_checkpoint``."""
     state, hparams = checkpoint["state_dict"], checkpoint["hyper_parameters"]
     layers = []
     for l in range(hparams.get("num_layers", 1)):
         prefix = f"layers.{l}."
         layers.append({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
     weights = {"layers": layers, "W_hy": state["W_hy"], "b_y": state["b_y"]}
-    return weights, get_cell(hparams.get("cell", "tanh"))
+    zoneout = {"h": hparams.get("zoneout", 0.0), "c": hparams.get("zoneout_c", 0.0)}
+    return weights, get_cell(hparams.get("cell", "tanh")).zoned(**zoneout)
