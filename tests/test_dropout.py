@@ -15,7 +15,15 @@ import reference_numpy as rn
 from torch_charrnn import CharRNN
 from torch_charrnn.cli.gradcheck import random_problem
 from torch_charrnn.errors import ConfigError
-from torch_charrnn.rnn.bptt import cross_entropy, dropout_masks, forward_autograd, forward_manual
+from torch_charrnn.rnn import native
+from torch_charrnn.rnn.bptt import (
+    LANES,
+    cross_entropy,
+    dropout_masks,
+    forward_autograd,
+    forward_manual,
+    hashed_lanes,
+)
 from torch_charrnn.rnn.cells import get_cell
 
 TOL = {"rtol": 1e-10, "atol": 1e-12}
@@ -221,6 +229,37 @@ def test_the_masks_are_inverted_dropout_of_the_asked_rate():
     kept = float(np.mean([(m > 0).float().mean().item() for m in masks]))
     assert abs(kept - 0.7) < 0.01
     assert not torch.equal(masks[0], masks[1])
+
+
+@given(n=st.integers(1, 5000), seed=st.integers(0, 2**62 - 1), p=st.floats(0.0, 0.99))
+@example(n=1, seed=0, p=0.5)
+@example(n=7, seed=2**62 - 1, p=0.0)
+def test_the_cpp_kernels_masks_are_the_torch_hashs_bit_for_bit(n, seed, p):
+    """On a CPU masks come from one seed: the C++ kernel (csrc/masks.cpp) and its torch twin,
+    which runs where the kernels are not built, give the same values for any size, seed and rate."""
+    ops = native.kernels()
+    threshold = round(p * LANES)
+    for dtype in (torch.float32, torch.float64):
+        got = ops.bernoulli_masks([n], torch.zeros((), dtype=dtype), seed, threshold, 1.0, 0.0)
+        want = torch.where(hashed_lanes(n, seed) < threshold, 1.0, 0.0).to(dtype)
+        assert torch.equal(got, want)
+
+
+def test_the_hashed_draws_are_uniform_and_independent_across_lanes_and_seeds():
+    """Each 16-bit lane, and each value the masks read, is uniform over 0 to 65535 (chi-square over
+    64 bins, 2^20 draws), neighbours are uncorrelated, and neighbouring seeds share nothing."""
+    n = 2**20
+    lanes = hashed_lanes(n, 12345).double()
+    for k in range(4):
+        counts = torch.bincount((lanes[k::4] / 1024).long(), minlength=64).double()
+        expected = n / 4 / 64
+        assert ((counts - expected) ** 2 / expected).sum() < 120  # chi-square, 63 dof: p ~ 1e-5
+    centred = lanes - lanes.mean()
+    for lag in (1, 2, 3, 4, 5):
+        corr = (centred[:-lag] * centred[lag:]).mean() / centred.var()
+        assert abs(corr) < 0.01, lag
+    other = hashed_lanes(n, 12346).double() - lanes.mean()
+    assert abs((centred * other).mean() / centred.var()) < 0.01
 
 
 def test_the_generator_state_is_in_the_checkpoint_and_restored():

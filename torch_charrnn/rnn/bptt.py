@@ -316,10 +316,9 @@ def dropout_masks(
     p: float, shape: tuple[int, ...], num_layers: int, generator: torch.Generator, like: Tensor
 ):
     """One inverted-dropout mask per layer, (T, B, H) each, for a window: 1 / (1 - p) where a unit
-    is kept (probability 1 - p), 0 where it is dropped, drawn on ``generator``'s device from it (so
+    is kept (probability 1 - p), 0 where it is dropped (``bernoulli``), drawn from ``generator`` (so
     a checkpoint's generator state replays them) and given ``like``'s device and dtype."""
-    keep = torch.rand((num_layers, *shape), generator=generator, device=generator.device) >= p
-    return list(keep.to(device=like.device, dtype=like.dtype).mul_(1.0 / (1.0 - p)).unbind(0))
+    return list(bernoulli((num_layers, *shape), p, 0.0, 1.0 / (1.0 - p), generator, like).unbind(0))
 
 
 def zoneout_masks(
@@ -329,15 +328,49 @@ def zoneout_masks(
     state's p, 0 for one not zoned): (T, B, H) each, 1 where a unit keeps its previous value
     (probability p), 0 where it takes the cell's new one, None for a state not zoned; drawn as
     ``dropout_masks``, after them, a state at a time."""
-    drawn = [
-        None
-        if not p
-        else (torch.rand((num_layers, *shape), generator=generator, device=generator.device) < p)
-        .to(device=like.device, dtype=like.dtype)
-        .unbind(0)
-        for p in rates
-    ]
+    full = (num_layers, *shape)
+    drawn = [bernoulli(full, p, 1.0, 0.0, generator, like).unbind(0) if p else None for p in rates]
     return [tuple(None if m is None else m[l] for m in drawn) for l in range(num_layers)]
+
+
+LANES = 65536  # a draw is 16 bits: probabilities in steps of 1 / 65536
+
+
+def bernoulli(shape: tuple, p: float, hit: float, miss: float, generator: torch.Generator, like: Tensor):
+    """A tensor of ``shape``, ``like``'s device and dtype, each value ``hit`` with probability p
+    (to 1 / 65536) and ``miss`` otherwise, independently. On a CPU the values come from one seed the
+    generator draws, four 16-bit draws from each 64-bit hash (``hashed_lanes``; the C++ kernels'
+    ``csrc/masks.cpp`` where they are built, the same values): the generator's own draws, one at a
+    time on one thread, took longer than the tanh cell's loop. On a GPU, its generator on the device."""
+    if generator.device.type != "cpu" or like.device.type != "cpu":
+        drawn = torch.rand(shape, generator=generator, device=generator.device) < p
+        return torch.where(drawn.to(like.device), hit, miss).to(like.dtype)
+    seed = int(torch.randint(2**62, (), generator=generator))
+    threshold = round(p * LANES)
+    ops = native.kernels()
+    if ops is not None:
+        return ops.bernoulli_masks(list(shape), like, seed, threshold, hit, miss)
+    lanes = hashed_lanes(math.prod(shape), seed).view(shape)
+    return torch.where(lanes < threshold, hit, miss).to(like.dtype)
+
+
+def hashed_lanes(n: int, seed: int) -> Tensor:
+    """n uniform 16-bit draws (int64, 0 to 65535) from ``seed``: lane i % 4 of splitmix64(seed +
+    (i // 4 + 1) * 0x9E3779B97F4A7C15), in int64 arithmetic that wraps as uint64's does."""
+
+    def signed(c: int) -> int:  # a uint64 constant as the int64 of the same bits
+        return c - 2**64 if c >= 2**63 else c
+
+    def shifted(z: Tensor, s: int) -> Tensor:  # z >> s as on a uint64 (logical)
+        return (z >> s) & ((1 << (64 - s)) - 1)
+
+    words = torch.arange(1, (n + 3) // 4 + 1, dtype=torch.int64)
+    z = words * signed(0x9E3779B97F4A7C15) + signed(seed)
+    z = (z ^ shifted(z, 30)) * signed(0xBF58476D1CE4E5B9)
+    z = (z ^ shifted(z, 27)) * signed(0x94D049BB133111EB)
+    z = z ^ shifted(z, 31)
+    lanes = torch.stack([shifted(z, 16 * k) & 0xFFFF for k in range(4)], dim=-1)
+    return lanes.reshape(-1)[:n]
 
 
 def map_zones(zones, fn):
