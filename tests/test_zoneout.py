@@ -22,7 +22,7 @@ from torch_charrnn.errors import ConfigError
 from torch_charrnn.rnn.bptt import dropout_masks, forward_autograd, forward_manual, map_zones, zoneout_masks
 from torch_charrnn.rnn.cells import get_cell
 from torch_charrnn.rnn.footprint import footprint
-from torch_charrnn.rnn.generation import step_layers
+from torch_charrnn.rnn.generation import expectation, step_layers
 from torch_charrnn.rnn.products import product
 
 TOL = {"rtol": 1e-10, "atol": 1e-12}
@@ -182,7 +182,7 @@ def test_in_evaluation_each_state_moves_by_the_expectation(loop, cell):
         for t in range(7):
             a, _ = model.cell.input_share(x[:, t], w["layers"][0])
             before = [s for s in states]
-            top = step_layers(a, states, w["layers"], model.cell, recur)
+            top = step_layers(a, states, w["layers"], model.cell, recur, expectation(model.cell, w["W_hy"]))
             torch.testing.assert_close(top @ w["W_hy"] + w["b_y"], window[:, t], **TOL)
             # layer 0 by the formula, from the same previous state
             new, _ = plain.step(a, before[0], w["layers"][0], recur[0])

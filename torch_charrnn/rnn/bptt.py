@@ -178,7 +178,8 @@ def backward(layers, W_hy, dlogits, dstate_last, tape, cell: Cell):
         last = tuple(None if d is None else d[l] for d in dstate_last)  # from after the window
         if layer.kernel is not None:  # the cell's C++ loop, which forms every gradient of the layer
             last = tuple(torch.zeros_like(layer.h0) if d is None else d for d in last)
-            dP, dstate, grads = cell.layer_backward(native.kernels(), dhs, last, layer, p)
+            zones = native.zone_args(layer.zone, layer.h0)
+            dP, dstate, grads = cell.layer_backward(native.kernels(), dhs, last, layer, p, zones)
         else:
             dP, dstate, grads = layer_backward(dhs, last, layer, p, cell)
         if l > 0:

@@ -42,6 +42,7 @@ def generate(
     xb, _ = cell.input_share(symbols, layers[0])  # (V, G*H): layer 0's input share of every character
     states = [tuple(s[l] for s in state) for l in range(len(layers))]
     recur = [product(p["W_hh"], x.shape[0]) for p in layers]  # + h W_hh, each prepared once
+    rates = expectation(cell, W_hy)
     B, V = x.shape[0], W_hy.shape[1]
     noise_device = generator.device if generator is not None else x.device
     for start in range(0, length, chunk):
@@ -52,7 +53,7 @@ def generate(
             bias -= u.log_().neg_().log_()  # Gumbel noise
         out = torch.empty(n, B, dtype=torch.long, device=x.device)
         for bias_t, out_t in zip(bias.unbind(0), out.unbind(0), strict=True):
-            top = step_layers(torch.index_select(xb, 0, x), states, layers, cell, recur)  # (B, H)
+            top = step_layers(torch.index_select(xb, 0, x), states, layers, cell, recur, rates)  # (B, H)
             z = torch.addmm(bias_t, top, W_hy)  # (B, V): logits plus noise
             if top_k is not None and top_k < V:
                 clean = z - bias_t + b_y
@@ -62,19 +63,28 @@ def generate(
         yield out.t()
 
 
-def step_layers(a: Tensor, states: list[tuple], layers: list[dict], cell: Cell, recur: list) -> Tensor:
+def expectation(cell: Cell, like: Tensor) -> tuple | None:
+    """A zoned cell's rates as ``step_layers`` takes them, each state's a 0-d tensor of ``like``'s
+    dtype and device (None where a state is not zoned; a traced float would be float32 whatever the
+    states' dtype, the ONNX export's), made once; None for a cell without zoneout."""
+    return tuple(like.new_tensor(q) if q else None for q in cell.zoneout) if cell.zoneout else None
+
+
+def step_layers(
+    a: Tensor, states: list[tuple], layers: list[dict], cell: Cell, recur: list, rates: tuple | None
+) -> Tensor:
     """One symbol through every layer: ``a`` (B, G*H) is layer 0's input share (its cell's
     ``input_share`` of the symbol: a row of W_xh plus b_h), ``states`` each layer's state tuple,
     replaced in place, ``recur`` each layer's product by W_hh. Returns the top layer's h (B, H).
-    A cell with zoneout moves each state by its expectation, p * previous + (1 - p) * new."""
+    ``rates``: a zoned cell's (``expectation``), by which each state moves in expectation,
+    p * previous + (1 - p) * new."""
     for l, p in enumerate(layers):
         if l > 0:
             a, _ = cell.input_share(states[l - 1][0], p, plain_window_product)  # from the layer below's h
         new, _ = cell.step(a, states[l], p, recur[l])
-        if cell.zoneout:  # the expectation; the rate in the state's dtype (a traced float is float32)
+        if rates is not None:
             new = tuple(
-                zoned(s, n, s.new_tensor(q)) if q else n
-                for s, n, q in zip(states[l], new, cell.zoneout, strict=True)
+                n if q is None else zoned(s, n, q) for s, n, q in zip(states[l], new, rates, strict=True)
             )
         states[l] = new
     return states[-1][0]

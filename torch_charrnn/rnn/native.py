@@ -61,13 +61,13 @@ def usable(x: Tensor):
     return kernels()
 
 
-def zone_args(zone: tuple | None, like: Tensor) -> tuple[Tensor, ...] | None:
+def zone_args(zone: tuple | None, like: Tensor) -> list[Tensor]:
     """A layer's zoneout (``bptt.layer_zone``) as the kernels take it (``csrc/zoneout.h``), a tensor
     per state: its keep masks (T, B, H), its rate as a 0-d tensor, or an empty one where the state
-    is not zoned; None without zoneout."""
+    is not zoned; an empty list without zoneout."""
     if zone is None:
-        return None
-    return tuple(
+        return []
+    return list(
         like.new_empty(0) if z is None else z.contiguous() if isinstance(z, Tensor) else like.new_tensor(z)
         for z in zone
     )

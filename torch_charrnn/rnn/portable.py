@@ -27,7 +27,7 @@ from torch_charrnn.errors import CharRNNError
 from torch_charrnn.rnn.bptt import run_layers
 from torch_charrnn.rnn.cells import Cell
 from torch_charrnn.rnn.fused import fused_parameters
-from torch_charrnn.rnn.generation import step_layers
+from torch_charrnn.rnn.generation import expectation, step_layers
 from torch_charrnn.rnn.plain import PlainCharRNN
 from torch_charrnn.rnn.products import plain_product, plain_window_product
 
@@ -97,7 +97,7 @@ class OneStep(nn.Module):
         states = [tuple(s[l] for s in state) for l in range(len(layers))]
         recur = [plain_product(p["W_hh"]) for p in layers]
         a, _ = self.cell.input_share(x, layers[0], plain_window_product)  # (B, G*H)
-        top = step_layers(a, states, layers, self.cell, recur)  # (B, H)
+        top = step_layers(a, states, layers, self.cell, recur, expectation(self.cell, self.W_hy))  # (B, H)
         logits = torch.addmm(self.b_y, top, self.W_hy)  # (B, V)
         return logits, tuple(torch.stack([s[k] for s in states]) for k in range(len(self.cell.STATE)))
 

@@ -22,11 +22,13 @@ and then what a cell may leave out (the default in brackets):
                     p, ops) -> (dP, grads)`` [a = x W_xh + b_h: ``common.input_share``]
     layer_forward, layer_backward   (torch only) the loops of step and step_backward over a window
                     in C++ (``torch_charrnn/rnn/csrc/<name>.cpp``, loaded by ``rnn/native.py``), for
-                    speed on a CPU. layer_forward(ops, below, state, p) -> (hs, last state, kernel),
-                    from the layer's input as it comes (characters or the h below); ``kernel`` is
-                    what layer_backward reads back from the tape. layer_backward(ops, dhs, last,
-                    tape, p) -> (dL/da, dL/d(initial state), every parameter gradient of the layer
-                    by name), the shape ``bptt.layer_backward`` returns for the pure-torch loop
+                    speed on a CPU. layer_forward(ops, below, state, p, zones) -> (hs, last state,
+                    kernel), from the layer's input as it comes (characters or the h below);
+                    ``kernel`` is what layer_backward reads back from the tape. layer_backward(ops,
+                    dhs, last, tape, p, zones) -> (dL/da, dL/d(initial state), every parameter
+                    gradient of the layer by name), the shape ``bptt.layer_backward`` returns for
+                    the pure-torch loop. ``zones``: the layer's zoneout as the loops take it
+                    (``native.zone_args``, ``csrc/zoneout.h``), which each passes to its kernels
                     [None: the pure-torch loop, step by step, everywhere]
     activations     (torch only) a step's gates and states by name, for the TensorBoard monitor
                     [nothing beyond the gradient through time]
@@ -104,8 +106,7 @@ class Cell:
             raise TypeError(f"cell module {module.__name__} lacks {', '.join(missing)} (see {__name__})")
         if hasattr(module, "layer_forward") != hasattr(module, "layer_backward"):
             raise TypeError(f"cell module {module.__name__}: layer_forward and layer_backward come together")
-        taken = [f.name for f in fields(cls) if f.name != "zoneout" and hasattr(module, f.name)]
-        return cls(**{name: getattr(module, name) for name in taken})
+        return cls(**{f.name: getattr(module, f.name) for f in fields(cls) if hasattr(module, f.name)})
 
 
 CELLS: dict[str, Cell] = {c.NAME: c for c in map(Cell.of, (tanh, gru, lstm, lnlstm, lngru))}

@@ -72,7 +72,7 @@ def extra_grads(dA, dU, p):
     return {"b_hn": dU[..., 2 * H :].sum(dim=(0, 1))}
 
 
-def layer_forward(ops, below, state, p, zones=None):
+def layer_forward(ops, below, state, p, zones):
     """The window's recurrence in C++ (``csrc/gru.cpp``, the loop above without Python): h of
     every step (T, B, H), the last state and what ``layer_backward`` reads, from the layer's input
     (characters or the h below: ``input_share``), its threads sharing out the streams. ``zones``:
@@ -80,16 +80,16 @@ def layer_forward(ops, below, state, p, zones=None):
     a, _ = input_share(below, p)
     (h0,) = state
     parts = native.row_parts(a.shape[1])
-    hs, ns, hns, rzs = ops.gru_forward(a, h0, p["b_hn"], p["W_hh"], zones or [], parts)
-    return hs, (hs[-1],), (ns, hns, rzs, zones or [])
+    hs, ns, hns, rzs = ops.gru_forward(a, h0, p["b_hn"], p["W_hh"], zones, parts)
+    return hs, (hs[-1],), (ns, hns, rzs)
 
 
-def layer_backward(ops, dhs, last, tape, p):
+def layer_backward(ops, dhs, last, tape, p, zones):
     """``step_backward`` over the window in C++, from each h_t's gradient from above (T, B, H) and
     the last state's from after the window: dL/da, the initial state's gradient and the layer's
     parameter gradients. dL/du differs from dL/da only in its n block, so the loop keeps only that
     block (T, B, H), not a second (T, B, 3H), and W_hh's gradient is taken from the two side by side."""
-    ns, hns, rzs, zones = tape.kernel
+    ns, hns, rzs = tape.kernel
     parts = native.row_parts(dhs.shape[1])
     da, du_n, dh0 = ops.gru_backward(dhs, last[0], tape.h0, tape.hs, ns, hns, rzs, p["W_hh"], zones, parts)
     H = dhs.shape[-1]

@@ -70,7 +70,7 @@ def step_backward(dstate, cache, p, out):
     return da, du, (dh_prev,), {"g_h": dg_h, "b_hn": dhn.sum(0)}
 
 
-def layer_forward(ops, below, state, p, zones=None):
+def layer_forward(ops, below, state, p, zones):
     """The window's recurrence in C++ (``csrc/lngru.cpp``, the loop above without Python, its
     threads sharing out the streams), from the layer's input (as ``lnlstm.layer_forward``): h of
     every step (T, B, H), the last state and what ``layer_backward`` reads. ``zones``: zoneout's,
@@ -82,16 +82,15 @@ def layer_forward(ops, below, state, p, zones=None):
     else:
         inputs, (table, kept) = below, layer_norm(p["W_xh"], p["g_x"], p["b_h"])
     parts = native.row_parts(h0.shape[0])
-    zones = zones or []
     hs, *rest = ops.lngru_forward(inputs, table, h0, p["W_hh"], p["g_h"], p["b_hn"], zones, parts)
-    return hs, (hs[-1],), (kept, *rest, zones)
+    return hs, (hs[-1],), (kept, *rest)
 
 
-def layer_backward(ops, dhs, last, tape, p):
+def layer_backward(ops, dhs, last, tape, p, zones):
     """``step_backward`` over the window in C++, from each h_t's gradient from above (T, B, H) and
     the last state's from after the window: dL/d(x W_xh), the initial state's gradient and the
     layer's parameter gradients (as ``lnlstm.layer_backward``)."""
-    kept, ns, hns, rzs, uhat, ru, zones = tape.kernel
+    kept, ns, hns, rzs, uhat, ru = tape.kernel
     parts = native.row_parts(dhs.shape[1])
     da, du, dh0, own = ops.lngru_backward(
         dhs, last[0], tape.h0, tape.hs, ns, hns, rzs, uhat, ru, p["W_hh"], p["g_h"], zones, parts

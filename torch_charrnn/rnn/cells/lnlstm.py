@@ -103,7 +103,7 @@ def step_backward(dstate, cache, p, out):
     return dz, du, (None, dc_prev), {"g_h": dg_h, "g_c": dg_c, "b_c": db_c}
 
 
-def layer_forward(ops, below, state, p, zones=None):
+def layer_forward(ops, below, state, p, zones):
     """The window's recurrence in C++ (``csrc/lnlstm.cpp``, the loop above without Python, its
     threads sharing out the streams), from the layer's input: characters (T, B), whose rows of the
     normalised table LN(W_xh; g_x) + b_h the loop gathers, or the h below (T, B, H), whose shares
@@ -116,19 +116,18 @@ def layer_forward(ops, below, state, p, zones=None):
     else:
         inputs, (table, kept) = below, layer_norm(p["W_xh"], p["g_x"], p["b_h"])
     parts = native.row_parts(h0.shape[0])
-    zones = zones or []
     hs, cs, *rest = ops.lnlstm_forward(
         inputs, table, h0, c0, p["W_hh"], p["g_h"], p["g_c"], p["b_c"], zones, parts
     )
-    return hs, (hs[-1], cs[-1]), (kept, c0, cs, *rest, zones)
+    return hs, (hs[-1], cs[-1]), (kept, c0, cs, *rest)
 
 
-def layer_backward(ops, dhs, last, tape, p):
+def layer_backward(ops, dhs, last, tape, p, zones):
     """``step_backward`` over the window in C++, from each h_t's gradient from above (T, B, H) and
     the last state's from after the window: dL/d(x W_xh), the initial state's gradient and the
     layer's parameter gradients (the gains' of the loop added up by its threads, the input share's
     through ``input_share_backward``, W_hh's in one product)."""
-    kept, c0, cs, gates, uhat, ru, chat, rc, tcs, zones = tape.kernel
+    kept, c0, cs, gates, uhat, ru, chat, rc, tcs = tape.kernel
     parts = native.row_parts(dhs.shape[1])
     dz, du, dh0, dc0, own = ops.lnlstm_backward(
         dhs, *last, c0, cs, gates, uhat, ru, chat, rc, tcs, p["W_hh"], p["g_h"], p["g_c"], zones, parts

@@ -70,7 +70,7 @@ def step_backward(dstate, cache, p, out):
     return dz, dz, (None, dc_prev)
 
 
-def layer_forward(ops, below, state, p, zones=None):
+def layer_forward(ops, below, state, p, zones):
     """The window's recurrence in C++ (``csrc/lstm.cpp``, the loop above without Python, its
     threads sharing out the streams), from the layer's input: characters (T, B), whose rows of W_xh
     the loop gathers step by step, or the h below (T, B, H), one product first (``input_share``).
@@ -79,17 +79,16 @@ def layer_forward(ops, below, state, p, zones=None):
     h0, c0 = state
     inputs = input_share(below, p)[0] if below.dtype.is_floating_point else below
     parts = native.row_parts(h0.shape[0])
-    zones = zones or []
     hs, cs, tcs, gates = ops.lstm_forward(inputs, p["W_xh"], p["b_h"], h0, c0, p["W_hh"], zones, parts)
-    return hs, (hs[-1], cs[-1]), (c0, cs, tcs, gates, zones)
+    return hs, (hs[-1], cs[-1]), (c0, cs, tcs, gates)
 
 
-def layer_backward(ops, dhs, last, tape, p):
+def layer_backward(ops, dhs, last, tape, p, zones):
     """``step_backward`` over the window in C++, from each h_t's gradient from above (T, B, H) and
     the last state's from after the window: dL/da, the initial state's gradient and the layer's
     parameter gradients: b_h's the loop adds up step by step, and, for the first layer, W_xh's (its
     gathered rows) with it; a layer above's W_xh and W_hh in one product each."""
-    c0, cs, tcs, gates, zones = tape.kernel
+    c0, cs, tcs, gates = tape.kernel
     parts = native.row_parts(dhs.shape[1])
     dz, dh0, dc0, db_h, dW_xh = ops.lstm_backward(
         dhs, *last, c0, cs, tcs, gates, p["W_hh"], tape.below, p["W_xh"], zones, parts

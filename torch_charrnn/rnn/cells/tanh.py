@@ -45,21 +45,21 @@ def step_backward(dstate, cache, p, out):
     return da, da, (None,)
 
 
-def layer_forward(ops, below, state, p, zones=None):
+def layer_forward(ops, below, state, p, zones):
     """The window's recurrence in C++ (``csrc/tanh.cpp``, the loop above without Python, its
     threads sharing out the streams): h of every step (T, B, H), the last state and what
     ``layer_backward`` reads, from the layer's input (characters or the h below: ``input_share``).
-    ``zones``: the layer's zoneout as ``native.zone_args`` gives it (``csrc/zoneout.h``), or None."""
+    ``zones``: the layer's zoneout as ``native.zone_args`` gives it (``csrc/zoneout.h``)."""
     a, _ = input_share(below, p)
-    hs, fresh = ops.tanh_forward(a, state[0], p["W_hh"], zones or [], native.row_parts(a.shape[1]))
-    return hs, (hs[-1],), (fresh, zones or [])  # backward reads the cell's own h of every step
+    hs, fresh = ops.tanh_forward(a, state[0], p["W_hh"], zones, native.row_parts(a.shape[1]))
+    return hs, (hs[-1],), (fresh,)  # backward reads the cell's own h of every step
 
 
-def layer_backward(ops, dhs, last, tape, p):
+def layer_backward(ops, dhs, last, tape, p, zones):
     """``step_backward`` over the window in C++, from each h_t's gradient from above (T, B, H) and
     the last state's from after the window: dL/da, the initial state's gradient and the layer's
     parameter gradients, each a pass over dL/da (which is also dL/du) in C++."""
-    fresh, zones = tape.kernel
+    (fresh,) = tape.kernel
     da, dh0 = ops.tanh_backward(dhs, last[0], fresh, p["W_hh"], zones, native.row_parts(dhs.shape[1]))
     grads = {
         **input_weight_grads(tape.below, da, p, ops),
