@@ -23,7 +23,7 @@ import sys
 import time
 
 from bench_train import CONFIGS, GATED_CONFIGS
-from harness import MODULES
+from harness import CELLS, module_of
 
 MODES = ("plain", "kept")
 
@@ -66,7 +66,7 @@ def main() -> None:
         child(mode, cell, kind, int(B), int(T), int(H), int(L), float(seconds))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cells", nargs="*", default=["lstm"], choices=list(MODULES))
+    parser.add_argument("--cells", nargs="*", default=["lstm"], choices=CELLS)
     parser.add_argument(
         "--configs", nargs="*", default=["B32 T64 H256", "B128 T100 H512"], choices=GATED_CONFIGS
     )
@@ -77,7 +77,7 @@ def main() -> None:
         (cell, kind, config)
         for config in args.configs
         for cell in args.cells
-        for kind in ("manual", f"nn.{MODULES[cell]}")
+        for kind in ("manual", f"nn.{module_of(cell)}")
     ]
     results = {(v, mode): [] for v in variants for mode in MODES}
     for r in range(args.rounds):

@@ -33,7 +33,7 @@ from types import SimpleNamespace
 
 import lightning as L
 import torch
-from harness import MODULES, BareStep, TorchRNN, V, quiet_trainer, random_windows, sync
+from harness import CELLS, BareStep, TorchRNN, V, module_of, quiet_trainer, random_windows, sync
 from torch.utils.data import DataLoader
 
 from torch_charrnn import CharRNN
@@ -158,8 +158,8 @@ def main():
     raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
     parser.add_argument("--device", default="cuda")
-    own = [c for c in MODULES if get_cell(c).FUSED is not None]  # the cells torch.nn has: the gate's
-    parser.add_argument("--cells", nargs="+", default=own, choices=list(MODULES))
+    own = [c for c in CELLS if get_cell(c).FUSED is not None]  # the cells torch.nn has: the gate's
+    parser.add_argument("--cells", nargs="+", default=own, choices=CELLS)
     parser.add_argument("--configs", nargs="+", default=GATED, choices=list(CONFIGS))
     parser.add_argument("--dtype", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     parser.add_argument("--steps", type=int, default=100, help="timed steps a run")
@@ -220,7 +220,7 @@ def run(kind, cell, B, T, H, layers, device, dtype, windows, args) -> tuple[floa
     if kind == "bare":
         return time_loop(BareReplay(cell, H, layers, device, dtype), windows, args.steps, args.warmup, device)
     torch.manual_seed(0)
-    module = TorchRNN(MODULES[cell], V, H, layers).to(device)
+    module = TorchRNN(module_of(cell), V, H, layers).to(device)
     optimizer = torch.optim.Adagrad(module.parameters(), lr=LR)
     step = BareStep(module, optimizer, CLIP, autocast=torch.bfloat16 if dtype == "bf16" else None)
     return time_loop(step, windows, args.steps, args.warmup, device)

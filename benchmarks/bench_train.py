@@ -29,7 +29,8 @@ a third within a minute.) ``benchmarks/bench_overhead.py`` does the same for a w
     python benchmarks/bench_train.py --cells lnlstm lngru --configs "B32 T64 H384 L2"  # LN, 5-minute shape
     python benchmarks/bench_train.py --configs "B32 T64 H384 L2" --zoneout 0.1 --no-memory --no-numpy \
         --no-autograd  # zoneout's cost a step, every cell (and c's too where a cell carries one)
-    python benchmarks/bench_train.py --device cuda        # add --dtype bf16 for autocast
+    python benchmarks/bench_train.py --device cuda        # add --dtype bf16 for autocast (charrnn fit replays
+                                                          # CUDA graphs there; bench_gpu.py has the rest)
     python benchmarks/bench_train.py --cells tanh --configs "B1 T1 H1" "B32 T50 H256" \
         --no-memory --no-numpy --no-autograd --rounds 9  # Lightning's cost a step, alone and at B32
 """
@@ -47,11 +48,12 @@ import lightning as L
 import numpy as np
 import torch
 from harness import (
-    MODULES,
+    CELLS,
     BareStep,
     Paired,
     TorchRNN,
     V,
+    module_of,
     quiet_trainer,
     random_windows,
     seconds_per_call,
@@ -61,7 +63,6 @@ from layernorm_loop import LayerNormLoop
 
 import reference_numpy as rn
 from torch_charrnn import CharRNN
-from torch_charrnn.rnn.bptt import cross_entropy
 from torch_charrnn.rnn.cells import get_cell
 from torch_charrnn.training.memory import keep_freed_memory
 
@@ -132,44 +133,6 @@ class Step:
             rn.adagrad_step(self.params, grads, self.sums, LR)
             return
         self.step(batch)
-
-
-class GraphStep(Step):
-    """The manual step with forward, backward and clipping captured once in a CUDA graph and
-    replayed (Adagrad runs eagerly: torch.optim.Adagrad cannot be captured)."""
-
-    def __init__(self, cell, B, T, H, L, device, dtype):
-        super().__init__(cell, "manual", B, T, H, L, device, dtype)
-        self.x, self.y = (t.clone() for t in self.batches[0])
-        self.h_in = self.module.initial_state(B)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):  # warm up outside the graph, as CUDA graph capture requires
-                self._body()
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        self.step.optimizer.zero_grad(set_to_none=True)
-        with torch.cuda.graph(self.graph):
-            self.h_out = self._body()
-
-    def _body(self):
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.step.autocast is not None):
-            logits, h = self.module(self.x, self.h_in)
-            loss = cross_entropy(logits.float(), self.y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.module.parameters(), CLIP)
-        return tuple(s.detach() for s in h)
-
-    def __call__(self):
-        x, y = self.batches[self.k % len(self.batches)]
-        self.k += 1
-        self.x.copy_(x)
-        self.y.copy_(y)
-        self.graph.replay()
-        self.step.optimizer.step()
-        for s_in, s_out in zip(self.h_in, self.h_out, strict=True):
-            s_in.copy_(s_out)
 
 
 class RandomWindows(L.LightningDataModule):
@@ -260,7 +223,7 @@ def main():
         "--dtype", nargs="+", choices=["fp32", "bf16"], default=["fp32"], help="one table each, in turn"
     )
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--cells", nargs="*", default=list(MODULES), choices=list(MODULES))
+    parser.add_argument("--cells", nargs="*", default=CELLS, choices=CELLS)
     parser.add_argument(
         "--configs",
         nargs="*",
@@ -305,11 +268,10 @@ def table(args, dtype: str) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     overheads, zoneout = [], []
     for cell in args.cells:
-        module = f"nn.{MODULES[cell]}"
+        module = f"nn.{module_of(cell)}"
         fused = get_cell(cell).FUSED is not None  # PyTorch has a module of this very cell
         kinds = ["manual"] + (["fused"] if fused else []) + ([] if args.no_autograd else ["autograd"])
         kinds += ["lightning"] + (["lightning+fused", module] if fused else [module, *LN_LOOPS])
-        kinds += ["manual+graph"] if device.type == "cuda" else []
         kinds += [] if args.zoneout is None else [f"manual+zoneout {args.zoneout}"]
         kinds += [] if args.no_numpy or dtype == "bf16" else ["numpy"]
         for name in args.configs:
@@ -320,10 +282,8 @@ def table(args, dtype: str) -> None:
             steps = {
                 k: Step(cell, k, B, T, H, L, device, dtype)
                 for k in kinds
-                if k not in ("lightning", "lightning+fused", "manual+graph")
+                if k not in ("lightning", "lightning+fused")
             }
-            if "manual+graph" in kinds:
-                steps["manual+graph"] = GraphStep(cell, B, T, H, L, device, dtype)
             per_step, missing = {}, {}
             for k, step in steps.items():
                 try:
@@ -363,7 +323,7 @@ def table(args, dtype: str) -> None:
                 gflops = model_flops(cell, B, T, H, L) / t / 1e9
                 mem = (
                     ""
-                    if args.no_memory or k in ("lightning", "lightning+fused", "manual+graph")
+                    if args.no_memory or k in ("lightning", "lightning+fused")
                     else f"{peak_memory_mib(cell, k, B, T, H, L, device, dtype):.0f}"
                 )
                 vs = (

@@ -16,13 +16,22 @@ from torch import nn
 
 from torch_charrnn import CharDataModule, CharRNN
 from torch_charrnn.cli.fit import CharRNNCLI, cli_main
+from torch_charrnn.rnn.cells import CELLS as REGISTRY
 from torch_charrnn.rnn.fused import fused_parameters
 from torch_charrnn.training.schedules import WarmupCosine
 
 V = 65  # tinyshakespeare's vocabulary
-# the torch.nn module each cell is measured against: its own, or for a layer-normalised cell,
-# which PyTorch has no module of, the plain cell's
-MODULES = {"tanh": "RNN", "gru": "GRU", "lstm": "LSTM", "lnlstm": "LSTM", "lngru": "GRU"}
+CELLS = list(REGISTRY)  # every registered cell
+
+
+def module_of(cell: str) -> str:
+    """The torch.nn module ``cell`` is measured against: its own (``FUSED``), or for a cell PyTorch
+    has no module of, that of the registered cell with the same gates and state (the LN-LSTM's is
+    nn.LSTM's)."""
+    own = REGISTRY[cell]
+    return own.FUSED or next(
+        c.FUSED for c in REGISTRY.values() if c.FUSED and (c.GATES, c.STATE) == (own.GATES, own.STATE)
+    )
 
 
 class TorchRNN(nn.Module):
@@ -205,6 +214,15 @@ def val_loss(step, windows) -> float:
         logits, state = step(inputs, state)
         total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)).item()
     return total / len(windows)
+
+
+def eval_model(model, windows) -> float:
+    """``model``'s validation loss on ``windows`` in evaluation mode, its mode kept."""
+    was_training = model.training
+    model.eval()
+    loss = val_loss(lambda x, s: model(x, s), windows)
+    model.train(was_training)
+    return loss
 
 
 def train_for_chars(corpus: str, chars: int, seed: int, **cfg) -> dict:

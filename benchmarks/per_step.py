@@ -27,10 +27,9 @@ import warnings
 
 import lightning as L
 import torch
-import yaml
-from harness import BareStep, TorchRNN, eval_windows, train_on_streams
+from harness import BareStep, TorchRNN, eval_model, eval_windows, train_on_streams
 from lightning.pytorch.cli import instantiate_class
-from race import Recipe, eval_model
+from race import Recipe
 
 from torch_charrnn import CharDataModule, CharRNN
 from torch_charrnn.training.schedules import WarmupCosine
@@ -62,8 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     recipe = Recipe.of_config(args.config, [])
-    with open(args.config) as f:
-        cell = ((yaml.safe_load(f) or {}).get("model") or {}).get("cell", "tanh")
+    cell = recipe.cell
     warmup = ((recipe.schedule or {}).get("init_args") or {}).get("warmup_steps", 0)
     windows = eval_windows(args.corpus)
     print(f"{args.config} ({cell}): {recipe.label()}, {args.steps} steps, seeds {args.seeds}\n")

@@ -64,11 +64,11 @@ from harness import (
     EVAL_T,
     BareStep,
     TorchRNN,
+    eval_model,
     eval_windows,
     fit_with,
     sync,
     train_on_streams,
-    val_loss,
 )
 from lightning.pytorch.cli import instantiate_class
 
@@ -138,14 +138,6 @@ def run_config(path, clock, windows, extra):
         return cli.model.sample_text(200, temperature=0.8, generator=generator)
 
 
-def eval_model(model, windows):
-    was_training = model.training
-    model.eval()
-    loss = val_loss(lambda x, s: model(x, s), windows)
-    model.train(was_training)
-    return loss
-
-
 @dataclass
 class Recipe:
     """How a baseline is trained: the model's size, dropout and initialisation (CharRNN's options
@@ -161,6 +153,7 @@ class Recipe:
     clip: float | None
     optimizer: dict
     schedule: dict | None
+    cell: str = "tanh"
 
     @classmethod
     def plain(cls, args) -> Recipe:
@@ -197,6 +190,7 @@ class Recipe:
             trainer.get("gradient_clip_val", 5.0),
             optimizer,
             cfg.get("lr_scheduler"),
+            get(model, "cell"),
         )
 
     def label(self, embedding: bool = False) -> str:

@@ -13,8 +13,7 @@ from torch import nn
 import reference_numpy as rn
 from torch_charrnn.cli.gradcheck import random_problem
 from torch_charrnn.rnn.bptt import cross_entropy
-
-MODULES = {"tanh": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+from torch_charrnn.rnn.cells import get_cell
 
 
 def pytorch_module(params, cell):
@@ -25,7 +24,7 @@ def pytorch_module(params, cell):
     """
     layers = params["layers"]
     V, H = layers[0]["W_xh"].shape[0], params["W_hy"].shape[0]
-    rnn = MODULES[cell](V, H, num_layers=len(layers), dtype=torch.float64)
+    rnn = getattr(nn, get_cell(cell).FUSED)(V, H, num_layers=len(layers), dtype=torch.float64)
     head = nn.Linear(H, V, dtype=torch.float64)
     with torch.no_grad():
         for l, p in enumerate(layers):
