@@ -1,4 +1,4 @@
-"""What ``keep_freed_memory`` (torch_charrnn/training/memory.py, which ``charrnn fit`` calls) does
+"""What ``keep_freed_memory`` (torch_charrnn/rnn/memory.py, which ``charrnn fit`` calls) does
 to a training step: its time, its page faults and the process's peak resident memory, for the
 hand-written step (``manual``) and PyTorch's own module (``nn.*``), with glibc's malloc as it comes
 (``plain``) and told to keep what a step frees (``kept``).
@@ -32,7 +32,7 @@ def child(mode: str, cell: str, kind: str, B: int, T: int, H: int, L: int, secon
     """One variant in this process: prints ms a step, page faults a step and peak RSS as JSON."""
     from bench_train import Step
 
-    from torch_charrnn.training.memory import keep_freed_memory
+    from torch_charrnn.rnn.memory import keep_freed_memory
 
     kept = keep_freed_memory() if mode == "kept" else False
     step = Step(cell, kind, B, T, H, L, "cpu", "fp32")

@@ -1,4 +1,4 @@
-"""The memory estimate ``charrnn fit`` checks before training (torch_charrnn/rnn/footprint.py)
+"""The memory estimate ``charrnn fit`` checks before training (torch_charrnn/rnn/memory.py)
 against what a training process really holds at its peak, on a CPU.
 
 Each configuration runs in a fresh process: the resident memory after the imports and the C++
@@ -19,8 +19,7 @@ from harness import BareStep, V, random_windows
 from torch_charrnn import CharRNN
 from torch_charrnn.rnn import native
 from torch_charrnn.rnn.cells import get_cell
-from torch_charrnn.rnn.footprint import MiB, footprint
-from torch_charrnn.training.memory import keep_freed_memory
+from torch_charrnn.rnn.memory import MiB, footprint, keep_freed_memory
 
 CONFIGS = {  # cell, H, L, B, T
     "tanh H256 B32 T64": ("tanh", 256, 1, 32, 64),

@@ -18,8 +18,8 @@ import torch
 from harness import seconds_per_call
 
 from torch_charrnn.rnn import native
+from torch_charrnn.rnn.memory import keep_freed_memory
 from torch_charrnn.rnn.products import onednn_runs, window_product
-from torch_charrnn.training.memory import keep_freed_memory
 
 SHAPES = ["B32 T50 H256 G1", "B32 T64 H384 G3", "B32 T64 H384 G4"]  # tanh, GRU, LSTM configs
 

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 import reference_numpy as rn
+from torch_charrnn.inference.sampling import generate
 from torch_charrnn.rnn.cells import get_cell
-from torch_charrnn.rnn.generation import generate
 
 V, H = 65, 256
 

@@ -19,9 +19,9 @@ import torch
 from torch_charrnn import CharRNN
 from torch_charrnn.data.corpus import fetch_tinyshakespeare
 from torch_charrnn.data.encoded import encode
-from torch_charrnn.rnn.generation import generate
-from torch_charrnn.rnn.scoring import surprisal
-from torch_charrnn.training.checkpoints.reading import checkpoint_weights, read_checkpoint
+from torch_charrnn.inference.checkpoint import checkpoint_weights, read_checkpoint
+from torch_charrnn.inference.sampling import generate
+from torch_charrnn.inference.scoring import surprisal
 
 
 def rates(weights, cell, ids: torch.Tensor) -> tuple[float, float]:

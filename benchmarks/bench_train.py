@@ -64,7 +64,7 @@ from layernorm_loop import LayerNormLoop
 import reference_numpy as rn
 from torch_charrnn import CharRNN
 from torch_charrnn.rnn.cells import get_cell
-from torch_charrnn.training.memory import keep_freed_memory
+from torch_charrnn.rnn.memory import keep_freed_memory
 
 CONFIGS = {  # (B, T, H, layers)
     "B1 T1 H1": (1, 1, 1, 1),  # no arithmetic to speak of: Lightning's fixed cost a step

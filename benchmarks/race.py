@@ -74,7 +74,7 @@ from lightning.pytorch.cli import instantiate_class
 
 from torch_charrnn import CharDataModule, CharRNN
 from torch_charrnn.rnn.cells import CELLS
-from torch_charrnn.training.memory import keep_freed_memory
+from torch_charrnn.rnn.memory import keep_freed_memory
 
 INIT = ("input_std", "init_std", "whh_scale", "forget_bias")  # CharRNN's options that draw its weights
 

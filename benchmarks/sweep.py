@@ -34,7 +34,7 @@ import yaml
 from harness import EVAL_B, EVAL_T, eval_windows, train_for_chars
 from race import Clock, run_config
 
-from torch_charrnn.training.memory import keep_freed_memory
+from torch_charrnn.rnn.memory import keep_freed_memory
 
 BASE = {"hidden_size": 256, "batch_size": 64, "seq_len": 100, "lr": 0.01, "whh_scale": 0.01}
 VARIANTS = [

@@ -1,6 +1,7 @@
 import contextlib
 import os
 import threading
+import weakref
 from functools import partial
 from http.server import HTTPServer, SimpleHTTPRequestHandler
 from pathlib import Path
@@ -14,6 +15,8 @@ from torch_charrnn import CharRNN
 from torch_charrnn.cli.fit import FOREIGN_WARNINGS
 from torch_charrnn.data.corpus import builtin_text
 from torch_charrnn.rnn.cells import get_cell
+from torch_charrnn.training import graphs
+from torch_charrnn.training.graphs import EagerReplay
 
 # Derandomized in CI so a red run is reproducible; deadline off because CPU timing varies.
 settings.register_profile(
@@ -35,6 +38,27 @@ def own_cache(tmp_path_factory, monkeypatch):
     """Every test encodes corpus files into a cache of its own, never the user's ~/.cache (a test
     that needs a particular cache sets $CHARRNN_CACHE itself, after this)."""
     monkeypatch.setenv("CHARRNN_CACHE", str(tmp_path_factory.mktemp("charrnn-cache")))
+
+
+class Counted(EagerReplay):
+    """EagerReplay, counting its replays across every instance."""
+
+    replays = 0
+
+    def replay(self):
+        Counted.replays += 1
+        return super().replay()
+
+
+REPLAYED = weakref.WeakSet()  # the models whose training windows replay on the CPU (tests/test_graphs.py)
+
+
+@pytest.fixture(autouse=True)
+def replayed_on_the_cpu(monkeypatch):
+    """The models of REPLAYED replay their windows through Counted, the CUDA graph's stand-in on the
+    CPU; every other model as the product decides (CUDA graphs on a GPU, eagerly elsewhere)."""
+    own = graphs.replayer
+    monkeypatch.setattr(graphs, "replayer", lambda model: Counted if model in REPLAYED else own(model))
 
 
 # A charrnn fit that takes seconds: the first 5,000 characters of the built-in corpus, 4 streams

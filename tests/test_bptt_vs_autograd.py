@@ -8,7 +8,7 @@ from conftest import CELLS, problems, through_model
 from hypothesis import example, given
 
 import reference_numpy as rn
-from torch_charrnn.cli.gradcheck import random_problem
+from torch_charrnn.oracle import random_problem
 from torch_charrnn.rnn.backends import OWN_STEPS
 
 

@@ -5,24 +5,17 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import SMALL_FIT
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from torch_charrnn import CharRNN
 from torch_charrnn.cli.fit import cli_main
 from torch_charrnn.cli.flags import with_flags
-from torch_charrnn.training.checkpoints.writing import last_checkpoint
+from torch_charrnn.training.saving import last_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
-TINY = [
-    "--data.max_chars=20000",
-    "--data.batch_size=4",
-    "--data.seq_len=20",
-    "--model.hidden_size=16",
-    "--trainer.accelerator=cpu",
-    "--trainer.enable_progress_bar=false",
-    "--trainer.enable_model_summary=false",
-]
+TINY = [*SMALL_FIT, "--data.max_chars=20000", "--data.seq_len=20", "--model.hidden_size=16"]
 
 
 def fit(tmp_path, *extra):

@@ -11,9 +11,9 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 # a path in the repository: from a top-level folder, or from inside the package (design.md's `rnn/...`)
 PATH = re.compile(
-    r"(?<![\w./~-])((?:\.ci|benchmarks|configs|docs|tests|torch_charrnn|reference_numpy|rnn|cli|training|data|csrc|cells)/[\w./-]*[\w/])"
+    r"(?<![\w./~-])((?:\.ci|benchmarks|configs|docs|tests|torch_charrnn|reference_numpy|rnn|cli|training|inference|data|csrc|cells)/[\w./-]*[\w/])"
 )
-README_MAX_LINES = 450
+README_MAX_LINES = 320
 
 
 def slug(heading: str) -> str:

@@ -13,8 +13,8 @@ from test_torch_modules import pytorch_module
 
 import reference_numpy as rn
 from torch_charrnn import CharRNN
-from torch_charrnn.cli.gradcheck import random_problem
 from torch_charrnn.errors import ConfigError
+from torch_charrnn.oracle import random_problem
 from torch_charrnn.rnn import native
 from torch_charrnn.rnn.bptt import (
     LANES,

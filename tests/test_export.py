@@ -21,7 +21,7 @@ from torch_charrnn import CharRNN
 from torch_charrnn.cli import main
 from torch_charrnn.data.corpus import builtin_text
 from torch_charrnn.data.encoded import encode
-from torch_charrnn.rnn import plain, portable
+from torch_charrnn.inference import plain, portable
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = builtin_text()[:1985] + " café, naïve ☺\n"  # 2,000 characters, a few of them beyond ASCII
@@ -293,14 +293,6 @@ def export_error(capsys, *args) -> str:
 def ckpt(tmp_path_factory):
     model, _ = a_model("gru", 1, "float32", "chars", 0.0)
     return save_checkpoint(model, tmp_path_factory.mktemp("bad") / "model.ckpt")
-
-
-def test_export_rejects_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
-    notes = tmp_path / "notes.ckpt"
-    notes.write_text("not a checkpoint")
-    assert "is not a readable checkpoint" in export_error(capsys, f"--ckpt_path={notes}", tmp_path / "m.pt")
-    assert "does not exist" in export_error(capsys, f"--ckpt_path={tmp_path / 'gone'}", tmp_path / "m.pt")
-    assert not (tmp_path / "m.pt").exists()
 
 
 def test_export_rejects_an_unknown_format(tmp_path, capsys, ckpt):

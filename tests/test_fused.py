@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import reference_numpy as rn
 from torch_charrnn.cli.fit import cli_main
-from torch_charrnn.cli.gradcheck import random_problem
+from torch_charrnn.oracle import random_problem
 from torch_charrnn.rnn.backends import BACKENDS
 from torch_charrnn.rnn.fused import fused_parameters
 

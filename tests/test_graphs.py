@@ -8,21 +8,11 @@ the capture itself is held on a GPU (``tests/test_gpu.py``)."""
 import lightning as L
 import pytest
 import torch
-from conftest import CELLS
+from conftest import CELLS, REPLAYED, Counted
 
 from torch_charrnn import CharDataModule, CharRNN
 from torch_charrnn.rnn.bptt import cross_entropy
 from torch_charrnn.training.graphs import EagerReplay, WindowGraphs
-
-
-class Counted(EagerReplay):
-    """EagerReplay, counting its replays across every instance."""
-
-    replays = 0
-
-    def replay(self):
-        Counted.replays += 1
-        return super().replay()
 
 
 def fit(model, steps, *, root=None, ckpt_path=None, **trainer_args):
@@ -49,7 +39,7 @@ def model_for(cell, layers, p, graphs: bool, **kwargs):
     masks = {"dropout": p, "zoneout": p, "zoneout_c": p if cell in ("lstm", "lnlstm") else 0.0}
     model = CharRNN(dm.vocab_size, 6, cell=cell, num_layers=layers, vocab=dm.vocab, **masks, **kwargs)
     if graphs:
-        model.graph_class = Counted
+        REPLAYED.add(model)
     return model
 
 

@@ -8,7 +8,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from torch_charrnn import CharRNN
-from torch_charrnn.cli.gradcheck import random_problem
+from torch_charrnn.oracle import random_problem
 from torch_charrnn.rnn.bptt import cross_entropy, flatten, forward_autograd, forward_manual
 from torch_charrnn.rnn.cells import get_cell
 

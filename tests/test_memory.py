@@ -14,7 +14,7 @@ import pytest
 from conftest import SMALL_FIT
 
 from torch_charrnn.cli.fit import cli_main
-from torch_charrnn.training import memory
+from torch_charrnn.rnn import memory
 
 glibc = pytest.mark.skipif(memory._glibc() is None, reason="mallopt is glibc's")
 
@@ -23,7 +23,7 @@ glibc = pytest.mark.skipif(memory._glibc() is None, reason="mallopt is glibc's")
 # after 3 to warm up.
 CHILD = """
 import json, resource, sys, torch
-from torch_charrnn.training.memory import keep_freed_memory
+from torch_charrnn.rnn.memory import keep_freed_memory
 kept = keep_freed_memory() if sys.argv[1] == "keep" else None
 def step():
     big, mid = torch.empty(16 << 20).fill_(1.0), torch.empty(4 << 20).fill_(1.0)

@@ -11,7 +11,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from torch_charrnn import CharRNN
-from torch_charrnn.cli.gradcheck import random_problem
+from torch_charrnn.oracle import random_problem
 from torch_charrnn.rnn import native, products
 from torch_charrnn.rnn.bptt import forward_manual, run_layers
 from torch_charrnn.rnn.cells import CELLS, get_cell

@@ -17,7 +17,7 @@ from conftest import SMALL_FIT
 
 import reference_numpy as rn
 from reference_numpy import cells as numpy_cells
-from torch_charrnn.cli.gradcheck import gradcheck
+from torch_charrnn.oracle import gradcheck
 from torch_charrnn.rnn import cells as torch_cells
 from torch_charrnn.rnn.bptt import run_layers
 

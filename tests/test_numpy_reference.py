@@ -6,7 +6,7 @@ import torch
 from conftest import CELL_DEPTHS
 
 import reference_numpy as rn
-from torch_charrnn.cli.gradcheck import random_problem
+from torch_charrnn.oracle import random_problem
 
 SHAPES = [  # (V, H, B, T), the edges included
     (2, 1, 1, 1),

@@ -13,9 +13,9 @@ from conftest import CELL_DEPTHS, SMALL_FIT
 
 from torch_charrnn import CharRNN
 from torch_charrnn.cli import main
+from torch_charrnn.rnn import memory
 from torch_charrnn.rnn.cells import get_cell
-from torch_charrnn.rnn.footprint import footprint, parameter_count
-from torch_charrnn.training import memory
+from torch_charrnn.rnn.memory import footprint, parameter_count
 from torch_charrnn.training.callbacks import optimizer_slots
 
 CHARRNN = str(Path(sys.executable).parent / "charrnn")

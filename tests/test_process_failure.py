@@ -47,12 +47,22 @@ def command(root: Path, corpus: Path, *extra: str) -> list[str]:
     ]
 
 
-@pytest.fixture
-def corpus(tmp_path, monkeypatch) -> Path:
-    path = tmp_path / "corpus.txt"
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
     path.write_text(builtin_text()[:20000], encoding="utf-8")
-    monkeypatch.setenv("CHARRNN_CACHE", str(tmp_path / "cache"))
     return path
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, corpus) -> dict:
+    """The last checkpoint of the run of ``command`` never stopped, trained once for every test that
+    resumes to it."""
+    root = tmp_path_factory.mktemp("whole")
+    env = {**os.environ, "CHARRNN_CACHE": str(root / "cache")}
+    whole = subprocess.run(command(root, corpus), capture_output=True, text=True, timeout=300, env=env)
+    assert whole.returncode == 0, whole.stderr
+    return torch.load(next(root.glob("**/checkpoints/last.ckpt")), weights_only=True)
 
 
 def last_step(root: Path) -> int | None:
@@ -100,23 +110,23 @@ def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("charrnn: error:")]
 
 
-def assert_resumes_to_the_uninterrupted_weights(args: list[str], root: Path, whole_root: Path, corpus: Path):
-    """``args`` resumed with ``--ckpt_path last`` ends on the weights of the same run never stopped."""
+def assert_resumes_to_the_uninterrupted_weights(args: list[str], root: Path, want: dict):
+    """``args`` resumed with ``--ckpt_path last`` ends on the weights ``want`` of the same run never
+    stopped."""
     resumed = subprocess.run([*args, "--ckpt_path", "last"], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    whole = subprocess.run(command(whole_root, corpus), capture_output=True, text=True, timeout=300)
-    assert whole.returncode == 0, whole.stderr
     newest = max(root.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
     got = torch.load(newest, weights_only=True)
-    want = torch.load(next(whole_root.glob("**/checkpoints/last.ckpt")), weights_only=True)
     assert got["global_step"] == want["global_step"] == STEPS
     for name, value in want["state_dict"].items():
         torch.testing.assert_close(got["state_dict"][name], value, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.slow
-def test_a_killed_process_ends_the_run_with_one_line_and_the_run_resumes_exactly(tmp_path, corpus):
-    killed_root, whole_root = tmp_path / "killed", tmp_path / "whole"
+def test_a_killed_process_ends_the_run_with_one_line_and_the_run_resumes_exactly(
+    tmp_path, corpus, uninterrupted
+):
+    killed_root = tmp_path / "killed"
     args = command(killed_root, corpus)
     run, ranks, _ = start_and_wait_for_a_checkpoint(args, killed_root)
     os.kill(ranks[1], signal.SIGKILL)
@@ -135,7 +145,7 @@ def test_a_killed_process_ends_the_run_with_one_line_and_the_run_resumes_exactly
     assert f"The checkpoints up to step {step} are intact" in lines[0]
     assert lines[0].endswith("--ckpt_path last")
 
-    assert_resumes_to_the_uninterrupted_weights(args, killed_root, whole_root, corpus)
+    assert_resumes_to_the_uninterrupted_weights(args, killed_root, uninterrupted)
 
 
 @pytest.mark.slow
@@ -251,10 +261,12 @@ def test_a_rank_that_said_why_it_stopped_ends_the_run_with_its_code_and_no_secon
 
 
 @pytest.mark.slow
-def test_a_multi_process_run_sent_sigterm_stops_every_rank_at_one_step_and_resumes_exactly(tmp_path, corpus):
+def test_a_multi_process_run_sent_sigterm_stops_every_rank_at_one_step_and_resumes_exactly(
+    tmp_path, corpus, uninterrupted
+):
     """A scheduler's SIGTERM to the watcher: passed on to every rank, which agree on one step, write
     last.ckpt there and end; one line says so, and the resumed run ends on the uninterrupted weights."""
-    stopped_root, whole_root = tmp_path / "stopped", tmp_path / "whole"
+    stopped_root = tmp_path / "stopped"
     args = command(stopped_root, corpus)
     run, ranks, first = start_and_wait_for_a_checkpoint(args, stopped_root)
     run.send_signal(signal.SIGTERM)
@@ -266,4 +278,4 @@ def test_a_multi_process_run_sent_sigterm_stops_every_rank_at_one_step_and_resum
     assert len(said) == 1 and f"stopped at step {step};" in said[0] and "Traceback" not in stderr, stderr
     assert said[0].endswith("--ckpt_path last")
 
-    assert_resumes_to_the_uninterrupted_weights(args, stopped_root, whole_root, corpus)
+    assert_resumes_to_the_uninterrupted_weights(args, stopped_root, uninterrupted)

@@ -33,9 +33,12 @@ def trained(tmp_path_factory) -> Path:
 
 
 def refused(capsys, tmp_path, args) -> str:
-    """Run the command and check the contract of a refusal: exit 2, one line, nothing written."""
+    """Run the command and check the contract of a refusal: exit 2, one line, nothing written (a
+    command of SUBCOMMANDS writes under ``tmp_path``)."""
+    if args[0] in SUBCOMMANDS and not any(a.startswith("--trainer.default_root_dir") for a in args):
+        args = [*args, f"--trainer.default_root_dir={tmp_path}"]
     before = files(tmp_path)
-    code = main([*args, f"--trainer.default_root_dir={tmp_path}"])
+    code = main(args)
     err = capsys.readouterr().err
     assert code == 2, err
     lines = [line for line in err.splitlines() if line.strip()]
@@ -45,27 +48,62 @@ def refused(capsys, tmp_path, args) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("subcommand", SUBCOMMANDS)
-def test_a_file_that_is_not_a_charrnn_checkpoint_is_refused(capsys, tmp_path, subcommand):
-    path = tmp_path / "x.ckpt"
-    torch.save({"a": 1}, path)
-    err = refused(capsys, tmp_path, [subcommand, *SMALL, f"--ckpt_path={path}"])
-    assert f"{path} is a checkpoint of another model" in err
+# every subcommand that reads a checkpoint, and what each needs around --ckpt_path
+EVERY_SUBCOMMAND = [*SUBCOMMANDS, "sample", "score", "export"]
 
 
-@pytest.mark.parametrize("subcommand", SUBCOMMANDS)
-def test_a_truncated_checkpoint_is_refused(capsys, tmp_path, trained, subcommand):
-    path = tmp_path / "cut.ckpt"
+def command(subcommand: str, root: Path) -> list[str]:
+    """``subcommand`` with what it needs besides --ckpt_path, every output under ``root``."""
+    if subcommand in SUBCOMMANDS:
+        return [subcommand, *SMALL, f"--trainer.default_root_dir={root}"]
+    if subcommand == "score":
+        text = root / "text.txt"
+        text.write_text("some text to score\n")
+        return ["score", str(text)]
+    return ["export", str(root / "model.pt")] if subcommand == "export" else [subcommand]
+
+
+def cut_in_half(path: Path, trained: Path) -> None:
     data = trained.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    err = refused(capsys, tmp_path, [subcommand, *SMALL, f"--ckpt_path={path}"])
-    assert f"{path} is not a readable checkpoint (not a torch file, or truncated)" in err
 
 
-@pytest.mark.parametrize("subcommand", SUBCOMMANDS)
-def test_a_missing_checkpoint_is_refused(capsys, tmp_path, subcommand):
-    err = refused(capsys, tmp_path, [subcommand, *SMALL, f"--ckpt_path={tmp_path / 'gone.ckpt'}"])
-    assert "gone.ckpt does not exist" in err
+# how a checkpoint can be bad, and what the one line says of it
+BAD_CHECKPOINTS = {
+    "missing": (lambda path, trained: None, "does not exist"),
+    "not a torch file": (
+        lambda path, trained: path.write_text("not a checkpoint"),
+        "is not a readable checkpoint (not a torch file, or truncated)",
+    ),
+    "truncated": (cut_in_half, "is not a readable checkpoint (not a torch file, or truncated)"),
+    "a dict of something else": (
+        lambda path, trained: torch.save({"a": 1}, path),
+        "is a checkpoint of another model",
+    ),
+    "another model's": (
+        lambda path, trained: torch.save(
+            {"state_dict": {"encoder.weight": torch.zeros(2, 2)}, "hyper_parameters": {"d_model": 2}}, path
+        ),
+        "is a checkpoint of another model",
+    ),
+}
+
+
+@pytest.mark.parametrize("bad", BAD_CHECKPOINTS)
+@pytest.mark.parametrize("subcommand", EVERY_SUBCOMMAND)
+def test_a_bad_checkpoint_is_one_line_for_every_subcommand(capsys, tmp_path, trained, subcommand, bad):
+    make, says = BAD_CHECKPOINTS[bad]
+    path = tmp_path / "bad.ckpt"
+    make(path, trained)
+    err = refused(capsys, tmp_path, [*command(subcommand, tmp_path), f"--ckpt_path={path}"])
+    assert f"{path} {says}" in err
+
+
+@pytest.mark.parametrize("subcommand", [*EVERY_SUBCOMMAND, "gradcheck"])
+def test_a_bad_flag_is_one_line_for_every_subcommand(capsys, tmp_path, trained, subcommand):
+    args = command(subcommand, tmp_path) + ([f"--ckpt_path={trained}"] if subcommand != "gradcheck" else [])
+    err = refused(capsys, tmp_path, [*args, "--no_such_option=1"])
+    assert "--no_such_option=1" in err and f"(charrnn {subcommand} --help lists the options)" in err
 
 
 @pytest.mark.parametrize(

@@ -12,10 +12,9 @@ from conftest import CELL_DEPTHS
 import reference_numpy as rn
 from torch_charrnn import CharDataModule, CharRNN
 from torch_charrnn.cli import main
-from torch_charrnn.cli.gradcheck import random_problem
+from torch_charrnn.inference.sampling import generate, sample_text
+from torch_charrnn.oracle import random_problem
 from torch_charrnn.rnn.cells import get_cell
-from torch_charrnn.rnn.generation import generate
-from torch_charrnn.training.sampling import sample_text
 
 
 @pytest.fixture(scope="module")

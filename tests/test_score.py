@@ -16,9 +16,9 @@ import reference_numpy as rn
 from torch_charrnn import CharRNN
 from torch_charrnn.cli import main
 from torch_charrnn.cli.fit import cli_main
-from torch_charrnn.cli.gradcheck import random_problem
+from torch_charrnn.inference.scoring import surprisal
+from torch_charrnn.oracle import random_problem
 from torch_charrnn.rnn.cells import get_cell
-from torch_charrnn.rnn.scoring import surprisal
 
 VOCAB = "abcdefg\n"
 

@@ -16,7 +16,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from torch_charrnn.cli.fit import cli_main
 from torch_charrnn.cli.versions import claim_version
-from torch_charrnn.training.checkpoints.writing import last_checkpoint
+from torch_charrnn.training.saving import last_checkpoint
 
 CHARRNN = str(Path(sys.executable).parent / "charrnn")
 SMALL = [*SMALL_FIT, "--model.hidden_size=8"]
@@ -93,7 +93,7 @@ def test_a_run_keeps_one_last_checkpoint_the_newest(tmp_path, capsys):
 def _write_under_a_size_limit(folder: str, limit: int, queue) -> None:
     """Save a small checkpoint, then one too large for RLIMIT_FSIZE, to the same path."""
     from torch_charrnn.errors import RunError
-    from torch_charrnn.training.checkpoints.writing import AtomicCheckpointIO
+    from torch_charrnn.training.saving import AtomicCheckpointIO
 
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))

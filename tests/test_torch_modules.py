@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import reference_numpy as rn
-from torch_charrnn.cli.gradcheck import random_problem
+from torch_charrnn.oracle import random_problem
 from torch_charrnn.rnn.bptt import cross_entropy
 from torch_charrnn.rnn.cells import get_cell
 

@@ -17,12 +17,12 @@ from test_dropout import torch_window
 
 import reference_numpy as rn
 from torch_charrnn import CharRNN
-from torch_charrnn.cli.gradcheck import random_problem
 from torch_charrnn.errors import ConfigError
+from torch_charrnn.inference.sampling import expectation, step_layers
+from torch_charrnn.oracle import random_problem
 from torch_charrnn.rnn.bptt import dropout_masks, forward_autograd, forward_manual, map_zones, zoneout_masks
 from torch_charrnn.rnn.cells import get_cell
-from torch_charrnn.rnn.footprint import footprint
-from torch_charrnn.rnn.generation import expectation, step_layers
+from torch_charrnn.rnn.memory import footprint
 from torch_charrnn.rnn.products import product
 
 TOL = {"rtol": 1e-10, "atol": 1e-12}

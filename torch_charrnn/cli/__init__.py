@@ -12,7 +12,7 @@ import shlex
 import signal
 import sys
 
-from torch_charrnn.cli.usage import USAGE
+from torch_charrnn.cli.usage import COMMANDS, USAGE
 from torch_charrnn.errors import CharRNNError, Interrupted, RunError
 
 SAID = 8  # added to the exit code of a rank (cli/launch.py) whose error line already said why
@@ -30,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
         if not words or words[0] in ("-h", "--help"):
             print(USAGE, end="")
             return 0
+        if words[0] not in COMMANDS.split(","):
+            raise CharRNNError(
+                f"no subcommand {words[0]!r}: one of {COMMANDS.replace(',', ', ')} (charrnn --help)"
+            )
         if words[0] in OWN_PARSERS:  # imported only when named: none of them loads Lightning
             return importlib.import_module(f"torch_charrnn.cli.{words[0]}").main(words[1:])
         from torch_charrnn.cli.fit import cli_main

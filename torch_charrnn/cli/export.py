@@ -5,33 +5,26 @@ Imports torch, not Lightning."""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
 
 from torch_charrnn.cli.outputs import check_output, written
+from torch_charrnn.cli.parser import Parser
 from torch_charrnn.errors import CharRNNError, RunError
-from torch_charrnn.rnn import portable
-from torch_charrnn.training.checkpoints.reading import checkpoint_weights, read_checkpoint
+from torch_charrnn.inference import portable
+from torch_charrnn.inference.checkpoint import checkpoint_weights, read_checkpoint
 
 FORMATS = {"torch": (".pt", ".pth"), "onnx": (".onnx",)}  # the suffixes that name each format
 CHECK_SYMBOLS = 256  # symbols of the check text: every step of the recurrence, a few times over
 
 
-class Parser(argparse.ArgumentParser):
-    """An argparse parser whose errors are one ``charrnn: error:`` line, as every other bad input."""
-
-    def error(self, message: str):
-        raise CharRNNError(f"{message} (charrnn export --help lists the options)")
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> Parser:
     parser = Parser(
         prog="charrnn export",
         description="Write a checkpoint's model as a file that needs nothing of torch-charrnn. torch: "
         "the vocabulary and the state dict of nn.RNN/nn.GRU/nn.LSTM + nn.Linear, read with "
-        "torch.load(weights_only=True) into the ten-line module of torch_charrnn/rnn/plain.py. onnx: "
+        "torch.load(weights_only=True) into the ten-line module of torch_charrnn/inference/plain.py. onnx: "
         "one step (characters and the state in, logits and the next state out) with the vocabulary "
         "in its metadata, for any ONNX runtime; needs the export extra (" + portable.ONNX_EXTRA + "). "
         "The file is read back and its logits checked against the checkpoint's before it is kept.",

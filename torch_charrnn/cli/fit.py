@@ -20,7 +20,7 @@ import lightning as L
 import torch
 from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, ProgressBar
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
@@ -49,6 +49,8 @@ from torch_charrnn.cli.usage import DESCRIPTION
 from torch_charrnn.cli.versions import claim_version, find_last_checkpoint
 from torch_charrnn.data.datamodule import CharDataModule
 from torch_charrnn.errors import CharRNNError, Interrupted, RunError
+from torch_charrnn.inference.checkpoint import read_checkpoint
+from torch_charrnn.rnn.memory import keep_freed_memory
 from torch_charrnn.training.callbacks import (
     MemoryCheck,
     ParameterSummary,
@@ -56,16 +58,14 @@ from torch_charrnn.training.callbacks import (
     StepBar,
     TrainingMonitor,
 )
-from torch_charrnn.training.checkpoints.reading import read_checkpoint
-from torch_charrnn.training.checkpoints.writing import AtomicCheckpointIO, LastCheckpoint, last_checkpoint
 from torch_charrnn.training.guard import step_overflowed
 from torch_charrnn.training.interrupts import StopOnSignal
-from torch_charrnn.training.memory import keep_freed_memory
 from torch_charrnn.training.module import CharRNN
+from torch_charrnn.training.saving import AtomicCheckpointIO, LastCheckpoint, last_checkpoint
 
 # Per-step costs of the run that are not the step (benchmarks/bench_overhead.py): metrics are
-# written every 50 steps, Lightning's default, and the progress bar redrawn every 10: each written
-# step costs Lightning some milliseconds, and a bar redrawn every step about 0.5 ms of a 9 ms step.
+# written every 50 steps, Lightning's default, and the progress bar redrawn every 10, since each
+# written step and each redraw costs Lightning a share of a small model's step.
 TRAINER_DEFAULTS = {
     "gradient_clip_val": 5.0,
     "gradient_clip_algorithm": "norm",
@@ -103,6 +103,17 @@ logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
     """jsonargparse's help, with the description's line breaks kept."""
+
+
+class Parser(LightningArgumentParser):
+    """LightningCLI's parser, whose errors are one ``charrnn: error:`` line (exit code 2) naming the
+    subcommand's help, as the other subcommands' are (``cli/parser.py``), instead of its usage."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        message = " ".join(line.strip() for line in message.splitlines() if line.strip())
+        words = (getattr(ex, "subcommand_parser", None) or self).prog.replace(" [options]", "").split()
+        command = f"charrnn {words[-1]}" if len(words) > 1 else "charrnn"  # in-process, prog is argv[0]'s
+        raise CharRNNError(f"{message} ({command} --help lists the options)") from ex
 
 
 class CharRNNCLI(LightningCLI):
@@ -380,6 +391,7 @@ def run_cli(args: list[str] | None, run: bool, cli_class: type) -> CharRNNCLI:
             trainer_defaults=TRAINER_DEFAULTS,
             seed_everything_default=0,
             parser_kwargs={"description": DESCRIPTION, "formatter_class": HelpFormatter},
+            parser_class=Parser,
             args=args,
             run=run,
         )

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 
+from torch_charrnn.cli.parser import Parser
 from torch_charrnn.data.encoded import encode
 from torch_charrnn.errors import CharRNNError
-from torch_charrnn.training.checkpoints.reading import checkpoint_weights, read_checkpoint
-from torch_charrnn.training.sampling import sample_chunks
+from torch_charrnn.inference.checkpoint import checkpoint_weights, read_checkpoint
+from torch_charrnn.inference.sampling import sample_chunks
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> Parser:
+    parser = Parser(
         prog="charrnn sample",
         description="Generate text from a checkpoint, streamed to stdout as it is generated. The hidden "
         "state is warmed up on --prime; without one, generation starts after a newline (or after the "

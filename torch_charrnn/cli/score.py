@@ -3,7 +3,6 @@ carried from the first character to the last. Imports torch, not Lightning."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 from pathlib import Path
@@ -11,15 +10,16 @@ from pathlib import Path
 import torch
 
 from torch_charrnn.cli.outputs import check_output, written
+from torch_charrnn.cli.parser import Parser
 from torch_charrnn.data.encoded import encode, encode_known
 from torch_charrnn.errors import CharRNNError
+from torch_charrnn.inference.checkpoint import checkpoint_weights, read_checkpoint
+from torch_charrnn.inference.scoring import surprisal
 from torch_charrnn.rnn.bptt import LN2
-from torch_charrnn.rnn.scoring import surprisal
-from torch_charrnn.training.checkpoints.reading import checkpoint_weights, read_checkpoint
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> Parser:
+    parser = Parser(
         prog="charrnn score",
         description="Bits per character of whole text files under a checkpoint: every character after "
         "the first is predicted from all the characters before it, the state starting at zero and "

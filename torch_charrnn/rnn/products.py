@@ -4,11 +4,9 @@ recurrence takes T times forward (``h_{t-1} W_hh``) and T times backward (``du_t
 On a CPU in float32, with autograd off (sampling, and the pure-torch loop over a window, which
 trains and scores where the C++ kernels cannot run), and W of a
 mebibyte or more, the product runs through oneDNN (PyTorch's mkldnn) on a copy of W reordered once
-per window into oneDNN's blocked layout, with the addition fused into the product. On this project's
-2-core CPU, alone, at B32 H256 with four gate blocks, it took 108 µs a product against addmm's 155
-(one at B128 H512 1,321 against 1,696); with a smaller W it gained nothing alone and lost in a
-whole window (the tanh cell and the GRU at H256 trained 10 to 15% slower with it), as the reorder
-and oneDNN's fixed cost a call are paid either way.
+per window into oneDNN's blocked layout, with the addition fused into the product: faster than
+addmm at that size (``benchmarks/bench_products.py``); with a smaller W the reorder and oneDNN's
+fixed cost a call are paid for nothing.
 
 Everywhere else it is ``addmm``: float64 (the gradient tests), a GPU (cuBLAS has no such layout),
 bf16, and whenever autograd records (``forward_autograd``, the monitor), since the reordered copy
@@ -41,13 +39,13 @@ def product(W: Tensor, rows: int) -> Product:
 
 def plain_product(W: Tensor) -> Product:
     """``x, add=None -> add + x @ W`` as ``addmm``, whatever the device: what a traced or exported
-    graph can hold (``rnn/portable.py``)."""
+    graph can hold (``inference/portable.py``)."""
     return functools.partial(_addmm, W)
 
 
 def plain_window_product(x: Tensor, W: Tensor, bias: Tensor | None = None) -> Tensor:
     """``x @ W (+ bias)`` with torch's own products, whatever the device: ``window_product`` where a
-    traced or exported graph must hold it (``rnn/portable.py``), and one step of sampling."""
+    traced or exported graph must hold it (``inference/portable.py``), and one step of sampling."""
     if bias is None:
         return x @ W
     return torch.addmm(bias, x, W) if x.dim() == 2 else x @ W + bias

@@ -14,9 +14,8 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from lightning.pytorch.utilities.model_summary import get_formatted_model_size, get_human_readable_count
 
 from torch_charrnn.rnn.diagnostics import SATURATED, hidden_gradients
-from torch_charrnn.rnn.footprint import Footprint, footprint
+from torch_charrnn.rnn.memory import Footprint, footprint, require_memory
 from torch_charrnn.training.guard import step_is_due
-from torch_charrnn.training.memory import require_memory
 
 log = logging.getLogger("torch_charrnn")
 STAT_TAGS = {"saturation": "gates/{}_saturation", "mean": "gates/{}_mean", "norm": "hidden/{}_norm"}
@@ -161,7 +160,7 @@ class TrainingMonitor(L.Callback):
 
 
 class MemoryCheck(L.Callback):
-    """Before the first step: what the run will hold (``rnn/footprint.py``) against what the device
+    """Before the first step: what the run will hold (``rnn/memory.py``) against what the device
     has, one clear error where it does not fit; the figure in the model summary where one is shown.
     Processes on one CPU share its memory, so there it counts them all."""
 

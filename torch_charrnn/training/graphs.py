@@ -49,7 +49,8 @@ def why_not(model, trainer) -> str | None:
 def window_graphs(model, trainer) -> tuple[WindowGraphs | None, list[str]]:
     """The graphs ``model``'s training windows replay from in this run (None: they run eagerly),
     and the lines that say why they cannot, or what they go without."""
-    if not model.hparams.cuda_graphs or (model.device.type != "cuda" and model.graph_class is None):
+    replay = replayer(model)
+    if not model.hparams.cuda_graphs or replay is None:
         return None, []  # the CPU, or graphs turned off: nothing to say
     why = why_not(model, trainer)
     if why is not None:
@@ -58,7 +59,13 @@ def window_graphs(model, trainer) -> tuple[WindowGraphs | None, list[str]]:
     if model.hparams.compile_steps:
         why = cannot_compile(model.device.type)
         cell, said = (cell, [why]) if why else (compiled_cell(cell), [])
-    return WindowGraphs(model, model.graph_class or CUDAGraph, cell), said
+    return WindowGraphs(model, replay, cell), said
+
+
+def replayer(model) -> type | None:
+    """What captures and replays ``model``'s training windows: ``CUDAGraph`` on a CUDA device; None
+    elsewhere, where they run eagerly (the tests put ``EagerReplay`` here to replay on the CPU)."""
+    return CUDAGraph if model.device.type == "cuda" else None
 
 
 class CUDAGraph:

@@ -176,9 +176,8 @@ class GradientGuard:
                 coef = clip_val / (self.norm_value + 1e-6)
                 fired = coef < 1.0
                 # Above 1 it clamps the coefficient to 1 and multiplies every gradient by it, a pass
-                # over them all that changes no bit (0.1 to 0.2 ms a step at H256 on a 2-core CPU):
-                # skipped there. Within 1e-6 of 1, where its float32 coefficient could round to
-                # either side of ours, it runs and decides as it always does.
+                # over them all that changes no bit: skipped there. Within 1e-6 of 1, where its float32
+                # coefficient could round to either side of ours, it runs and decides as it always does.
                 if coef < 1.0 + 1e-6:
                     torch.nn.utils.clip_grads_with_norm_(parameters(optimizer), clip_val, self.norm)
         else:

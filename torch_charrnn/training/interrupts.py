@@ -4,7 +4,7 @@ every ``--last.every_n_train_steps`` steps (the carried state, the dropout gener
 and the schedule: a resume from it is exact), and the run stops with ``Interrupted``, which the
 command line turns into one line and the command that resumes. A second signal ends the process at
 once (the signal's default action); checkpoints are written beside their target and renamed
-(``checkpoints/writing.py``), so none is torn.
+(``training/saving.py``), so none is torn.
 
 Several processes stop at the same step: each step they agree whether any of them was signalled.
 """
@@ -17,7 +17,7 @@ import threading
 import lightning as L
 
 from torch_charrnn.errors import Interrupted
-from torch_charrnn.training.checkpoints.writing import last_checkpoint
+from torch_charrnn.training.saving import last_checkpoint
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

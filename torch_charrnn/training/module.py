@@ -14,17 +14,16 @@ from torchmetrics import MeanMetric
 
 from torch_charrnn.data.encoded import decode
 from torch_charrnn.errors import CharRNNError, require
+from torch_charrnn.inference.checkpoint import upgrade_checkpoint
+from torch_charrnn.inference.sampling import sample_chunks, sample_text
 from torch_charrnn.rnn.backends import BACKENDS
 from torch_charrnn.rnn.bptt import LN2, cross_entropy, dropout_masks, zoneout_masks
 from torch_charrnn.rnn.cells import CELLS, cell_options, get_cell
-from torch_charrnn.rnn.footprint import parameter_count
 from torch_charrnn.rnn.fused import FUSED_ZONEOUT
-from torch_charrnn.training.checkpoints.legacy import upgrade_checkpoint
+from torch_charrnn.rnn.memory import parameter_count, require_memory
 from torch_charrnn.training.graphs import WindowGraphs, window_graphs
 from torch_charrnn.training.guard import GradientGuard, scales_loss, step_is_due
-from torch_charrnn.training.memory import require_memory
 from torch_charrnn.training.optimizer_state import take_current_optimizer_settings
-from torch_charrnn.training.sampling import sample_chunks, sample_text
 
 
 def detach_state(state: tuple[Tensor, ...] | None) -> tuple[Tensor, ...] | None:
@@ -201,7 +200,6 @@ class CharRNN(L.LightningModule):
         self._device_generator: torch.Generator | None = None
         self._device_generator_state: tuple[str, Tensor] | None = None  # read from a checkpoint
         self.graphs: WindowGraphs | None = None  # this run's CUDA graphs (``on_train_start``)
-        self.graph_class = None  # None: CUDAGraph on a CUDA device; a class stands in for it (tests)
 
     def weights(self) -> dict:
         """The parameters as ``{"layers": [{"W_xh", "W_hh", "b_h", ...}, ...], "W_hy", "b_y"}``,
@@ -363,7 +361,7 @@ class CharRNN(L.LightningModule):
         bpc = self._log_eval("val", self.val_loss)
         if not self.trainer.sanity_checking:
             self.best_val_bpc = min(self.best_val_bpc, bpc)
-            self.log("hp_metric", self.best_val_bpc)
+            self.log("hp_metric", self.best_val_bpc, sync_dist=True)  # the same in every process, as above
 
     def on_test_epoch_end(self) -> None:
         self._log_eval("test", self.test_loss)

@@ -4,8 +4,7 @@
 // gradient by columns, each thread summing its own.
 //
 // (Sharing a step's units out instead has the threads meet once a step, where the next product
-// needs every unit of what the step wrote, and pass h or dL/dz between their caches each time: on
-// a 2-core machine that cost a third of the LSTM's loop in some runs, and was slower in all.)
+// needs every unit of what the step wrote, and pass h or dL/dz between their caches each time.)
 #pragma once
 
 #include <ATen/ATen.h>

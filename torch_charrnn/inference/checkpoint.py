@@ -1,5 +1,7 @@
-"""Reading a checkpoint written by ``charrnn fit``: the one place that opens one for any subcommand
-(upgraded by ``training.checkpoints.legacy`` when it was written before cells existed).
+"""Reading a checkpoint written by ``charrnn fit``: the one place that opens one for any subcommand,
+and that brings one written by an earlier release to today's layout (``upgrade_checkpoint``: the
+flat tanh model of release 0.1, a schedule named by the module path it had before the package had
+folders).
 
 It loads with ``torch.load(weights_only=True)`` (tensors and plain values only, so a file from
 someone else cannot run code) and imports nothing of Lightning, so ``charrnn sample`` starts fast.
@@ -14,7 +16,27 @@ import torch
 
 from torch_charrnn.errors import CharRNNError
 from torch_charrnn.rnn.cells import Cell, get_cell
-from torch_charrnn.training.checkpoints.legacy import upgrade_checkpoint
+
+OLD_SCHEDULES = "torch_charrnn.schedules."  # WarmupCosine's module until 0.2
+FLAT_LAYER = ("W_xh", "W_hh", "b_h")  # release 0.1: one tanh layer, its parameters at the top level
+
+
+def upgrade_checkpoint(checkpoint: dict) -> dict:
+    """Bring a checkpoint of release 0.1 (flat ``W_xh ... b_y``, a (B, H) carried state, one tanh
+    layer) to the layout of ``layers.{l}.W_xh`` and a tuple state, in place; others pass as they are."""
+    state = checkpoint.get("state_dict", {})
+    if "W_hh" in state:
+        for name in FLAT_LAYER:
+            state[f"layers.0.{name}"] = state.pop(name)
+    scheduler = (checkpoint.get("optimizer_config") or {}).get("lr_scheduler") or {}
+    if scheduler.get("class_path", "").startswith(OLD_SCHEDULES):  # before the package had folders
+        scheduler["class_path"] = scheduler["class_path"].replace(
+            OLD_SCHEDULES, "torch_charrnn.training.schedules."
+        )
+    carried = checkpoint.get("carried_state")
+    if isinstance(carried, torch.Tensor):
+        checkpoint["carried_state"] = (carried[None],)  # (B, H) -> one layer's (h,)
+    return checkpoint
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

@@ -1,7 +1,7 @@
 """A trained model for use outside this package, in two formats (``charrnn export``).
 
 ``torch``: a file that ``torch.load(path, weights_only=True)`` reads with only torch installed,
-holding the vocabulary and the state dict of ``PlainCharRNN`` (``rnn/plain.py``: nn.RNN, nn.GRU or
+holding the vocabulary and the state dict of ``PlainCharRNN`` (``inference/plain.py``: nn.RNN, nn.GRU or
 nn.LSTM + nn.Linear). Its recurrent weights are the model's own under torch.nn's names, as
 ``bptt="fused"`` runs them (``fused.fused_parameters``).
 
@@ -24,11 +24,11 @@ import torch
 from torch import Tensor, nn
 
 from torch_charrnn.errors import CharRNNError
+from torch_charrnn.inference.plain import PlainCharRNN
+from torch_charrnn.inference.sampling import expectation, step_layers
 from torch_charrnn.rnn.bptt import run_layers
 from torch_charrnn.rnn.cells import Cell
 from torch_charrnn.rnn.fused import fused_parameters
-from torch_charrnn.rnn.generation import expectation, step_layers
-from torch_charrnn.rnn.plain import PlainCharRNN
 from torch_charrnn.rnn.products import plain_product, plain_window_product
 
 TORCH_FORMAT = "torch-charrnn plain 1"  # the torch file's "format": what its keys mean
