@@ -83,7 +83,7 @@ step() {
 part_tests() {
   if [ "$tiny" = true ]; then steps=5; else steps=300; fi
   step tests "the CUDA tests (pytest -m gpu)" 330 \
-    python -m pytest -q -p no:cacheprovider -m gpu -rA --junitxml "$out/tests.xml" tests
+    python -m pytest -q -p no:cacheprovider -n 0 -m gpu -rA --junitxml "$out/tests.xml" tests
   local root="$out/fit"
   step tests "charrnn fit --config configs/gpu.yaml, $steps steps on the built-in corpus" 120 \
     charrnn fit --config configs/gpu.yaml --data.corpus builtin --trainer.accelerator "$accelerator" \
