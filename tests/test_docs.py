@@ -1,5 +1,6 @@
 """The README and docs/ point at what exists: every relative link resolves (its anchor to a heading
-of the file it names), and every file path of the repository they name is there."""
+of the file it names), every file path of the repository they name is there, and every test that
+docs/tests.md names is defined."""
 
 import re
 from pathlib import Path
@@ -72,3 +73,17 @@ def test_a_configs_header_says_what_it_trains_and_how_in_at_most_six_lines(confi
     assert not [line for line in header if "README" in line], "figures are measured in docs/benchmarks.md"
     for path in PATH.findall("\n".join(header)):
         assert (ROOT / path).exists(), f"{config.name} names {path}"
+
+
+def test_every_test_docs_tests_md_names_exists():
+    """Each claim of docs/tests.md is held by the tests it names: a test that is renamed, merged or
+    deleted must take its claim with it."""
+    text = (ROOT / "docs" / "tests.md").read_text()
+    defined = "\n".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
+    names = set(re.findall(r"`(test_[\w*]+)`", text))
+    files = set(re.findall(r"`(tests/test_\w+\.py)`", text))
+    assert names and files
+    pattern = {n: "def " + n.replace("*", r"\w*") + r"\(" for n in names}  # `test_clip_grad_*`: a family
+    missing = [n for n in names if not re.search(pattern[n], defined)]
+    missing += [f for f in files if not (ROOT / f).is_file()]
+    assert not missing, f"docs/tests.md names tests that do not exist: {sorted(missing)}"
