@@ -6,7 +6,7 @@ fused backend refused."""
 import numpy as np
 import pytest
 import torch
-from conftest import CELLS, FUSED_CELLS, LOOPS, bptt_loop, problems
+from conftest import CELLS, FUSED_CELLS, LOOPS, assert_close_at_scale, bptt_loop, problems
 from hypothesis import example, given
 from hypothesis import strategies as st
 from test_torch_modules import pytorch_module
@@ -61,7 +61,7 @@ def test_the_hand_written_backward_through_the_masks_equals_autograd(
     with bptt_loop(loop):
         got = torch_window(forward_manual, params, state, inputs, targets, masks, cell)
     for g, w in zip(got, want, strict=True):
-        torch.testing.assert_close(g, w, **TOL)
+        assert_close_at_scale(g, w)
 
 
 @given(**problems(p=st.sampled_from([0.2, 0.7])))
