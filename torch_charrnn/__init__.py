@@ -1,4 +1,4 @@
-"""torch-charrnn: character-level RNNs (tanh, GRU, LSTM) in PyTorch Lightning, hand-written BPTT and all."""
+"""torch-charrnn: character-level RNNs (tanh, GRU, LSTM, LN-LSTM, LN-GRU), hand-written BPTT."""
 
 from __future__ import annotations
 

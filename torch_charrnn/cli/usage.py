@@ -1,6 +1,6 @@
 """What ``charrnn --help`` and ``charrnn fit --help`` say first (here so that neither imports the other)."""
 
-DESCRIPTION = """A character-level RNN (tanh, GRU or LSTM cells, stacked), trained with Lightning.
+DESCRIPTION = """A character-level RNN (tanh, GRU, LSTM, LN-LSTM or LN-GRU cells, stacked), with Lightning.
 
   charrnn fit [--config configs/X.yaml] [--model.hidden_size 512 ...]   train
   charrnn validate|test|predict --ckpt_path P                          evaluate

@@ -56,7 +56,7 @@ class Layer(nn.Module):
 
 
 class CharRNN(L.LightningModule):
-    """A character-level RNN (tanh, GRU or LSTM cells, one or more layers) trained with truncated
+    """A character-level RNN (tanh, GRU, LSTM or layer-normalised cells, stacked) trained with truncated
     BPTT, clipping and Adagrad.
 
     The state of every stream is carried, detached, from one window to the next and reset to zero
