@@ -30,10 +30,8 @@ def main(argv: list[str] | None = None) -> int:
         if not words or words[0] in ("-h", "--help"):
             print(USAGE, end="")
             return 0
-        if words[0] not in COMMANDS.split(","):
-            raise CharRNNError(
-                f"no subcommand {words[0]!r}: one of {COMMANDS.replace(',', ', ')} (charrnn --help)"
-            )
+        if words[0] not in COMMANDS:
+            raise CharRNNError(f"no subcommand {words[0]!r}: one of {', '.join(COMMANDS)} (charrnn --help)")
         if words[0] in OWN_PARSERS:  # imported only when named: none of them loads Lightning
             return importlib.import_module(f"torch_charrnn.cli.{words[0]}").main(words[1:])
         from torch_charrnn.cli.fit import cli_main

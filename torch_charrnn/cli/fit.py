@@ -38,6 +38,7 @@ from torch_charrnn.cli.launch import (
     supervised,
 )
 from torch_charrnn.cli.outputs import check_folder
+from torch_charrnn.cli.parser import refusal
 from torch_charrnn.cli.resume import (
     RecordOptimizer,
     check_vocabulary,
@@ -105,7 +106,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
     """jsonargparse's help, with the description's line breaks kept."""
 
 
-class Parser(LightningArgumentParser):
+class CLIParser(LightningArgumentParser):
     """LightningCLI's parser, whose errors are one ``charrnn: error:`` line (exit code 2) naming the
     subcommand's help, as the other subcommands' are (``cli/parser.py``), instead of its usage."""
 
@@ -113,7 +114,7 @@ class Parser(LightningArgumentParser):
         message = " ".join(line.strip() for line in message.splitlines() if line.strip())
         words = (getattr(ex, "subcommand_parser", None) or self).prog.replace(" [options]", "").split()
         command = f"charrnn {words[-1]}" if len(words) > 1 else "charrnn"  # in-process, prog is argv[0]'s
-        raise CharRNNError(f"{message} ({command} --help lists the options)") from ex
+        raise refusal(message, command) from ex
 
 
 class CharRNNCLI(LightningCLI):
@@ -391,7 +392,7 @@ def run_cli(args: list[str] | None, run: bool, cli_class: type) -> CharRNNCLI:
             trainer_defaults=TRAINER_DEFAULTS,
             seed_everything_default=0,
             parser_kwargs={"description": DESCRIPTION, "formatter_class": HelpFormatter},
-            parser_class=Parser,
+            parser_class=CLIParser,
             args=args,
             run=run,
         )

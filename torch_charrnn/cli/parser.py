@@ -9,8 +9,14 @@ import argparse
 from torch_charrnn.errors import CharRNNError
 
 
+def refusal(message: str, command: str) -> CharRNNError:
+    """A bad flag or value of ``command`` (``charrnn sample``) as the error ``charrnn`` prints in one
+    line, pointing at the command's help."""
+    return CharRNNError(f"{message} ({command} --help lists the options)")
+
+
 class Parser(argparse.ArgumentParser):
     """An argparse parser whose errors are CharRNNErrors: ``charrnn`` prints them as one line."""
 
     def error(self, message: str):
-        raise CharRNNError(f"{message} ({self.prog} --help lists the options)")
+        raise refusal(message, self.prog)

@@ -11,5 +11,5 @@ DESCRIPTION = """A character-level RNN (tanh, GRU, LSTM, LN-LSTM or LN-GRU cells
 
 `charrnn fit --help` lists every option; `charrnn sample --help`, `charrnn score --help`,
 `charrnn export --help` and `charrnn gradcheck --help` theirs."""
-COMMANDS = "fit,validate,test,predict,sample,score,export,gradcheck"
-USAGE = f"usage: charrnn {{{COMMANDS}}} [options]\n\n{DESCRIPTION}\n"
+COMMANDS = ("fit", "validate", "test", "predict", "sample", "score", "export", "gradcheck")
+USAGE = f"usage: charrnn {{{','.join(COMMANDS)}}} [options]\n\n{DESCRIPTION}\n"
