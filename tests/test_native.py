@@ -58,6 +58,19 @@ def test_the_cpp_loop_equals_the_torch_loop_in_float64(cell, L, V, H, B, T, scal
 
 
 @pytest.mark.parametrize("cell", CELLS)
+def test_the_cpp_loop_equals_the_torch_loop_where_its_products_take_several_blocks(cell):
+    """The loops multiply by W_hh (and by its transpose, backward) in blocks of at most 256 rows
+    and columns (csrc/shares.h's blocked_matmul), which the sweep above, at H up to 9, never splits:
+    at H = 260 every product has whole blocks and a remainder, the forward's columns and the
+    backward's sum alike, in both layers."""
+    with mock.patch.object(native, "parts", lambda n, per_thread: 2):
+        cpp = window_gradients("C++", cell, 2, 5, 260, 3, 4, 1.0, 0)
+    pure = window_gradients("torch", cell, 2, 5, 260, 3, 4, 1.0, 0)
+    for c, p in zip(cpp, pure, strict=True):
+        torch.testing.assert_close(c, p, rtol=1e-12, atol=1e-12 * max(0.1, p.abs().max().item()))
+
+
+@pytest.mark.parametrize("cell", CELLS)
 def test_float32_activations_stay_within_1e6_of_torchs_and_keep_nan_and_saturation(cell):
     """In float32 the C++ loop's sigmoid and tanh use ATen's faster exp (csrc/vec.h): within about
     1e-7 of torch's, saturating to 0 and 1 at any size, and a NaN stays a NaN (exp_u20 alone would

@@ -35,7 +35,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> gru_forward(const Tensor& a, const Te
       for (int64_t t = 0; t < T; ++t) {
         const S* h_prev = t > 0 ? hp + (t - 1) * B * H : h0_.data_ptr<S>();
         const Zone<S> zt = zone.at(t, B * H);
-        matmul(b1 - b0, 3 * H, H, h_prev + b0 * H, H, Wp, 3 * H, u.data(), 3 * H, false);
+        blocked_matmul(b1 - b0, 3 * H, H, h_prev + b0 * H, H, Wp, 3 * H, u.data(), 3 * H, false);
         const int64_t s = t * B * H;
         for_units<S>(b0, b1, H, [&](int64_t b, int64_t j, int64_t n) {
           const int64_t g = (t * B + b) * 3 * H + j, k = b * H + j;
@@ -101,7 +101,7 @@ std::tuple<Tensor, Tensor, Tensor> gru_backward(const Tensor& dhs, const Tensor&
           (zt.on ? d * z + zt.around(k, n, dh) : d * z).store(dhp + k, n);
         });
         // ... the path through u adds du_t W_hhᵀ, these rows
-        matmul(b1 - b0, H, 3 * H, du.data(), 3 * H, WTp, H, dhp + b0 * H, H, true);
+        blocked_matmul(b1 - b0, H, 3 * H, du.data(), 3 * H, WTp, H, dhp + b0 * H, H, true);
       }
     });
   });

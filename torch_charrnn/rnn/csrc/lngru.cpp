@@ -45,7 +45,7 @@ std::vector<Tensor> lngru_forward(const Tensor& inputs, const Tensor& table, con
         const S* h_prev = t > 0 ? hp + (t - 1) * B * H : h0_.data_ptr<S>();
         const Zone<S> zt = zone.at(t, B * H);
         S* u = up + t * B * N;  // h_{t-1} W_hh for these rows, normalised below in place
-        matmul(b1 - b0, N, H, h_prev + b0 * H, H, Wp, N, u + b0 * N, N, false);
+        blocked_matmul(b1 - b0, N, H, h_prev + b0 * H, H, Wp, N, u + b0 * N, N, false);
         for (int64_t b = b0; b < b1; ++b) {
           const int64_t r = t * B + b, k = r * H;
           S* ub = u + b * N;
@@ -135,7 +135,7 @@ std::vector<Tensor> lngru_backward(const Tensor& dhs, const Tensor& dh_last, con
           normalisation_backward(dub, ub, rup[r], N);  // into u, through its normalisation
         }
         // ... the path through u adds du_t W_hhᵀ, these rows
-        matmul(b1 - b0, H, N, dup + (t * B + b0) * N, N, WTp, H, dhp + b0 * H, H, true);
+        blocked_matmul(b1 - b0, H, N, dup + (t * B + b0) * N, N, WTp, H, dhp + b0 * H, H, true);
       }
     });
   });

@@ -49,7 +49,7 @@ std::vector<Tensor> lnlstm_forward(const Tensor& inputs, const Tensor& table, co
         const S* h_prev = t > 0 ? hp + (t - 1) * B * H : h0_.data_ptr<S>();
         const S* c_prev = t > 0 ? cp + (t - 1) * B * H : c0_.data_ptr<S>();
         S* u = up + t * B * N;  // h_{t-1} W_hh for these rows, normalised below in place
-        matmul(b1 - b0, N, H, h_prev + b0 * H, H, Wp, N, u + b0 * N, N, false);
+        blocked_matmul(b1 - b0, N, H, h_prev + b0 * H, H, Wp, N, u + b0 * N, N, false);
         for (int64_t b = b0; b < b1; ++b) {
           const int64_t r = t * B + b, k = r * H;
           S *ub = u + b * N, *gb = gp + r * N;
@@ -158,7 +158,7 @@ std::vector<Tensor> lnlstm_backward(const Tensor& dhs, const Tensor& dh_last, co
           normalisation_backward(dub, ub, rup[r], N);  // into u, through its normalisation
         }
         // into h_{t-1} through u: du_t W_hhᵀ, these rows (added to what went around the step)
-        matmul(b1 - b0, H, N, dup + (t * B + b0) * N, N, WTp, H, dhp + b0 * H, H, zh.on);
+        blocked_matmul(b1 - b0, H, N, dup + (t * B + b0) * N, N, WTp, H, dhp + b0 * H, H, zh.on);
       }
     });
   });

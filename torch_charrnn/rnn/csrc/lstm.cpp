@@ -122,10 +122,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(const Tensor& inputs, co
         const S* h_prev = t > 0 ? hp + (t - 1) * B * H : h0_.data_ptr<S>();
         const S* c_prev = t > 0 ? cp + (t - 1) * B * H : c0_.data_ptr<S>();
         S* g = gp + t * B * 4 * H;
-        for (int64_t block = 0; block < 4; ++block) {  // h_{t-1} W_hh for these rows, a gate block at a time
-          matmul(b1 - b0, H, H, h_prev + b0 * H, H, Wp + block * H, 4 * H, g + b0 * 4 * H + block * H, 4 * H,
-                 false);
-        }
+        // h_{t-1} W_hh for these rows
+        blocked_matmul(b1 - b0, 4 * H, H, h_prev + b0 * H, H, Wp, 4 * H, g + b0 * 4 * H, 4 * H, false);
         step_forward<S>(in, t, g, h_prev, c_prev, cp + t * B * H, tp + t * B * H, hp + t * B * H,
                         zh.at(t, B * H), zc.at(t, B * H), B, H, b0, b1);
       }
@@ -171,7 +169,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
                          zh.at(t, B * H), zc.at(t, B * H), H, b0, b1);
         accumulate_inputs<S>(dz, xp ? xp + t * B : nullptr, dW, dW + V * 4 * H, H, b0, b1);
         // into h_{t-1} through u: dz_t W_hhᵀ, these rows (added to what went around the step)
-        matmul(b1 - b0, H, 4 * H, dz + b0 * 4 * H, 4 * H, WTp, H, dhp + b0 * H, H, zh.on);
+        blocked_matmul(b1 - b0, H, 4 * H, dz + b0 * 4 * H, 4 * H, WTp, H, dhp + b0 * H, H, zh.on);
       }
     });
   });

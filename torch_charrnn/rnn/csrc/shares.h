@@ -11,6 +11,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/native/CPUBlas.h>
 
+#include <algorithm>
 #include <type_traits>
 #include <utility>
 
@@ -55,6 +56,25 @@ inline void matmul(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, con
   }
 #endif
   aten_matmul(M, N, K, A, lda, B, ldb, C, ldc, add);
+}
+
+// A recurrence's product for one thread's rows, C (M, N) = A (M, K) B (K, N) (or C += A B), with B
+// the recurrent weight W_hh (K = H, N = G*H) or its transpose (K = G*H, N = H): by B's blocks of at
+// most BLOCK rows and columns, the blocks of K summed into C. Taken whole, once W_hh outgrew a
+// core's cache (H = 384 and wider), the product of the few rows a thread runs was the slower by a
+// quarter to a half of the loop's time (benchmarks/bench_train.py before and after); a block of
+// BLOCK by BLOCK (256 KiB in float32) stays in any core's.
+constexpr int64_t BLOCK = 256;
+
+template <typename T>
+inline void blocked_matmul(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
+                           T* C, int64_t ldc, bool add) {
+  for (int64_t n = 0; n < N; n += BLOCK) {
+    for (int64_t k = 0; k < K; k += BLOCK) {
+      matmul(M, std::min(BLOCK, N - n), std::min(BLOCK, K - k), A + k, lda, B + k * ldb + n, ldb, C + n, ldc,
+             add || k > 0);
+    }
+  }
 }
 
 }  // namespace charrnn

@@ -33,7 +33,7 @@ std::tuple<Tensor, Tensor> tanh_forward(const Tensor& a, const Tensor& h0, const
         const S* at_ = ap + t * B * H;
         S *h = hp + t * B * H, *f = fp + t * B * H;
         const Zone<S> zt = zone.at(t, B * H);
-        matmul(b1 - b0, H, H, h_prev + b0 * H, H, Wp, H, h + b0 * H, H, false);  // h_{t-1} W_hh, these rows
+        blocked_matmul(b1 - b0, H, H, h_prev + b0 * H, H, Wp, H, h + b0 * H, H, false);  // h_{t-1} W_hh, these rows
         for_units<S>(b0, b1, H, [&](int64_t b, int64_t j, int64_t n) {
           const int64_t k = b * H + j;
           const Vec<S> ht = tanh(Vec<S>::loadu(at_ + k, n) + Vec<S>::loadu(h + k, n));
@@ -73,7 +73,7 @@ std::tuple<Tensor, Tensor> tanh_backward(const Tensor& dhs, const Tensor& dh_las
           if (zt.on) zt.around(k, n, d).store(dhp + k, n);           // into h_{t-1} around the step, to which ...
         });
         // ... (or into h_{t-1} alone) the path through u adds da_t W_hhᵀ, these rows
-        matmul(b1 - b0, H, H, da + b0 * H, H, WTp, H, dhp + b0 * H, H, zt.on);
+        blocked_matmul(b1 - b0, H, H, da + b0 * H, H, WTp, H, dhp + b0 * H, H, zt.on);
       }
     });
   });
