@@ -60,10 +60,10 @@ inline void matmul(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, con
 
 // A recurrence's product for one thread's rows, C (M, N) = A (M, K) B (K, N) (or C += A B), with B
 // the recurrent weight W_hh (K = H, N = G*H) or its transpose (K = G*H, N = H): by B's blocks of at
-// most BLOCK rows and columns, the blocks of K summed into C. Taken whole, once W_hh outgrew a
-// core's cache (H = 384 and wider), the product of the few rows a thread runs was the slower by a
-// quarter to a half of the loop's time (benchmarks/bench_train.py before and after); a block of
-// BLOCK by BLOCK (256 KiB in float32) stays in any core's.
+// most BLOCK rows and columns, the blocks of K summed into C. Taken whole, once a gated cell's W_hh
+// outgrew a core's cache (from H = 384), the loops ran at 0.75 to 0.94 of the blocks' speed at
+// H = 384 and B = 32, and slower still at H = 512 (benchmarks/bench_kernels.py, against a checkout
+// from before blocked_matmul); a BLOCK by BLOCK block, 256 KiB in float32, stays in a core's cache.
 constexpr int64_t BLOCK = 256;
 
 template <typename T>
