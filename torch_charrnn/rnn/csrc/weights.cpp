@@ -33,7 +33,7 @@ static std::pair<std::vector<Tensor>, int64_t> column_blocks(at::TensorList dU, 
 template <typename S, typename Row>
 void weight_grad(const Row& row, int64_t TB, int64_t H, const std::vector<Tensor>& blocks, int64_t N, S* dWp,
                  int64_t parts) {
-  constexpr int64_t KB = 256, NB = 256;  // blocks of the sum and of dW's columns that stay in cache
+  constexpr int64_t KB = BLOCK, NB = BLOCK;  // blocks of the sum and of dW's columns that stay in cache
   // Each block of the sum multiplies a panel of xᵀ, these units' rows of KB columns, transposed
   // into a buffer of the thread's own (KB, not T * B, columns: no copy of the window). Its rows
   // are padded: rows a multiple of 4 KiB apart fall in the same few cache sets, and writing or
