@@ -1,6 +1,7 @@
 """The C++ kernels of two checkouts side by side in one process: each cell's loops over a window
-(a two-layer stack's forward, and its backward with the weight gradients), before and after a
-change to ``torch_charrnn/rnn/csrc``, on the same inputs, alternated round by round.
+(a two-layer stack's forward, and its backward with the weight gradients) and the dropout and
+zoneout masks of a window (``bernoulli_masks``, both layers'), before and after a change to
+``torch_charrnn/rnn/csrc``, on the same inputs, alternated round by round.
 
     git worktree add /tmp/before HEAD~1
     python benchmarks/bench_kernels.py --before /tmp/before --sizes 256 384 512
@@ -108,6 +109,25 @@ def row(name: str, H: int, B: int, kernels: dict, rounds: int) -> list[str]:
     return cells
 
 
+def masks_row(H: int, B: int, kernels: dict, rounds: int) -> list[str]:
+    """The masks' row: a window's (two layers, T, B, H) keep masks at rate 0.1, as zoneout draws
+    them every step; medians before and after, and the median of after / before."""
+    shape, like = [2, T, B, H], torch.zeros(())
+    times = {tag: [] for tag in kernels}
+    for r in range(rounds):
+        for tag, ops in kernels.items():
+            times[tag].append(milliseconds(ops.bernoulli_masks, shape, like, r, 6554, 1.0, 0.0))
+    before, after = times["before"], times["after"]
+    ratio = statistics.median(a / b for a, b in zip(after, before, strict=True))
+    return [
+        str(B),
+        str(H),
+        f"{statistics.median(before):.2f}",
+        f"{statistics.median(after):.2f}",
+        f"{ratio:.2f}x",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--before", type=Path, required=True, help="a checkout of the commit before")
@@ -128,6 +148,13 @@ def main() -> None:
             for H in args.sizes:
                 for name in args.cells:
                     print("| " + " | ".join(row(name, H, B, kernels, args.rounds)) + " |", flush=True)
+        print("\n| masks | B | H | before (ms) | after | ratio |\n|---|---|---|---|---|---|")
+        for B in args.batches:
+            for H in args.sizes:
+                print(
+                    "| bernoulli_masks | " + " | ".join(masks_row(H, B, kernels, args.rounds)) + " |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":
