@@ -37,39 +37,49 @@ inline std::pair<T, T> moments(const T* v, int64_t N) {
   return {mean, T(1) / std::sqrt(lanes_sum(squares) / T(N) + T(LN_EPS))};
 }
 
-// sum(x * y) over [0, N) and sum(x): the two means the normalisation's backward needs.
+// The backward of a row's LN(v; g, b) = g * vhat + b, vhat = (v - mean) * rstd, taken as the row's
+// dL/dLN(v) arrives, a few lanes at a time, from the loop that computes it: `add` takes d at [o, o + n),
+// adds its share of the gain's gradient (and the bias's), stores d * g in dx and keeps the two sums the
+// normalisation needs; `finish` (or `at`, lane by lane) then gives dL/dv = rstd * (dx - mean(dx) -
+// vhat * mean(dx * vhat)). One pass over the row and its gradient where a pass a term took five.
 template <typename T>
-inline std::pair<T, T> dot_and_sum(const T* x, const T* y, int64_t N) {
-  Vec<T> dot(T(0)), sum(T(0));
-  for (int64_t j = 0; j < N; j += Vec<T>::size()) {
-    const int64_t n = std::min<int64_t>(Vec<T>::size(), N - j);
-    const Vec<T> xv = Vec<T>::loadu(x + j, n);
-    dot = dot + xv * Vec<T>::loadu(y + j, n), sum = sum + xv;
-  }
-  return {lanes_sum(dot), lanes_sum(sum)};
-}
+struct LayerNormBackward {
+  const T* vhat;  // the row's vhat (N)
+  const T* gain;  // g (N)
+  T* dgain;       // the gain's gradient, added to (N)
+  T* dx;          // d * g from `add`, dL/dv from `finish` (N)
+  Vec<T> dot = Vec<T>(T(0)), sum = Vec<T>(T(0));
+  Vec<T> md = Vec<T>(T(0)), mdv = Vec<T>(T(0)), r = Vec<T>(T(0));
 
-// dx[0, N) = rstd * (d - mean(d) - vhat * mean(d * vhat)), d = dx on entry (the gradient of the
-// normalised v, the gain already applied): the backward of v -> vhat = (v - mean) * rstd.
-template <typename T>
-inline void normalisation_backward(T* dx, const T* vhat, T rstd, int64_t N) {
-  const auto [dot, sum] = dot_and_sum(dx, vhat, N);
-  const Vec<T> md(sum / T(N)), mdv(dot / T(N)), r(rstd);
-  for (int64_t j = 0; j < N; j += Vec<T>::size()) {
-    const int64_t n = std::min<int64_t>(Vec<T>::size(), N - j);
-    (r * (Vec<T>::loadu(dx + j, n) - md - Vec<T>::loadu(vhat + j, n) * mdv)).store(dx + j, n);
+  // d = dL/dLN(v) at [o, o + n) of the row; dbias: the bias's gradient at o, added to, or null
+  void add(int64_t o, int64_t n, const Vec<T>& d, T* dbias = nullptr) {
+    const Vec<T> vh = Vec<T>::loadu(vhat + o, n);
+    (Vec<T>::loadu(dgain + o, n) + d * vh).store(dgain + o, n);
+    if (dbias) (Vec<T>::loadu(dbias, n) + d).store(dbias, n);
+    const Vec<T> dg = Vec<T>::set(Vec<T>(T(0)), d * Vec<T>::loadu(gain + o, n), n);
+    dg.store(dx + o, n);
+    dot = dot + dg * vh, sum = sum + dg;
   }
-}
 
-// acc[0, N) += x * y (or += x where y is null): a gain's (or a bias's) gradient, a row at a time.
-template <typename T>
-inline void accumulate(T* acc, const T* x, const T* y, int64_t N) {
-  for (int64_t j = 0; j < N; j += Vec<T>::size()) {
-    const int64_t n = std::min<int64_t>(Vec<T>::size(), N - j);
-    const Vec<T> xv = Vec<T>::loadu(x + j, n);
-    (Vec<T>::loadu(acc + j, n) + (y ? xv * Vec<T>::loadu(y + j, n) : xv)).store(acc + j, n);
+  // once every d of the row is in: the means, with the row's rstd and length
+  void means(T rstd, int64_t N) {
+    md = Vec<T>(lanes_sum(sum) / T(N)), mdv = Vec<T>(lanes_sum(dot) / T(N)), r = Vec<T>(rstd);
   }
-}
+
+  // dL/dv at [o, o + n), after `means`
+  Vec<T> at(int64_t o, int64_t n) const {
+    return r * (Vec<T>::loadu(dx + o, n) - md - Vec<T>::loadu(vhat + o, n) * mdv);
+  }
+
+  // dL/dv for the whole row, into dx
+  void finish(T rstd, int64_t N) {
+    means(rstd, N);
+    for (int64_t j = 0; j < N; j += Vec<T>::size()) {
+      const int64_t n = std::min<int64_t>(Vec<T>::size(), N - j);
+      at(j, n).store(dx + j, n);
+    }
+  }
+};
 
 // Where a step reads its input share a_t (N = G*H values a row): from a (T, B, N) computed for the
 // window (a layer above), or, for the first layer, the row of the normalised table LN(W_xh; g_x) + b_h

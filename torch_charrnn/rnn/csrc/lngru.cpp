@@ -110,6 +110,7 @@ std::vector<Tensor> lngru_backward(const Tensor& dhs, const Tensor& dh_last, con
           const int64_t r = t * B + b, k = r * H, q = b * H;
           const S* ub = up + r * N;
           S *dab = dap + r * N, *dub = dup + r * N;
+          LayerNormBackward<S> ln_u{ub, ghp, dg_h, dub};
           for (int64_t j = 0; j < H; j += V::size()) {
             const int64_t n = std::min<int64_t>(V::size(), H - j);
             const S* rzb = rzp + r * 2 * H + j;
@@ -122,17 +123,11 @@ std::vector<Tensor> lngru_backward(const Tensor& dhs, const Tensor& dh_last, con
             const V dz = d * (V::loadu(h_prev + q + j, n) - nt) * zg * (one - zg);  // into z
             const V dhn = dn * rg;                                              // into LN(u)_n + b_hn
             dr.store(dab + j, n), dz.store(dab + H + j, n), dn.store(dab + 2 * H + j, n);
-            dr.store(dub + j, n), dz.store(dub + H + j, n), dhn.store(dub + 2 * H + j, n);  // dL/dLN(u)
+            ln_u.add(j, n, dr), ln_u.add(H + j, n, dz), ln_u.add(2 * H + j, n, dhn, db_hn + j);  // into LN(u)
             // into h_{t-1} around u (the skip path, and around the step where zoneout kept it), to which ...
             (zt.on ? d * zg + zt.around(q + j, n, dh) : d * zg).store(dhp + q + j, n);
           }
-          accumulate(db_hn, dub + 2 * H, static_cast<const S*>(nullptr), H);
-          accumulate(dg_h, dub, ub, N);  // LN(u; g_h)'s gain
-          for (int64_t j = 0; j < N; j += V::size()) {
-            const int64_t n = std::min<int64_t>(V::size(), N - j);
-            (V::loadu(dub + j, n) * V::loadu(ghp + j, n)).store(dub + j, n);  // through g_h
-          }
-          normalisation_backward(dub, ub, rup[r], N);  // into u, through its normalisation
+          ln_u.finish(rup[r], N);  // into u, through its normalisation
         }
         // ... the path through u adds du_t W_hhᵀ, these rows
         blocked_matmul(b1 - b0, H, N, dup + (t * B + b0) * N, N, WTp, H, dhp + b0 * H, H, true);

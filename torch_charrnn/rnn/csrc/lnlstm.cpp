@@ -115,7 +115,7 @@ std::vector<Tensor> lnlstm_backward(const Tensor& dhs, const Tensor& dh_last, co
     in_shares(parts, B, [&](int64_t b0, int64_t b1, int64_t first) {
       S* dg_h = own.data_ptr<S>() + first * (N + 2 * H);
       S *dg_c = dg_h + N, *db_c = dg_c + H;
-      std::vector<S> d(H);  // a row's dL/dLN(c_t) times g_c, for the normalisation's backward
+      std::vector<S> d(H);  // a row's dL/dLN(c_t) times g_c, for its normalisation's backward
       for (int64_t t = T - 1; t >= 0; --t) {
         const Zone<S> zh = zone_h.at(t, B * H), zc = zone_c.at(t, B * H);
         const S* c_prev = t > 0 ? cp + (t - 1) * B * H : c0_.data_ptr<S>();
@@ -123,39 +123,31 @@ std::vector<Tensor> lnlstm_backward(const Tensor& dhs, const Tensor& dh_last, co
           const int64_t r = t * B + b, k = r * H, q = b * H;
           const S *gb = gp + r * N, *ub = up + r * N;
           S *dzb = dzp + r * N, *dub = dup + r * N;
+          LayerNormBackward<S> ln_c{chp + k, gcp, dg_c, d.data()}, ln_u{ub, ghp, dg_h, dub};
           for (int64_t j = 0; j < H; j += V::size()) {  // through h_t = o * tanh(LN(c_t))
             const int64_t n = std::min<int64_t>(V::size(), H - j);
             const V o = V::loadu(gb + 3 * H + j, n), tc = V::loadu(tp + k + j, n);
             const V dh = V::loadu(above + k + j, n) + V::loadu(dhp + q + j, n);  // dL/dh_t, zoned
             const V dht = zh.fresh(q + j, n, dh);                                 // the cell's own h_t's
             if (zh.on) zh.around(q + j, n, dh).store(dhp + q + j, n);  // into h_{t-1} around the step
-            const V dnc = dht * o * (one - tc * tc);  // into LN(c_t), through tanh
-            dnc.store(d.data() + j, n);
-            (dht * tc * o * (one - o)).store(dzb + 3 * H + j, n);  // into z_o, through sigmoid
+            ln_c.add(j, n, dht * o * (one - tc * tc), db_c + j);  // into LN(c_t), through tanh
+            const V dzo = dht * tc * o * (one - o);                // into z_o, through sigmoid
+            dzo.store(dzb + 3 * H + j, n);
+            ln_u.add(3 * H + j, n, dzo);
           }
-          accumulate(db_c, d.data(), static_cast<const S*>(nullptr), H);
-          accumulate(dg_c, d.data(), chp + k, H);
-          for (int64_t j = 0; j < H; j += V::size()) {
-            const int64_t n = std::min<int64_t>(V::size(), H - j);
-            (V::loadu(d.data() + j, n) * V::loadu(gcp + j, n)).store(d.data() + j, n);  // through g_c
-          }
-          normalisation_backward(d.data(), chp + k, rcp[r], H);  // into c_t, through its normalisation
+          ln_c.means(rcp[r], H);
           for (int64_t j = 0; j < H; j += V::size()) {
             const int64_t n = std::min<int64_t>(V::size(), H - j);
             const V i = V::loadu(gb + j, n), f = V::loadu(gb + H + j, n), g = V::loadu(gb + 2 * H + j, n);
-            const V dcz = V::loadu(dcp + q + j, n);                       // dL/dc_t, zoned, from c_{t+1}
-            const V dct = V::loadu(d.data() + j, n) + zc.fresh(q + j, n, dcz);
+            const V dcz = V::loadu(dcp + q + j, n);  // dL/dc_t, zoned, from c_{t+1}
+            const V dct = ln_c.at(j, n) + zc.fresh(q + j, n, dcz);  // and through LN(c_t)
             (zc.on ? dct * f + zc.around(q + j, n, dcz) : dct * f).store(dcp + q + j, n);  // into c_{t-1}
-            (dct * g * i * (one - i)).store(dzb + j, n);                             // into z_i
-            (dct * V::loadu(c_prev + q + j, n) * f * (one - f)).store(dzb + H + j, n);  // into z_f
-            (dct * i * (one - g * g)).store(dzb + 2 * H + j, n);                     // into z_g
+            const V dzi = dct * g * i * (one - i), dzf = dct * V::loadu(c_prev + q + j, n) * f * (one - f);
+            const V dzg = dct * i * (one - g * g);
+            dzi.store(dzb + j, n), dzf.store(dzb + H + j, n), dzg.store(dzb + 2 * H + j, n);  // into z_i, z_f, z_g
+            ln_u.add(j, n, dzi), ln_u.add(H + j, n, dzf), ln_u.add(2 * H + j, n, dzg);  // and LN(u; g_h)
           }
-          accumulate(dg_h, dzb, ub, N);  // LN(u; g_h)'s gain
-          for (int64_t j = 0; j < N; j += V::size()) {
-            const int64_t n = std::min<int64_t>(V::size(), N - j);
-            (V::loadu(dzb + j, n) * V::loadu(ghp + j, n)).store(dub + j, n);  // through g_h
-          }
-          normalisation_backward(dub, ub, rup[r], N);  // into u, through its normalisation
+          ln_u.finish(rup[r], N);  // into u, through its normalisation
         }
         // into h_{t-1} through u: du_t W_hhᵀ, these rows (added to what went around the step)
         blocked_matmul(b1 - b0, H, N, dup + (t * B + b0) * N, N, WTp, H, dhp + b0 * H, H, zh.on);
