@@ -34,7 +34,7 @@ ends before a mark (its ``max_steps``) is measured at its end and keeps that val
     python benchmarks/race.py configs/tinyshakespeare.yaml nn.RNN            # the optimizers issue
     python benchmarks/race.py configs/tinyshakespeare_lstm.yaml nn.LSTM nn.LSTM+embedding --recipe --runs 2
     python benchmarks/race.py configs/tinyshakespeare_20min.yaml nn.LSTM --marks 1 5 10 20 \\
-        --seq 64 --hidden 384 --layers 2 --dropout 0.25          # the same size and dropout
+        --seq 64 --hidden 512 --layers 2 --dropout 0.25          # the same size and dropout
 
 On a GPU (``--device cuda``; the configs then need ``--fit-args=--trainer.accelerator=gpu``) the
 clock waits for the device before it reads a mark, so that the steps the host queued ahead count
